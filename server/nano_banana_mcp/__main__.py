@@ -1,0 +1,3 @@
+from nano_banana_mcp.cli import main
+
+main()

@@ -1,0 +1,301 @@
+"""The ``nano-banana-mcp`` command: serve MCP (default), generate, tasks, models, emulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+
+from nano_banana_mcp import __version__, catalog
+from nano_banana_mcp.config import Settings
+from nano_banana_mcp.errors import (
+    ConfigError,
+    InvalidRequest,
+    MonetConnectionError,
+    MonetError,
+    NanoBananaError,
+    ReferenceImageError,
+)
+
+__all__ = ["main"]
+
+log = logging.getLogger("nano_banana_mcp")
+
+_COMMANDS = ("serve", "generate", "tasks", "models", "emulator")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_API, EXIT_PENDING = 0, 1, 2, 3, 4, 5
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("settings (each also read from its environment variable)")
+    g.add_argument(
+        "--offline",
+        action="store_true",
+        default=None,
+        help="use the built-in emulator; no key needed [NANO_BANANA_OFFLINE]",
+    )
+    g.add_argument("--base-url", dest="base_url", help="Monet API base URL [MONET_BASE_URL]")
+    g.add_argument(
+        "--output-dir",
+        "--out",
+        dest="output_dir",
+        type=Path,
+        help="where images are saved [NANO_BANANA_OUTPUT_DIR]",
+    )
+    g.add_argument("--data-dir", dest="data_dir", type=Path, help="ledger and caches [NANO_BANANA_DATA_DIR]")
+    g.add_argument(
+        "--request-timeout",
+        dest="request_timeout",
+        type=float,
+        help="seconds per API request [NANO_BANANA_REQUEST_TIMEOUT]",
+    )
+    g.add_argument(
+        "--max-retries",
+        dest="max_retries",
+        type=int,
+        help="retries of a failed request [NANO_BANANA_MAX_RETRIES]",
+    )
+    g.add_argument(
+        "--emulator-task-seconds",
+        dest="emulator_task_seconds",
+        type=float,
+        help="how long an offline task takes [NANO_BANANA_EMULATOR_TASK_SECONDS]",
+    )
+    g.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr (default WARNING)",
+    )
+
+
+_SETTING_FLAGS = (
+    "offline",
+    "base_url",
+    "output_dir",
+    "data_dir",
+    "request_timeout",
+    "max_retries",
+    "emulator_task_seconds",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nano-banana-mcp",
+        description="Nano Banana image generation for AI agents: an MCP server (the default command) and a CLI. "
+        "Set MONET_API_KEY, or use --offline to try it with the built-in emulator.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    _common(serve)
+
+    gen = sub.add_parser("generate", help="generate images and print the saved paths")
+    gen.add_argument("prompt", help="what to draw")
+    gen.add_argument("--model", default=catalog.DEFAULT, choices=list(catalog.MODELS))
+    gen.add_argument("--aspect-ratio", dest="aspect_ratio", choices=list(catalog.ASPECT_RATIOS))
+    gen.add_argument("--resolution", choices=list(catalog.RESOLUTIONS))
+    gen.add_argument(
+        "--image",
+        dest="images",
+        action="append",
+        default=[],
+        metavar="PATH_OR_URL",
+        help="reference image (repeatable)",
+    )
+    gen.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        help="seconds to wait before printing the task id instead (default 600)",
+    )
+    gen.add_argument("--json", action="store_true", help="print the result as JSON")
+    _common(gen)
+
+    tasks = sub.add_parser("tasks", help="list recent tasks at the API")
+    tasks.add_argument("--page", type=int, default=1)
+    tasks.add_argument("--page-size", dest="page_size", type=int, default=20)
+    tasks.add_argument("--json", action="store_true", help="print JSON")
+    _common(tasks)
+
+    models = sub.add_parser("models", help="print the model catalogue")
+    models.add_argument("--json", action="store_true", help="print JSON")
+
+    emu = sub.add_parser("emulator", help="run the Monet-compatible emulator on 127.0.0.1")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=8787)
+    emu.add_argument("--api-key", dest="api_key", default="monet_offline", help="the key it accepts")
+    emu.add_argument(
+        "--task-seconds",
+        dest="task_seconds",
+        type=float,
+        default=4.0,
+        help="how long a task takes (default 4)",
+    )
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k in _SETTING_FLAGS if (v := getattr(args, k, None)) is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"Invalid setting: {problems}") from err
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in _COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "serve")  # `nano-banana-mcp [--offline ...]` is how MCP hosts start the server
+    args = parser.parse_args(argv)
+    command = args.command
+    logging.basicConfig(
+        level=getattr(args, "log_level", "WARNING"),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code = _dispatch(command, args)
+    except NanoBananaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = _exit_code(err)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _exit_code(err: NanoBananaError) -> int:
+    if isinstance(err, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(err, InvalidRequest | ReferenceImageError):
+        return EXIT_USAGE
+    if isinstance(err, MonetError | MonetConnectionError):
+        return EXIT_API
+    return EXIT_FAILED
+
+
+def _dispatch(command: str, args: argparse.Namespace) -> int:
+    if command == "models":
+        return _models(json_out=args.json)
+    if command == "emulator":
+        return _emulator(args)
+    settings = settings_from(args)
+    if command == "serve":
+        return _serve(settings, args)
+    if command == "generate":
+        return anyio.run(_generate, settings, args)
+    if command == "tasks":
+        return anyio.run(_tasks, settings, args)
+    raise AssertionError(command)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from nano_banana_mcp.server import create_server  # noqa: PLC0415
+
+    mcp = create_server(settings)
+    if args.http:
+        mcp.run("streamable-http", host=args.host, port=args.port)
+    else:
+        mcp.run()
+    return EXIT_OK
+
+
+async def _generate(settings: Settings, args: argparse.Namespace) -> int:
+    from nano_banana_mcp.catalog import GenerateRequest  # noqa: PLC0415
+    from nano_banana_mcp.service import open_service  # noqa: PLC0415
+
+    try:
+        request = GenerateRequest(
+            prompt=args.prompt,
+            model=args.model,
+            images=tuple(args.images),
+            aspect_ratio=args.aspect_ratio,
+            resolution=args.resolution,
+        )
+    except ValidationError as err:
+        raise InvalidRequest(str(err)) from err
+    show_bar = not args.json and sys.stderr.isatty()
+    async with open_service(settings) as service:
+        if show_bar:
+            result = await _with_progress_bar(service, request, args.wait)
+        else:
+            result = await service.generate(request, args.wait)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    elif result.status == "success":
+        for image in result.images:
+            print(image.path or image.url)
+        if result.offline:
+            print("note: offline mode, these are emulator placeholders", file=sys.stderr)
+    else:
+        print(result.summary(), file=sys.stderr)
+    if result.status == "success":
+        return EXIT_OK
+    return EXIT_FAILED if result.status == "failed" else EXIT_PENDING
+
+
+async def _with_progress_bar(service: Any, request: Any, wait: float) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        bar_id = bar.add_task(f"{request.model}: submitting", total=100)
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            bar.update(bar_id, completed=done, description=f"{request.model}: {message or ''}")
+
+        return await service.generate(request, wait, on_progress)
+
+
+async def _tasks(settings: Settings, args: argparse.Namespace) -> int:
+    from nano_banana_mcp.service import open_service  # noqa: PLC0415
+
+    async with open_service(settings) as service:
+        client, _ = service._require_client()
+        page = await client.list_tasks(args.page, args.page_size)
+    if args.json:
+        print(page.model_dump_json(indent=2, by_alias=True))
+        return EXIT_OK
+    print(f"{page.total} task(s); page {page.page}")
+    for task in page.tasks:
+        urls = " ".join(task.urls)
+        print(f"{task.id}  {task.status:<10} {task.created_at or '':<25} {urls}")
+    return EXIT_OK
+
+
+def _models(*, json_out: bool) -> int:
+    if json_out:
+        print(json.dumps([m.model_dump() for m in catalog.model_info()], indent=2))
+    else:
+        print(catalog.markdown_table())
+    return EXIT_OK
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from nano_banana_mcp.emulator import Emulator, serve  # noqa: PLC0415
+
+    emulator = Emulator(api_key=args.api_key, task_seconds=args.task_seconds)
+    print(
+        f"Monet emulator on http://{args.host}:{args.port} (key {args.api_key}); Ctrl-C to stop",
+        file=sys.stderr,
+    )
+    anyio.run(serve, emulator, args.host, args.port)
+    return EXIT_OK

@@ -1,0 +1,88 @@
+"""Settings from the environment and the command line, built once and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nano_banana_mcp.errors import OFFLINE_HINT, ConfigError
+
+__all__ = ["DEFAULT_BASE_URL", "OFFLINE_API_KEY", "Settings"]
+
+DEFAULT_BASE_URL = "https://monet.vision"
+OFFLINE_API_KEY = "monet_offline"
+APP_NAME = "nano-banana-mcp"
+
+
+def _default_output_dir() -> Path:
+    import platformdirs  # noqa: PLC0415 - only when no directory is configured
+
+    return Path(platformdirs.user_pictures_dir()) / "nano-banana"
+
+
+def _default_data_dir() -> Path:
+    import platformdirs  # noqa: PLC0415
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class Settings(BaseSettings):
+    """Every setting has an environment variable (shown in each field's alias) and a CLI flag."""
+
+    model_config = SettingsConfigDict(env_prefix="NANO_BANANA_", extra="ignore", populate_by_name=True)
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MONET_API_KEY", "api_key"),
+        description="Monet API key (monet_...). Get one at https://monet.vision.",
+    )
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL,
+        validation_alias=AliasChoices("MONET_BASE_URL", "base_url"),
+        description="Monet API base URL.",
+    )
+    output_dir: Path = Field(default_factory=_default_output_dir, description="Where images are saved.")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Ledger and caches.")
+    offline: bool = Field(default=False, description="Use the built-in emulator; no key needed.")
+
+    # Network behaviour.
+    request_timeout: Seconds = Field(default=30.0, description="Timeout of one API request.")
+    max_retries: int = Field(default=5, ge=0, le=20, description="Retries of a failed request.")
+    retry_base_delay: Seconds = Field(default=0.5, description="First retry delay; doubles each time.")
+    retry_max_delay: Seconds = Field(default=8.0, description="Cap on one retry delay.")
+    max_retry_after: Seconds = Field(default=60.0, description="Longest Retry-After that is honoured.")
+    poll_interval: Seconds = Field(default=1.0, description="First polling interval when streaming fails.")
+    poll_max_interval: Seconds = Field(default=5.0, description="Longest polling interval.")
+    task_timeout: Seconds = Field(default=1800.0, description="Give up following a task after this long.")
+    max_download_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="Largest image download.")
+    max_reference_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest reference image.")
+
+    # The built-in emulator (offline mode).
+    emulator_task_seconds: Seconds = Field(default=4.0, description="How long an offline task takes.")
+
+    @field_validator("output_dir", "data_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("base_url", mode="after")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("MONET_BASE_URL must start with https:// (or http:// for a local emulator)")
+        return value.rstrip("/")
+
+    def require_key(self) -> SecretStr:
+        """The API key, or a ConfigError that says how to get one."""
+        if self.api_key is None or not self.api_key.get_secret_value().strip():
+            raise ConfigError(
+                "No Monet API key is set. Set MONET_API_KEY to your key (get one at https://monet.vision; "
+                f"keys look like monet_...). {OFFLINE_HINT}"
+            )
+        return self.api_key

@@ -1,0 +1,112 @@
+"""One exception tree for everything a user or an agent can see go wrong.
+
+``str(error)`` is the text the agent reads: it says what happened and what to do next.
+No error ever carries the API key or request headers.
+
+* NanoBananaError
+  + ConfigError            a setting is missing or wrong; names the env var / flag
+  + InvalidRequest         refused before anything is uploaded or paid for
+  + ReferenceImageError    a reference image is missing, not an image, or too large
+  + TaskNotFound           this server knows no task with that id
+  + DownloadError          a finished image could not be saved
+  + MonetError             the API answered with an error (``.status_code``, ``.code``, ``.body``)
+    x MonetConnectionError the API could not be reached (no status)
+    x AuthError            401/403: the key is missing or refused
+    x NotFound             404
+    x RateLimited          429 (``.retry_after``)
+    x ServerError          5xx
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "DownloadError",
+    "InvalidRequest",
+    "MonetConnectionError",
+    "MonetError",
+    "NanoBananaError",
+    "NotFound",
+    "RateLimited",
+    "ReferenceImageError",
+    "ServerError",
+    "TaskNotFound",
+]
+
+OFFLINE_HINT = "To try everything without a key, run with --offline (or set NANO_BANANA_OFFLINE=1)."
+
+
+class NanoBananaError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(NanoBananaError):
+    """A setting is missing or invalid."""
+
+
+class InvalidRequest(NanoBananaError):
+    """The request breaks a rule of the chosen model; nothing was sent."""
+
+
+class ReferenceImageError(NanoBananaError):
+    """A reference image cannot be used."""
+
+
+class TaskNotFound(NanoBananaError):
+    """No task with this id is known."""
+
+
+class DownloadError(NanoBananaError):
+    """A finished image could not be downloaded or saved."""
+
+
+class MonetError(NanoBananaError):
+    """The Monet API answered with an error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.body = body
+
+
+class MonetConnectionError(MonetError):
+    """The API could not be reached, or the connection broke before an answer arrived."""
+
+
+class AuthError(MonetError):
+    """The API key is missing or was refused."""
+
+
+class NotFound(MonetError):
+    """The API has no such task or file."""
+
+
+class RateLimited(MonetError):
+    """Too many requests; ``retry_after`` is the server's hint in seconds, if it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = 429,
+        code: str | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, code=code, body=body)
+        self.retry_after = retry_after
+
+
+class ServerError(MonetError):
+    """The API failed on its side (5xx)."""

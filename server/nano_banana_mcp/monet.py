@@ -1,0 +1,470 @@
+"""Async client for the Monet AI task API: one method per endpoint, every retry in ``_send``.
+
+The client never makes up an idempotency key: the caller owns it (the service makes one per logical
+request before anything is sent) and every retry of that request carries the same key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from nano_banana_mcp.catalog import GenerateRequest
+from nano_banana_mcp.errors import (
+    OFFLINE_HINT,
+    AuthError,
+    DownloadError,
+    MonetConnectionError,
+    MonetError,
+    NotFound,
+    RateLimited,
+    ServerError,
+)
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "Downloaded",
+    "MonetClient",
+    "RetryPolicy",
+    "Task",
+    "TaskOutput",
+    "TaskPage",
+    "UploadedFile",
+]
+
+log = logging.getLogger(__name__)
+_M = TypeVar("_M", bound=BaseModel)
+
+API_PREFIX = "/api/v1"
+TERMINAL_STATUSES = frozenset({"success", "failed"})
+_MAX_MESSAGE = 500
+_CHUNK = 256 * 1024
+
+
+class _Lenient(BaseModel):
+    """API objects: unknown fields are kept, so a newer API does not break us."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class TaskOutput(_Lenient):
+    model: str | None = None
+    status: str | None = None
+    progress: float | None = None
+    url: str | None = None
+    error: Any = None
+
+
+class Task(_Lenient):
+    id: str
+    status: str = "pending"
+    type: str | None = None
+    outputs: list[TaskOutput] = Field(default_factory=list)
+    error: Any = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def progress(self) -> float | None:
+        """Mean progress of the outputs in percent, if the API reported any."""
+        values = [o.progress for o in self.outputs if o.progress is not None]
+        if self.status == "success":
+            return 100.0
+        return sum(values) / len(values) if values else None
+
+    @property
+    def urls(self) -> list[str]:
+        return [o.url for o in self.outputs if o.url]
+
+    def error_message(self) -> str | None:
+        """The failure reason, from the task or its outputs, as plain text."""
+        for err in (self.error, *(o.error for o in self.outputs)):
+            if text := _error_text(err):
+                return text
+        return None
+
+
+class TaskPage(_Lenient):
+    tasks: list[Task] = Field(default_factory=list)
+    page: int = 1
+    page_size: int = Field(default=20, alias="pageSize")
+    total: int = 0
+
+
+class UploadedFile(_Lenient):
+    id: str | None = None
+    url: str
+    filename: str | None = None
+    size: int | None = None
+    content_type: str | None = None
+    created_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    path: Path
+    size: int
+    content_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float | None:
+        """Seconds to wait before retry number ``attempt`` (0-based); ``None`` means do not retry.
+
+        A server's ``Retry-After`` wins while it is within ``max_retry_after``; a longer one is
+        a refusal, reported to the user rather than slept through.
+        """
+        if attempt >= self.max_retries:
+            return None
+        if retry_after is not None:
+            return retry_after if 0 <= retry_after <= self.max_retry_after else None
+        backoff = min(self.base_delay * 2.0**attempt, self.max_delay)
+        return backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not cryptography
+
+
+def _error_text(err: Any) -> str | None:
+    if err is None or err == "":
+        return None
+    if isinstance(err, str):
+        return err[:_MAX_MESSAGE]
+    if isinstance(err, dict):
+        message = err.get("message") or err.get("detail") or err.get("error")
+        code = err.get("code")
+        if isinstance(message, dict | list):
+            message = _error_text(message)
+        if message and code:
+            return f"{code}: {message}"[:_MAX_MESSAGE]
+        if message or code:
+            return str(message or code)[:_MAX_MESSAGE]
+    return json.dumps(err, default=str)[:_MAX_MESSAGE]
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        import datetime as dt  # noqa: PLC0415
+
+        when = parsedate_to_datetime(value)
+        return max(0.0, (when - dt.datetime.now(when.tzinfo)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return response.text[:_MAX_MESSAGE] if response.text else None
+
+
+def _code_and_message(body: Any) -> tuple[str | None, str | None]:
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict):
+            code, message = inner.get("code"), inner.get("message")
+        else:
+            code, message = body.get("code"), body.get("message") or body.get("detail") or inner
+        return (str(code) if code else None, _error_text(message))
+    if isinstance(body, str) and body.strip():
+        return None, body.strip()[:_MAX_MESSAGE]
+    return None, None
+
+
+def _should_retry(status: int) -> bool:
+    return status in (408, 409, 425, 429) or status >= 500
+
+
+class MonetClient:
+    """The Monet API over one shared ``httpx.AsyncClient``."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        api_key: SecretStr,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._key = api_key
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"MonetClient(base_url={self._base!r})"
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def create_task(self, request: GenerateRequest, idempotency_key: str) -> Task:
+        """``POST /tasks/async``: create the task (once, whatever the retries) and return its handle."""
+        response = await self._send("POST", "/tasks/async", json=_create_body(request, idempotency_key))
+        return self._parse(Task, response)
+
+    async def follow_stream(
+        self,
+        request: GenerateRequest,
+        idempotency_key: str,
+        on_update: Callable[[Task], Awaitable[None]],
+        *,
+        read_timeout: float = 120.0,
+    ) -> Task:
+        """``POST /tasks/sync`` with the task's own key: stream its progress until it ends.
+
+        The same key makes the API attach to the task it already created rather than make a new
+        one. Returns the final task; raises ``MonetError`` if the stream fails or ends early, and
+        the caller falls back to polling.
+        """
+        from httpx_sse import SSEError, aconnect_sse  # noqa: PLC0415 - only needed once a task runs
+
+        last: Task | None = None
+        timeout = httpx.Timeout(self._timeout, read=read_timeout)
+        try:
+            async with aconnect_sse(
+                self._http,
+                "POST",
+                self._url("/tasks/sync"),
+                json=_create_body(request, idempotency_key),
+                headers=self._headers(),
+                timeout=timeout,
+            ) as source:
+                response = source.response
+                if not response.is_success:
+                    await response.aread()
+                    raise self._status_error(response)
+                async for event in source.aiter_sse():
+                    task = self._event_task(event.data, last)
+                    if task is None:
+                        continue
+                    last = task
+                    await on_update(task)
+                    if task.is_terminal:
+                        return task
+        except SSEError as err:
+            raise MonetError(f"The Monet API did not answer with an event stream ({err}).") from err
+        except httpx.HTTPError as err:
+            raise MonetConnectionError(
+                f"The progress stream from Monet broke ({type(err).__name__})."
+            ) from err
+        raise MonetConnectionError("The progress stream from Monet ended before the task finished.")
+
+    async def get_task(self, task_id: str) -> Task:
+        """``GET /tasks/{id}``."""
+        response = await self._send("GET", f"/tasks/{_path_segment(task_id)}")
+        return self._parse(Task, response)
+
+    async def list_tasks(self, page: int = 1, page_size: int = 20) -> TaskPage:
+        """``GET /tasks/list``, newest first."""
+        response = await self._send("GET", "/tasks/list", params={"page": page, "pageSize": page_size})
+        return self._parse(TaskPage, response)
+
+    async def upload_file(self, data: bytes, filename: str, content_type: str) -> UploadedFile:
+        """``POST /files``: upload bytes, get the URL that goes into ``images`` (kept 24 hours)."""
+        response = await self._send("POST", "/files", files={"file": (filename, data, content_type)})
+        return self._parse(UploadedFile, response)
+
+    async def download(self, url: str, dest: Path, *, max_bytes: int) -> Downloaded:
+        """Stream ``url`` into ``dest`` atomically (a temp file beside it, renamed when complete).
+
+        Downloads go to file hosts, so they never carry the API key.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await self._download_once(url, dest, max_bytes)
+            except (MonetConnectionError, ServerError, RateLimited) as err:
+                retry_after = err.retry_after if isinstance(err, RateLimited) else None
+                delay = self._retry.delay(attempt, retry_after)
+                if delay is None:
+                    raise DownloadError(
+                        f"Could not download the finished image after {attempt + 1} attempts: {err}"
+                    ) from err
+                log.info("download failed (%s); retrying in %.2fs", err, delay)
+                await anyio.sleep(delay)
+                attempt += 1
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _download_once(self, url: str, dest: Path, max_bytes: int) -> Downloaded:
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        size = 0
+        try:
+            async with self._http.stream("GET", url, timeout=self._timeout) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise self._status_error(response)
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > max_bytes:
+                    raise DownloadError(
+                        f"The image is {int(declared):,} bytes, over the {max_bytes:,} limit."
+                    )
+                async with await anyio.open_file(tmp, "wb") as out:
+                    async for chunk in response.aiter_bytes(_CHUNK):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise DownloadError(f"The image is larger than the {max_bytes:,} byte limit.")
+                        await out.write(chunk)
+            content_type = response.headers.get("content-type")
+            await anyio.Path(tmp).replace(dest)
+        except httpx.HTTPError as err:
+            raise MonetConnectionError(f"The download broke off ({type(err).__name__}).") from err
+        finally:
+            await anyio.Path(tmp).unlink(missing_ok=True)
+        return Downloaded(path=dest, size=size, content_type=content_type)
+
+    def _url(self, path: str) -> str:
+        return f"{self._base}{API_PREFIX}{path}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key.get_secret_value()}", "Accept": "application/json"}
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        files: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """Send one logical request, retrying transient failures with capped, jittered backoff."""
+        attempt = 0
+        while True:
+            retry_after: float | None = None
+            try:
+                response = await self._http.request(
+                    method,
+                    self._url(path),
+                    json=json,
+                    params=params,
+                    files=files,
+                    headers=self._headers(),
+                    timeout=self._timeout,
+                )
+            except httpx.TimeoutException as err:
+                error: MonetError = MonetConnectionError(
+                    f"The Monet API at {self._base} did not answer within {self._timeout:g}s."
+                )
+                error.__cause__ = err
+            except httpx.TransportError as err:
+                error = MonetConnectionError(
+                    f"Could not reach the Monet API at {self._base} ({type(err).__name__}). "
+                    "Check the network connection and MONET_BASE_URL."
+                )
+                error.__cause__ = err
+            else:
+                if response.is_success:
+                    return response
+                error = self._status_error(response)
+                if not _should_retry(response.status_code):
+                    raise error
+                if isinstance(error, RateLimited):
+                    retry_after = error.retry_after
+            delay = self._retry.delay(attempt, retry_after)
+            if delay is None:
+                if attempt:
+                    error.args = (f"{error} (gave up after {attempt + 1} attempts)",)
+                raise error
+            log.info("%s %s failed (%s); retry %d in %.2fs", method, path, error, attempt + 1, delay)
+            await anyio.sleep(delay)
+            attempt += 1
+
+    def _status_error(self, response: httpx.Response) -> MonetError:
+        status = response.status_code
+        body = _body(response)
+        code, message = _code_and_message(body)
+        detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+        kwargs: dict[str, Any] = {"status_code": status, "code": code, "body": body}
+        if status in (401, 403):
+            return AuthError(
+                f"The Monet API refused the API key ({detail}). Check MONET_API_KEY or set a new key "
+                f"from https://monet.vision. {OFFLINE_HINT}",
+                **kwargs,
+            )
+        if status == 404:
+            return NotFound(f"Not found on the Monet API ({detail}).", **kwargs)
+        if status == 429:
+            retry_after = _parse_retry_after(response.headers.get("retry-after"))
+            wait = f" It asked to wait {retry_after:g}s." if retry_after is not None else ""
+            return RateLimited(
+                f"The Monet API is rate-limiting requests ({detail}).{wait} Wait a little and try again.",
+                retry_after=retry_after,
+                **kwargs,
+            )
+        if status >= 500:
+            return ServerError(
+                f"The Monet API failed on its side ({detail}). Try again in a minute.", **kwargs
+            )
+        return MonetError(f"The Monet API refused the request ({detail}).", **kwargs)
+
+    def _parse(self, model: type[_M], response: httpx.Response) -> _M:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as err:
+            raise MonetError(
+                f"The Monet API sent an answer this client does not understand "
+                f"(HTTP {response.status_code}, {len(response.content)} bytes, "
+                f"{err.error_count()} problem(s) reading it as {model.__name__}).",
+                status_code=response.status_code,
+            ) from err
+
+    @staticmethod
+    def _event_task(data: str, last: Task | None) -> Task | None:
+        """A stream event as a task; partial events are merged onto the previous one."""
+        if not data.strip():
+            return None
+        try:
+            payload = json.loads(data)
+        except json.JSONDecodeError:
+            log.debug("ignoring a non-JSON stream event")
+            return None
+        if not isinstance(payload, dict):
+            return None
+        if last is not None:
+            payload = last.model_dump(by_alias=True) | payload
+        try:
+            return Task.model_validate(payload)
+        except ValidationError:
+            log.debug("ignoring a stream event that is not a task")
+            return None
+
+
+def _create_body(request: GenerateRequest, idempotency_key: str) -> dict[str, Any]:
+    return {"type": "image", "input": request.api_input(), "idempotency_key": idempotency_key}
+
+
+def _path_segment(value: str) -> str:
+    from urllib.parse import quote  # noqa: PLC0415
+
+    return quote(value, safe="")

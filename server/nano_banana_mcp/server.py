@@ -1,0 +1,267 @@
+"""The MCP server: thin tools over the service, resources for results, and the transports."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from nano_banana_mcp import __version__, catalog
+from nano_banana_mcp.catalog import AspectRatio, GenerateRequest, ModelInfo, ModelName, Resolution
+from nano_banana_mcp.config import Settings
+from nano_banana_mcp.errors import NanoBananaError
+from nano_banana_mcp.images import thumbnail
+from nano_banana_mcp.service import Service, TaskList, TaskResult, UploadedReference, open_service
+
+__all__ = ["App", "create_server"]
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "nano-banana"
+TASK_URI = "nano-banana://tasks/{task_id}"
+IMAGE_URI = "nano-banana://tasks/{task_id}/images/{index}"
+MAX_WAIT = 600.0
+
+INSTRUCTIONS = f"""Generate and edit images with Google's Nano Banana models through the Monet AI API.
+Call generate_image with a prompt; it returns when the images are saved on disk (paths in the result),
+or after wait_seconds with a task_id: the task keeps running in the background, and get_task(task_id,
+wait_seconds=60) collects it later. Nothing is lost and nothing is charged twice.
+Models:
+{catalog.summary()}"""
+
+
+@dataclass
+class App:
+    """What the lifespan builds once and every tool reads."""
+
+    service: Service
+    settings: Settings
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+    default: str = Field(description="The model used when generate_image is called without one.")
+
+
+@contextmanager
+def agent_errors() -> Iterator[None]:
+    """Our errors are meant for the agent: hand their text over as a tool error."""
+    try:
+        yield
+    except NanoBananaError as err:
+        raise ToolError(str(err)) from err
+
+
+def _service(ctx: Context[App]) -> Service:
+    return ctx.request_context.lifespan_context.service
+
+
+async def _progress_reporter(ctx: Context[App]) -> Any:
+    async def report(progress: float, total: float | None, message: str | None) -> None:
+        await ctx.report_progress(progress, total, message)
+
+    return report
+
+
+async def _tool_result(result: TaskResult) -> Annotated[CallToolResult, TaskResult]:
+    """Summary line, a small thumbnail per saved image, a resource link per image, structured content."""
+    content: list[ContentBlock] = [TextContent(type="text", text=result.summary())]
+    for index, image in enumerate(result.images):
+        if image.path is None:
+            continue
+        path = Path(image.path)
+        try:
+            data, mime = await anyio.to_thread.run_sync(thumbnail, path)
+        except OSError:
+            log.warning("no thumbnail for %s", path)
+        else:
+            content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime))
+        content.append(
+            ResourceLink(
+                type="resource_link",
+                name=path.name,
+                uri=IMAGE_URI.format(task_id=result.task_id, index=index),
+                mime_type=image.mime_type,
+                size=image.size_bytes,
+                description=f"Full-size image ({image.width}x{image.height}) saved at {path}",
+            )
+        )
+    return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
+
+
+# -- tools -------------------------------------------------------------------------------------
+
+
+async def generate_image(
+    prompt: Annotated[str, Field(description="What to draw, or how to change the reference images.")],
+    ctx: Context[App],
+    model: Annotated[ModelName, Field(description="Which Nano Banana model to use.")] = catalog.DEFAULT,
+    aspect_ratio: Annotated[
+        AspectRatio | None, Field(description="Width:height. Each model accepts its own set (see above).")
+    ] = None,
+    resolution: Annotated[
+        Resolution | None, Field(description="Output size (1K, 2K, 4K). nano-banana-1 takes none.")
+    ] = None,
+    images: Annotated[
+        list[str] | None,
+        Field(
+            description="Reference images: local file paths (uploaded for you), https:// URLs, or URLs from "
+            "upload_reference."
+        ),
+    ] = None,
+    wait_seconds: Annotated[
+        float,
+        Field(ge=0, le=MAX_WAIT, description="How long to wait for the images before returning the task id."),
+    ] = 45,
+) -> Annotated[CallToolResult, TaskResult]:
+    with agent_errors():
+        request = GenerateRequest(
+            prompt=prompt,
+            model=model,
+            images=tuple(images or ()),
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+        )
+        result = await _service(ctx).generate(request, wait_seconds, await _progress_reporter(ctx))
+        return await _tool_result(result)
+
+
+async def get_task(
+    task_id: Annotated[
+        str, Field(min_length=1, max_length=200, description="The task id from generate_image.")
+    ],
+    ctx: Context[App],
+    wait_seconds: Annotated[
+        float, Field(ge=0, le=MAX_WAIT, description="Wait up to this long for the task to finish.")
+    ] = 0,
+) -> Annotated[CallToolResult, TaskResult]:
+    """Status and images of a task; with wait_seconds, wait for it to finish first."""
+    with agent_errors():
+        result = await _service(ctx).wait(task_id, wait_seconds, await _progress_reporter(ctx))
+        return await _tool_result(result)
+
+
+async def list_tasks(
+    ctx: Context[App],
+    page: Annotated[int, Field(ge=1, le=10_000, description="Page number, from 1.")] = 1,
+    page_size: Annotated[int, Field(ge=1, le=100, description="Tasks per page.")] = 20,
+) -> TaskList:
+    """Tasks this server created, newest first, with their status and saved files."""
+    with agent_errors():
+        return await _service(ctx).list(page, page_size)
+
+
+async def upload_reference(
+    path: Annotated[str, Field(min_length=1, max_length=4096, description="Local path of an image file.")],
+    ctx: Context[App],
+) -> UploadedReference:
+    """Upload a local image once and get a URL to reuse in generate_image's images (kept 24 hours)."""
+    with agent_errors():
+        return await _service(ctx).upload(path)
+
+
+async def list_models() -> ModelList:
+    """The Nano Banana models and what each accepts: reference images, aspect ratios, resolutions."""
+    return ModelList(models=catalog.model_info(), default=catalog.DEFAULT)
+
+
+def _generate_description() -> str:
+    return (
+        "Generate or edit images with a Nano Banana model. Returns when the images are saved on disk (paths, "
+        "sizes and a small preview in the result), or after wait_seconds with the task_id and status: the task "
+        "keeps running in the background; collect it with get_task(task_id, wait_seconds=60). "
+        "Bad options are refused before anything is uploaded or charged.\n"
+        f"Models:\n{catalog.summary()}"
+    )
+
+
+def _tools() -> list[Tool]:
+    read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
+    generate = Tool.from_function(
+        generate_image,
+        title="Generate image",
+        description=_generate_description(),
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+        ),
+    )
+    # Per-model rules (ratios, resolutions, reference counts) as JSON-schema conditionals on `model`.
+    generate.parameters["allOf"] = catalog.schema_rules()
+    return [
+        generate,
+        Tool.from_function(
+            upload_reference,
+            title="Upload reference image",
+            annotations=ToolAnnotations(
+                read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+            ),
+        ),
+        Tool.from_function(
+            get_task, title="Get task", annotations=read_only.model_copy(update={"open_world_hint": True})
+        ),
+        Tool.from_function(
+            list_tasks,
+            title="List tasks",
+            annotations=read_only.model_copy(update={"open_world_hint": False}),
+        ),
+        Tool.from_function(
+            list_models,
+            title="List models",
+            annotations=read_only.model_copy(update={"open_world_hint": False}),
+        ),
+    ]
+
+
+def create_server(settings: Settings) -> MCPServer[App]:
+    """The MCP server for these settings; its lifespan owns the HTTP client and the watcher."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
+        async with open_service(settings) as service:
+            yield App(service=service, settings=settings)
+
+    mcp: MCPServer[App] = MCPServer(
+        SERVER_NAME,
+        title="Nano Banana",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        website_url="https://monet.vision",
+        lifespan=lifespan,
+        tools=_tools(),
+    )
+
+    @mcp.resource(
+        TASK_URI, name="task", mime_type="application/json", description="A task's status and files."
+    )
+    async def task_resource(task_id: str, ctx: Context[App]) -> str:
+        try:
+            result = await _service(ctx).get(task_id)
+        except NanoBananaError as err:
+            raise ResourceError(str(err)) from err
+        return result.model_dump_json(indent=2)
+
+    @mcp.resource(IMAGE_URI, name="image", description="A saved output image, full size.")
+    async def image_resource(task_id: str, index: str, ctx: Context[App]) -> bytes:
+        try:
+            result = await _service(ctx).get(task_id)
+        except NanoBananaError as err:
+            raise ResourceError(str(err)) from err
+        if not index.isdigit() or int(index) >= len(result.images):
+            raise ResourceError(f"Task {task_id} has no image {index}.")
+        path = result.images[int(index)].path
+        if path is None:
+            raise ResourceError(f"Image {index} of task {task_id} is not saved yet; try get_task first.")
+        return await anyio.Path(path).read_bytes()
+
+    return mcp
