@@ -186,8 +186,7 @@ def check(
     if resolution is not None and resolution not in spec.resolutions:
         if spec.resolutions:
             problems.append(
-                f"{spec.name} does not accept resolution {resolution!r}; it accepts "
-                f"{', '.join(spec.resolutions)}."
+                f"{spec.name} does not accept resolution {resolution!r}; it accepts {', '.join(spec.resolutions)}."
             )
         else:
             others = [m.name for m in MODELS.values() if resolution in m.resolutions]
@@ -214,9 +213,7 @@ def schema_rules() -> list[dict[str, Any]]:
                 "aspect_ratio": {"anyOf": [{"enum": list(m.aspect_ratios)}, {"type": "null"}]},
                 "images": {"anyOf": [{"type": "array", "maxItems": m.max_images}, {"type": "null"}]},
                 "resolution": (
-                    {"anyOf": [{"enum": list(m.resolutions)}, {"type": "null"}]}
-                    if m.resolutions
-                    else {"type": "null"}
+                    {"anyOf": [{"enum": list(m.resolutions)}, {"type": "null"}]} if m.resolutions else {"type": "null"}
                 ),
             }
         }
@@ -251,7 +248,5 @@ def markdown_table() -> str:
     ]
     for m in MODELS.values():
         res = " ".join(m.resolutions) if m.resolutions else "not accepted"
-        rows.append(
-            f"| `{m.name}` | {m.title} | up to {m.max_images} | {' '.join(m.aspect_ratios)} | {res} |"
-        )
+        rows.append(f"| `{m.name}` | {m.title} | up to {m.max_images} | {' '.join(m.aspect_ratios)} | {res} |")
     return "\n".join(rows)

@@ -94,9 +94,7 @@ def check_reference(path: str | Path, *, max_bytes: int) -> ReferenceFile:
     try:
         data = resolved.read_bytes()
     except OSError as err:
-        raise ReferenceImageError(
-            f"Reference image {str(path)!r} could not be read ({err.strerror})."
-        ) from err
+        raise ReferenceImageError(f"Reference image {str(path)!r} could not be read ({err.strerror}).") from err
     mime = sniff_mime(data[:32])
     if mime is None:
         raise ReferenceImageError(

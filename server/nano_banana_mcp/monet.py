@@ -274,9 +274,7 @@ class MonetClient:
         except SSEError as err:
             raise MonetError(f"The Monet API did not answer with an event stream ({err}).") from err
         except httpx.HTTPError as err:
-            raise MonetConnectionError(
-                f"The progress stream from Monet broke ({type(err).__name__})."
-            ) from err
+            raise MonetConnectionError(f"The progress stream from Monet broke ({type(err).__name__}).") from err
         raise MonetConnectionError("The progress stream from Monet ended before the task finished.")
 
     async def get_task(self, task_id: str) -> Task:
@@ -326,9 +324,7 @@ class MonetClient:
                     raise self._status_error(response)
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > max_bytes:
-                    raise DownloadError(
-                        f"The image is {int(declared):,} bytes, over the {max_bytes:,} limit."
-                    )
+                    raise DownloadError(f"The image is {int(declared):,} bytes, over the {max_bytes:,} limit.")
                 async with await anyio.open_file(tmp, "wb") as out:
                     async for chunk in response.aiter_bytes(_CHUNK):
                         size += len(chunk)
@@ -423,9 +419,7 @@ class MonetClient:
                 **kwargs,
             )
         if status >= 500:
-            return ServerError(
-                f"The Monet API failed on its side ({detail}). Try again in a minute.", **kwargs
-            )
+            return ServerError(f"The Monet API failed on its side ({detail}). Try again in a minute.", **kwargs)
         return MonetError(f"The Monet API refused the request ({detail}).", **kwargs)
 
     def _parse(self, model: type[_M], response: httpx.Response) -> _M:

@@ -138,9 +138,7 @@ async def generate_image(
 
 
 async def get_task(
-    task_id: Annotated[
-        str, Field(min_length=1, max_length=200, description="The task id from generate_image.")
-    ],
+    task_id: Annotated[str, Field(min_length=1, max_length=200, description="The task id from generate_image.")],
     ctx: Context[App],
     wait_seconds: Annotated[
         float, Field(ge=0, le=MAX_WAIT, description="Wait up to this long for the task to finish.")
@@ -241,9 +239,7 @@ def create_server(settings: Settings) -> MCPServer[App]:
         tools=_tools(),
     )
 
-    @mcp.resource(
-        TASK_URI, name="task", mime_type="application/json", description="A task's status and files."
-    )
+    @mcp.resource(TASK_URI, name="task", mime_type="application/json", description="A task's status and files.")
     async def task_resource(task_id: str, ctx: Context[App]) -> str:
         try:
             result = await _service(ctx).get(task_id)

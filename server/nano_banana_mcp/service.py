@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Literal
 
 import anyio
@@ -64,9 +63,7 @@ class TaskResult(BaseModel):
     def summary(self) -> str:
         """One line for the agent to read."""
         if self.status == "success" and all(i.path for i in self.images):
-            files = "; ".join(
-                f"{i.path} ({i.width}x{i.height}, {_size(i.size_bytes)})" for i in self.images if i.path
-            )
+            files = "; ".join(f"{i.path} ({i.width}x{i.height}, {_size(i.size_bytes)})" for i in self.images if i.path)
             count = len(self.images)
             line = f"Saved {count} image{'s' * (count != 1)} from {self.model} (task {self.task_id}): {files}"
             return f"{line}. {OFFLINE_NOTE}" if self.offline else line
@@ -141,9 +138,7 @@ class Service:
         )
         client, watcher = self._require_client()
         local = await self._check_references(request.images)
-        urls = [
-            await self._upload_cached(local[i]) if i in local else ref for i, ref in enumerate(request.images)
-        ]
+        urls = [await self._upload_cached(local[i]) if i in local else ref for i, ref in enumerate(request.images)]
         request = request.model_copy(update={"images": tuple(urls)})
 
         record = TaskRecord(key=str(uuid.uuid4()), request=request, offline=self.offline)
@@ -166,9 +161,7 @@ class Service:
         watcher.follow(record.key)
         return record
 
-    async def wait(
-        self, task_id: str, wait_seconds: float, on_progress: ProgressCallback | None = None
-    ) -> TaskResult:
+    async def wait(self, task_id: str, wait_seconds: float, on_progress: ProgressCallback | None = None) -> TaskResult:
         """Wait up to ``wait_seconds`` for the task to finish (images saved), reporting progress."""
         record = await self._record(task_id)
         if record is None:
@@ -202,11 +195,7 @@ class Service:
         """A task by id: ours from the store, any other from the API."""
         record = await self._record(task_id)
         if record is not None:
-            if (
-                record.phase in ("created", "succeeded")
-                and self.watcher
-                and not self.watcher.is_following(record.key)
-            ):
+            if record.phase in ("created", "succeeded") and self.watcher and not self.watcher.is_following(record.key):
                 self.watcher.follow(record.key)  # e.g. a download that failed for lack of disk space
             return self.result(record)
         client, _ = self._require_client()
@@ -365,13 +354,13 @@ async def open_service(
                     max_retry_after=settings.max_retry_after,
                 ),
             )
-        async with anyio.create_task_group() as tg:
-            watcher = Watcher(client, store, settings, tg, on_finished=on_finished) if client else None
-            yield Service(
-                settings=settings, client=client, store=store, watcher=watcher, offline=settings.offline
-            )
-            tg.cancel_scope.cancel()
-
-
-def output_dir_of(settings: Settings) -> Path:
-    return settings.output_dir
+        try:
+            async with anyio.create_task_group() as tg:
+                watcher = Watcher(client, store, settings, tg, on_finished=on_finished) if client else None
+                yield Service(settings=settings, client=client, store=store, watcher=watcher, offline=settings.offline)
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The task group wraps what the caller's own code raised; hand a lone error back as itself.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise

@@ -72,9 +72,7 @@ class Watcher:
             with anyio.fail_after(self._settings.task_timeout):
                 await self._follow(key)
         except TimeoutError:
-            await self._note(
-                key, f"Stopped following after {self._settings.task_timeout:g}s; ask get_task later."
-            )
+            await self._note(key, f"Stopped following after {self._settings.task_timeout:g}s; ask get_task later.")
         except Exception as err:
             log.exception("following task %s failed", key)
             await self._note(key, f"Following the task failed: {err}")
@@ -149,9 +147,7 @@ class Watcher:
                 if image.path is not None:
                     continue
                 dest = output_path(out_dir, record.key, index, "image/png", record.created_at)
-                got = await self._client.download(
-                    image.url, dest, max_bytes=self._settings.max_download_bytes
-                )
+                got = await self._client.download(image.url, dest, max_bytes=self._settings.max_download_bytes)
                 meta = await self._check_image(got.path)
                 final = output_path(out_dir, record.key, index, meta.mime_type, record.created_at)
                 if final != got.path:

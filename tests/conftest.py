@@ -1,0 +1,69 @@
+"""Shared fixtures: one emulator served over real HTTP for the session, reset before every test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator, serve_in_thread
+from nano_banana_mcp.server import create_server
+
+API_KEY = "monet_test_key"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[Emulator]:
+    emulator = Emulator(api_key=API_KEY, task_seconds=0.3, stream_interval=0.05)
+    with serve_in_thread(emulator):
+        yield emulator
+
+
+@pytest.fixture(autouse=True)
+def emulator(emulator_server: Emulator) -> Emulator:
+    """The session's emulator with no tasks, uploads, requests or faults."""
+    emulator_server.reset()
+    return emulator_server
+
+
+@pytest.fixture
+def api_key() -> str:
+    return API_KEY
+
+
+@pytest.fixture
+def settings(tmp_path: Path, emulator: Emulator) -> Settings:
+    """Settings pointing at the emulator, with test-speed retries and polling, files under tmp_path."""
+    return Settings(
+        api_key=API_KEY,
+        base_url=emulator.base_url,
+        output_dir=tmp_path / "out",
+        data_dir=tmp_path / "data",
+        request_timeout=5,
+        retry_base_delay=0.01,
+        retry_max_delay=0.05,
+        max_retry_after=1,
+        poll_interval=0.05,
+        poll_max_interval=0.2,
+    )
+
+
+@pytest.fixture(params=["auto", "legacy"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Both protocol eras: 2026-07-28 (auto) and the 2025-11-25 handshake most hosts speak today."""
+    return request.param
+
+
+@pytest.fixture
+async def mcp_client(settings: Settings, mode: str) -> AsyncIterator[Client]:
+    """An SDK client connected in memory to a server built from `settings`."""
+    async with Client(create_server(settings), mode=mode, read_timeout_seconds=30) as client:
+        yield client

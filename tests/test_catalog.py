@@ -1,0 +1,106 @@
+"""The catalogue: one table drives the schema, the refusals and the docs."""
+
+from __future__ import annotations
+
+import itertools
+
+import jsonschema
+import pytest
+
+from nano_banana_mcp import catalog
+from nano_banana_mcp.errors import InvalidRequest
+from nano_banana_mcp.server import _tools
+
+MODELS = list(catalog.MODELS.values())
+
+
+@pytest.fixture(scope="module")
+def generate_schema() -> dict:
+    tool = next(t for t in _tools() if t.name == "generate_image")
+    return tool.parameters
+
+
+def _valid(schema: dict, arguments: dict) -> bool:
+    try:
+        jsonschema.validate(arguments, schema)
+    except jsonschema.ValidationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("model", "ratio"), list(itertools.product(MODELS, catalog.ASPECT_RATIOS)))
+def test_schema_and_check_agree_on_aspect_ratios(generate_schema: dict, model: catalog.Model, ratio: str) -> None:
+    """The JSON schema a host sees and the server's own check accept exactly the model's ratios."""
+    accepted = ratio in model.aspect_ratios
+    assert _valid(generate_schema, {"prompt": "p", "model": model.name, "aspect_ratio": ratio}) is accepted
+    if accepted:
+        catalog.check(model.name, prompt="p", aspect_ratio=ratio)
+    else:
+        with pytest.raises(InvalidRequest) as info:
+            catalog.check(model.name, prompt="p", aspect_ratio=ratio)
+        message = str(info.value)
+        assert ratio in message
+        assert ", ".join(model.aspect_ratios) in message  # says what the model does accept
+
+
+@pytest.mark.parametrize(("model", "resolution"), list(itertools.product(MODELS, catalog.RESOLUTIONS)))
+def test_schema_and_check_agree_on_resolutions(generate_schema: dict, model: catalog.Model, resolution: str) -> None:
+    """A model without a resolution option refuses every resolution, and says which models take one."""
+    accepted = resolution in model.resolutions
+    assert _valid(generate_schema, {"prompt": "p", "model": model.name, "resolution": resolution}) is accepted
+    if accepted:
+        catalog.check(model.name, prompt="p", resolution=resolution)
+        return
+    with pytest.raises(InvalidRequest) as info:
+        catalog.check(model.name, prompt="p", resolution=resolution)
+    takers = [m.name for m in MODELS if resolution in m.resolutions]
+    assert all(name in str(info.value) for name in takers)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_reference_image_limit(generate_schema: dict, model: catalog.Model) -> None:
+    """Up to max_images references pass; one more is refused with the limit in the message."""
+    at_limit = {"prompt": "p", "model": model.name, "images": ["https://x/a.png"] * model.max_images}
+    over = at_limit | {"images": ["https://x/a.png"] * (model.max_images + 1)}
+    assert _valid(generate_schema, at_limit)
+    assert not _valid(generate_schema, over)
+    catalog.check(model.name, prompt="p", image_count=model.max_images)
+    with pytest.raises(InvalidRequest, match=f"at most {model.max_images} reference images"):
+        catalog.check(model.name, prompt="p", image_count=model.max_images + 1)
+
+
+def test_absent_model_means_default_rules(generate_schema: dict) -> None:
+    """Without a model the default's rules apply, so the schema allows its widest ratio."""
+    default = catalog.MODELS[catalog.DEFAULT]
+    assert _valid(generate_schema, {"prompt": "p", "aspect_ratio": default.aspect_ratios[-1]})
+    assert not _valid(generate_schema, {"prompt": "p", "aspect_ratio": "7:3"})
+
+
+def test_every_problem_reported_at_once() -> None:
+    """One refusal lists all problems, so one correction fixes the call."""
+    with pytest.raises(InvalidRequest) as info:
+        catalog.check("nano-banana-1", prompt="p", image_count=6, aspect_ratio="21:9", resolution="2K")
+    message = str(info.value)
+    assert "at most 5" in message
+    assert "21:9" in message
+    assert "resolution" in message
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "x" * (catalog.MAX_PROMPT_CHARS + 1)])
+def test_bad_prompts_refused(prompt: str) -> None:
+    """Empty and runaway prompts never reach the API."""
+    with pytest.raises(InvalidRequest, match="prompt"):
+        catalog.check(catalog.DEFAULT, prompt=prompt)
+
+
+def test_unknown_model_lists_the_models() -> None:
+    """An unknown model name is refused with the list of real ones."""
+    with pytest.raises(InvalidRequest) as info:
+        catalog.check("nano-banana-9", prompt="p")
+    assert all(name in str(info.value) for name in catalog.MODELS)
+
+
+def test_api_input_leaves_out_unset_options() -> None:
+    """The create body carries only what the caller chose, in the API's own names."""
+    request = catalog.GenerateRequest(prompt="a cat", model="nano-banana-1", aspect_ratio="16:9")
+    assert request.api_input() == {"model": "nano-banana-1", "prompt": "a cat", "aspect_ratio": "16:9"}
