@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -104,3 +105,9 @@ def test_api_input_leaves_out_unset_options() -> None:
     """The create body carries only what the caller chose, in the API's own names."""
     request = catalog.GenerateRequest(prompt="a cat", model="nano-banana-1", aspect_ratio="16:9")
     assert request.api_input() == {"model": "nano-banana-1", "prompt": "a cat", "aspect_ratio": "16:9"}
+
+
+def test_readme_model_table_matches_the_catalogue() -> None:
+    """The README's model table is the catalogue's, character for character."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert catalog.markdown_table() in readme

@@ -270,11 +270,12 @@ def test_upload_url_serves_the_file(client: httpx.Client, emulator: Emulator) ->
 
 def test_upload_expires_after_ttl(client: httpx.Client, emulator: Emulator) -> None:
     """An uploaded file is served until upload_ttl has passed, then it is gone."""
-    emulator.upload_ttl = 0.05
+    emulator.upload_ttl = 0.2
     url = upload(client)["url"]
-    assert httpx.get(url).status_code == 200
-    time.sleep(0.06)
-    assert httpx.get(url).status_code == 404
+    uploaded = time.monotonic()
+    assert client.get(url).status_code == 200
+    time.sleep(max(uploaded + 0.2 - time.monotonic(), 0))
+    assert client.get(url).status_code == 404
 
 
 def test_create_with_expired_upload_is_400(client: httpx.Client, emulator: Emulator) -> None:
@@ -387,8 +388,8 @@ def test_cut_download_breaks_mid_body(client: httpx.Client, emulator: Emulator) 
     emulator.faults.cut_downloads = 1
     url = client.get(f"/api/v1/tasks/{create(client)['id']}").json()["outputs"][0]["url"]
     with pytest.raises(httpx.RemoteProtocolError):
-        httpx.get(url)
-    assert Image.open(io.BytesIO(httpx.get(url).content)).format == "PNG"
+        client.get(url)
+    assert Image.open(io.BytesIO(client.get(url).content)).format == "PNG"
 
 
 # --- images ---------------------------------------------------------------------------------------------
@@ -416,7 +417,7 @@ def test_output_png_has_requested_size(
     emulator.task_seconds = 0
     options = {k: v for k, v in {"aspect_ratio": aspect_ratio, "resolution": resolution}.items() if v}
     task = client.get(f"/api/v1/tasks/{create(client, model=model, **options)['id']}").json()
-    response = httpx.get(task["outputs"][0]["url"])
+    response = client.get(task["outputs"][0]["url"])
     assert response.headers["content-type"] == "image/png"
     image = Image.open(io.BytesIO(response.content))
     assert (image.format, image.size) == ("PNG", size)
@@ -426,7 +427,7 @@ def test_output_png_says_it_is_a_placeholder(client: httpx.Client, emulator: Emu
     """The PNG's Description metadata marks it as an offline placeholder."""
     emulator.task_seconds = 0
     task = client.get(f"/api/v1/tasks/{create(client)['id']}").json()
-    image = Image.open(io.BytesIO(httpx.get(task["outputs"][0]["url"]).content))
+    image = Image.open(io.BytesIO(client.get(task["outputs"][0]["url"]).content))
     assert image.info["Description"] == PLACEHOLDER_DESCRIPTION
 
 
@@ -434,7 +435,7 @@ def test_output_of_unfinished_task_is_404(client: httpx.Client, emulator: Emulat
     """An output URL guessed before the task succeeds is not found."""
     emulator.task_seconds = 10
     task_id = create(client)["id"]
-    assert httpx.get(f"{emulator.base_url}/files/outputs/{task_id}/0.png").status_code == 404
+    assert client.get(f"/files/outputs/{task_id}/0.png").status_code == 404
 
 
 # --- bookkeeping -----------------------------------------------------------------------------------------

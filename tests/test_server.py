@@ -289,3 +289,33 @@ async def test_without_a_key_tools_list_and_calls_explain(tmp_path: Path, mode: 
     assert result.is_error
     assert "MONET_API_KEY" in text_of(result)
     assert "--offline" in text_of(result)
+
+
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
+async def test_background_finish_notifies_subscribers(settings: Settings, emulator, mode: str) -> None:
+    """A client subscribed to a task's resource hears when it finishes after the call returned."""
+    emulator.task_seconds = 0.5
+    updates: list[str] = []
+    updated = anyio.Event()
+
+    async def on_message(message) -> None:
+        uri = getattr(getattr(message, "params", None), "uri", None)
+        if type(message).__name__ == "ResourceUpdatedNotification" and uri:
+            updates.append(str(uri))
+            updated.set()
+
+    async with Client(create_server(settings), mode=mode, message_handler=on_message) as client:
+        first = await client.call_tool("generate_image", {"prompt": "notify me", "wait_seconds": 0})
+        uri = f"nano-banana://tasks/{first.structured_content['task_id']}"
+        with anyio.fail_after(10):
+            if mode == "legacy":
+                await client.subscribe_resource(uri)
+                await updated.wait()
+            else:
+                async with client.listen(resource_subscriptions=[uri]) as sub:
+                    async for event in sub:
+                        updates = [event.uri]  # the listen stream itself, not the message tee
+                        break
+        task = await client.read_resource(uri)
+    assert updates == [uri]
+    assert '"status": "success"' in task.contents[0].text

@@ -11,10 +11,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp_types import (
+    CallToolResult,
+    ContentBlock,
+    EmptyResult,
+    ImageContent,
+    ResourceLink,
+    SubscribeRequestParams,
+    TextContent,
+    ToolAnnotations,
+    UnsubscribeRequestParams,
+)
 from pydantic import BaseModel, Field
 
 from nano_banana_mcp import __version__, catalog
@@ -23,6 +35,7 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import NanoBananaError
 from nano_banana_mcp.images import thumbnail
 from nano_banana_mcp.service import Service, TaskList, TaskResult, UploadedReference, open_service
+from nano_banana_mcp.store import TaskRecord
 
 __all__ = ["App", "create_server"]
 
@@ -221,12 +234,52 @@ def _tools() -> list[Tool]:
     ]
 
 
+class _LegacySubscribers:
+    """``resources/subscribe`` for 2025-era clients, which the 2026 subscription bus does not reach."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, list[Any]] = {}
+
+    def install(self, mcp: MCPServer[App]) -> None:
+        async def subscribe(ctx: ServerRequestContext[App], params: SubscribeRequestParams) -> EmptyResult:
+            self._sessions.setdefault(str(params.uri), []).append(ctx.session)
+            return EmptyResult()
+
+        async def unsubscribe(ctx: ServerRequestContext[App], params: UnsubscribeRequestParams) -> EmptyResult:
+            sessions = self._sessions.get(str(params.uri), [])
+            if ctx.session in sessions:
+                sessions.remove(ctx.session)
+            return EmptyResult()
+
+        lowlevel = mcp._lowlevel_server
+        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+    async def notify(self, uri: str) -> None:
+        for session in self._sessions.pop(uri, []):
+            try:
+                await session.send_resource_updated(uri)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                log.debug("subscriber of %s is gone", uri)
+
+
 def create_server(settings: Settings) -> MCPServer[App]:
     """The MCP server for these settings; its lifespan owns the HTTP client and the watcher."""
 
+    bus = InMemorySubscriptionBus()
+    subscribers = _LegacySubscribers()
+
+    async def on_finished(record: TaskRecord) -> None:
+        """Tell subscribed clients that a task's resource changed (finished in the background)."""
+        if record.task_id is None:
+            return
+        uri = TASK_URI.format(task_id=record.task_id)
+        await bus.publish(ResourceUpdated(uri=uri))
+        await subscribers.notify(uri)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
-        async with open_service(settings) as service:
+        async with open_service(settings, on_finished=on_finished) as service:
             yield App(service=service, settings=settings)
 
     mcp: MCPServer[App] = MCPServer(
@@ -237,7 +290,9 @@ def create_server(settings: Settings) -> MCPServer[App]:
         website_url="https://monet.vision",
         lifespan=lifespan,
         tools=_tools(),
+        subscriptions=bus,
     )
+    subscribers.install(mcp)
 
     @mcp.resource(TASK_URI, name="task", mime_type="application/json", description="A task's status and files.")
     async def task_resource(task_id: str, ctx: Context[App]) -> str:
