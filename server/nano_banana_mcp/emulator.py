@@ -278,12 +278,12 @@ class Emulator:
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.api_key.encode()):
             return _error(401, "unauthorized", "Invalid or missing API key")
         if self._take("rate_limit"):
-            wait = self.faults.retry_after
+            wait = f"{self.faults.retry_after:f}".rstrip("0").rstrip(".")  # "0.05", "2": never "5e-05"
             return _error(
                 429,
                 "rate_limited",
-                f"Too many requests (emulated); retry after {wait:g} seconds.",
-                headers={"Retry-After": f"{wait:g}"},
+                f"Too many requests (emulated); retry after {wait} seconds.",
+                headers={"Retry-After": wait},
             )
         if self._take("server_errors"):
             return _error(503, "unavailable", "The service is temporarily unavailable (emulated); try again.")
@@ -331,9 +331,7 @@ class Emulator:
             return existing, self._take("lose_create_responses")
         self._check_uploads(request, task_input.get("images") or [])
         if self._take("refuse_creates"):
-            raise _invalid(
-                "The API refused this request although it is valid (emulated refusal).",
-            )
+            raise _invalid("The API refused this request although it is valid (emulated refusal).")
         task = _Task(
             id=f"task_{secrets.token_hex(6)}",
             seq=next(state.seq),
@@ -364,7 +362,7 @@ class Emulator:
             if upload is None or now >= upload.expires:
                 raise _invalid(
                     f"Reference image {url} has expired: uploaded files are kept 24 hours. "
-                    "Upload the file again and use the new URL.",
+                    "Upload the file again and use the new URL."
                 )
 
     async def _get_task(self, request: Request) -> Response:
