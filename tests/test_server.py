@@ -263,7 +263,8 @@ async def test_list_tasks_shows_this_servers_tasks(mcp_client: Client) -> None:
         ids.append(result.structured_content["task_id"])
     listed = await mcp_client.call_tool("list_tasks", {})
     assert [t["task_id"] for t in listed.structured_content["tasks"]] == ids[::-1]
-    assert listed.structured_content["total"] == 2
+    assert listed.structured_content["total_local"] == 2
+    assert listed.structured_content["total_api"] == 2
 
 
 async def test_list_models_matches_the_catalogue(mcp_client: Client) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -196,6 +196,13 @@ def _code_and_message(body: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _range_start(response: httpx.Response) -> int | None:
+    """The first byte of a 206 answer, from ``Content-Range: bytes START-END/TOTAL``."""
+    unit, _, spec = response.headers.get("content-range", "").partition(" ")
+    start = spec.partition("-")[0]
+    return int(start) if unit == "bytes" and start.isdigit() else None
+
+
 def _should_retry(status: int) -> bool:
     return status in (408, 409, 425, 429) or status >= 500
 
@@ -292,15 +299,21 @@ class MonetClient:
         response = await self._send("POST", "/files", files={"file": (filename, data, content_type)})
         return self._parse(UploadedFile, response)
 
-    async def download(self, url: str, dest: Path, *, max_bytes: int) -> Downloaded:
-        """Stream ``url`` into ``dest`` atomically (a temp file beside it, renamed when complete).
+    async def download(
+        self, url: str, dest: Path, *, max_bytes: int, check: Callable[[Path], None] | None = None
+    ) -> Downloaded:
+        """Stream ``url`` into ``dest`` atomically: a ``.part`` file beside it, checked, then renamed.
 
+        A download that breaks off is resumed where it stopped (HTTP Range) when the server allows it,
+        and started over otherwise; ``check`` (run in a thread) vets the complete file before the rename.
         Downloads go to file hosts, so they never carry the API key.
         """
+        tmp = dest.with_name(f".{dest.name}.part")
         attempt = 0
         while True:
             try:
-                return await self._download_once(url, dest, max_bytes)
+                size, content_type = await self._download_once(url, tmp, max_bytes)
+                break
             except (MonetConnectionError, ServerError, RateLimited) as err:
                 retry_after = err.retry_after if isinstance(err, RateLimited) else None
                 delay = self._retry.delay(attempt, retry_after)
@@ -308,36 +321,50 @@ class MonetClient:
                     raise DownloadError(
                         f"Could not download the finished image after {attempt + 1} attempts: {err}"
                     ) from err
-                log.info("download failed (%s); retrying in %.2fs", err, delay)
+                log.info("download failed (%s); resuming in %.2fs", err, delay)
                 await anyio.sleep(delay)
                 attempt += 1
+            except DownloadError:
+                await anyio.Path(tmp).unlink(missing_ok=True)
+                raise
+        try:
+            if check is not None:
+                await anyio.to_thread.run_sync(check, tmp)
+            await anyio.Path(tmp).replace(dest)
+        finally:
+            await anyio.Path(tmp).unlink(missing_ok=True)
+        return Downloaded(path=dest, size=size, content_type=content_type)
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _download_once(self, url: str, dest: Path, max_bytes: int) -> Downloaded:
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
-        size = 0
+    async def _download_once(self, url: str, tmp: Path, max_bytes: int) -> tuple[int, str | None]:
+        """One attempt, appending to what an earlier attempt left in ``tmp``. Returns (size, content type)."""
+        have = (await anyio.Path(tmp).stat()).st_size if await anyio.Path(tmp).exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
         try:
-            async with self._http.stream("GET", url, timeout=self._timeout) as response:
+            async with self._http.stream("GET", url, headers=headers, timeout=self._timeout) as response:
+                if response.status_code == 416 and have:
+                    await anyio.Path(tmp).unlink(missing_ok=True)  # stale part file: start over next time
+                    raise MonetConnectionError("The partial download no longer matches; starting over.")
                 if not response.is_success:
                     await response.aread()
                     raise self._status_error(response)
+                resumed = response.status_code == 206 and _range_start(response) == have
+                size = have if resumed else 0
                 declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > max_bytes:
-                    raise DownloadError(f"The image is {int(declared):,} bytes, over the {max_bytes:,} limit.")
-                async with await anyio.open_file(tmp, "wb") as out:
+                if declared and declared.isdigit() and size + int(declared) > max_bytes:
+                    raise DownloadError(
+                        f"The image is {size + int(declared):,} bytes, over the {max_bytes:,} byte limit."
+                    )
+                async with await anyio.open_file(tmp, "ab" if resumed else "wb") as out:
                     async for chunk in response.aiter_bytes(_CHUNK):
                         size += len(chunk)
                         if size > max_bytes:
                             raise DownloadError(f"The image is larger than the {max_bytes:,} byte limit.")
                         await out.write(chunk)
-            content_type = response.headers.get("content-type")
-            await anyio.Path(tmp).replace(dest)
         except httpx.HTTPError as err:
             raise MonetConnectionError(f"The download broke off ({type(err).__name__}).") from err
-        finally:
-            await anyio.Path(tmp).unlink(missing_ok=True)
-        return Downloaded(path=dest, size=size, content_type=content_type)
+        return size, response.headers.get("content-type")
 
     def _url(self, path: str) -> str:
         return f"{self._base}{API_PREFIX}{path}"

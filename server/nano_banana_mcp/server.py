@@ -34,7 +34,7 @@ from nano_banana_mcp.catalog import AspectRatio, GenerateRequest, ModelInfo, Mod
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import NanoBananaError
 from nano_banana_mcp.images import thumbnail
-from nano_banana_mcp.service import Service, TaskList, TaskResult, UploadedReference, open_service
+from nano_banana_mcp.service import Service, Status, TaskList, TaskResult, UploadedReference, open_service
 from nano_banana_mcp.store import TaskRecord
 
 __all__ = ["App", "create_server"]
@@ -167,10 +167,11 @@ async def list_tasks(
     ctx: Context[App],
     page: Annotated[int, Field(ge=1, le=10_000, description="Page number, from 1.")] = 1,
     page_size: Annotated[int, Field(ge=1, le=100, description="Tasks per page.")] = 20,
+    status: Annotated[Status | None, Field(description="Only tasks with this status.")] = None,
 ) -> TaskList:
-    """Tasks this server created, newest first, with their status and saved files."""
+    """Recent tasks, newest first, with status and saved files: this machine's ledger merged with the API's list."""
     with agent_errors():
-        return await _service(ctx).list(page, page_size)
+        return await _service(ctx).list(page, page_size, status)
 
 
 async def upload_reference(

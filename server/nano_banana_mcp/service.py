@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import anyio
@@ -17,10 +20,11 @@ from pydantic import BaseModel, Field, SecretStr
 from nano_banana_mcp import catalog
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import OFFLINE_API_KEY, Settings
-from nano_banana_mcp.errors import InvalidRequest, MonetConnectionError, MonetError, TaskNotFound
+from nano_banana_mcp.errors import InvalidRequest, MonetConnectionError, MonetError, NotFound, TaskNotFound
 from nano_banana_mcp.images import ReferenceFile, check_reference
+from nano_banana_mcp.ledger import Ledger
 from nano_banana_mcp.monet import MonetClient, RetryPolicy, Task
-from nano_banana_mcp.store import MemoryStore, SavedImage, TaskRecord, TaskStore, now
+from nano_banana_mcp.store import Phase, SavedImage, TaskRecord, now
 from nano_banana_mcp.watcher import Watcher
 
 __all__ = [
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 Status = Literal["pending", "running", "success", "failed"]
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 
+LEDGER_FILE = "ledger.sqlite3"
 UPLOAD_LIFETIME = timedelta(hours=24)
 UPLOAD_REUSE_MARGIN = timedelta(hours=1)
 OFFLINE_NOTE = "Offline mode: these are placeholder images from the built-in emulator, not generated images."
@@ -78,7 +83,9 @@ class TaskList(BaseModel):
     tasks: list[TaskResult]
     page: int
     page_size: int
-    total: int
+    total_local: int = Field(description="Tasks in this machine's ledger (matching the status filter).")
+    total_api: int | None = Field(default=None, description="Tasks the API reports for this key, if reachable.")
+    api_error: str | None = None
 
 
 class UploadedReference(BaseModel):
@@ -108,10 +115,13 @@ def status_of(record: TaskRecord) -> Status:
     return "running"
 
 
-@dataclass
-class _Upload:
-    url: str
-    expires_at: datetime
+_LEDGER_POLL = 0.25  # how often a wait re-reads the ledger for a task another process is following
+_STATUS_PHASES: dict[str, tuple[Phase, ...]] = {
+    "success": ("downloaded", "succeeded"),
+    "failed": ("failed",),
+    "pending": ("submitting", "created"),
+    "running": ("created", "succeeded"),
+}
 
 
 @dataclass
@@ -119,11 +129,10 @@ class Service:
     """The operations behind every tool and CLI command."""
 
     settings: Settings
+    ledger: Ledger
     client: MonetClient | None
-    store: TaskStore
     watcher: Watcher | None
     offline: bool = False
-    _uploads: dict[str, _Upload] = field(default_factory=dict)
 
     # -- generate ------------------------------------------------------------------------------
 
@@ -141,46 +150,52 @@ class Service:
         urls = [await self._upload_cached(local[i]) if i in local else ref for i, ref in enumerate(request.images)]
         request = request.model_copy(update={"images": tuple(urls)})
 
+        # The row (with its idempotency key) exists before the create is sent: whatever happens next,
+        # the task is found, resumed and charged once.
         record = TaskRecord(key=str(uuid.uuid4()), request=request, offline=self.offline)
-        await self.store.add(record)
+        await self.ledger.add(record)
         try:
             task = await client.create_task(request, record.key)
         except MonetConnectionError as err:
-            record.error = f"Creating the task was not confirmed: {err}"
-            await self.store.save(record)
+            watcher.follow(record.key)  # keeps sending it, with the same key, in the background
             raise MonetConnectionError(
-                f"{err} The request was not confirmed. Calling generate_image again is safe only after checking "
-                "list_tasks: the API may have created the task."
+                f"{err} The request is saved and is sent again automatically with the same idempotency key, so it "
+                "is never charged twice; list_tasks shows it once the API has it."
             ) from err
         except MonetError as err:
             record.phase, record.error = "failed", str(err)
-            await self.store.save(record)
+            await self.ledger.save(record)
+            await self.ledger.release(record.key)
             raise
         record.task_id, record.api_status, record.phase = task.id, task.status, "created"
-        await self.store.save(record)
+        await self.ledger.save(record)
         watcher.follow(record.key)
         return record
 
     async def wait(self, task_id: str, wait_seconds: float, on_progress: ProgressCallback | None = None) -> TaskResult:
         """Wait up to ``wait_seconds`` for the task to finish (images saved), reporting progress."""
-        record = await self._record(task_id)
+        record = await self.ledger.by_task_id(task_id)
         if record is None:
             return await self.get(task_id)
-        watcher = self.watcher
+        self._resume(record)
         last: tuple[str, float | None] | None = None
         with anyio.move_on_after(wait_seconds):
             while True:
-                changed = watcher.change_event(record.key) if watcher else None
-                record = await self._record(task_id)
+                local = self.watcher is not None and self.watcher.is_following(record.key)
+                changed = self.watcher.change_event(record.key) if self.watcher and local else None
+                record = await self.ledger.by_task_id(task_id)
                 assert record is not None
                 status = status_of(record)
                 if on_progress is not None and (status, record.progress) != last:
                     last = (status, record.progress)
                     await on_progress(record.progress or 0.0, 100.0, f"{status} {record.progress or 0:.0f}%")
-                if status in ("success", "failed") or changed is None or not watcher.is_following(record.key):
+                if status in ("success", "failed"):
                     break
-                await changed.wait()
-        return self.result(await self._record(task_id) or record)
+                if changed is not None:
+                    await changed.wait()
+                else:
+                    await anyio.sleep(_LEDGER_POLL)  # another process is on it; its writes reach the ledger
+        return self.result(await self.ledger.by_task_id(task_id) or record)
 
     async def generate(
         self, request: GenerateRequest, wait_seconds: float, on_progress: ProgressCallback | None = None
@@ -192,32 +207,50 @@ class Service:
     # -- look-ups ------------------------------------------------------------------------------
 
     async def get(self, task_id: str) -> TaskResult:
-        """A task by id: ours from the store, any other from the API."""
-        record = await self._record(task_id)
+        """A task by id: from the ledger when known, else from the API (tasks made elsewhere)."""
+        record = await self.ledger.by_task_id(task_id)
         if record is not None:
-            if record.phase in ("created", "succeeded") and self.watcher and not self.watcher.is_following(record.key):
-                self.watcher.follow(record.key)  # e.g. a download that failed for lack of disk space
+            self._resume(record)
             return self.result(record)
         client, _ = self._require_client()
         try:
             task = await client.get_task(task_id)
-        except MonetError as err:
-            if err.status_code == 404:
-                raise TaskNotFound(
-                    f"No task {task_id!r} is known here or at the API. Use list_tasks to see recent tasks."
-                ) from err
-            raise
+        except NotFound as err:
+            raise TaskNotFound(
+                f"No task {task_id!r} is known here or at the API. Use list_tasks to see recent tasks."
+            ) from err
         return self._foreign_result(task)
 
-    async def list(self, page: int = 1, page_size: int = 20) -> TaskList:
-        """Tasks created by this server, newest first."""
+    async def list(self, page: int = 1, page_size: int = 20, status: Status | None = None) -> TaskList:
+        """Tasks newest first: this data dir's ledger merged with the API's own list."""
+        phases = _STATUS_PHASES[status] if status else None
         offset = (page - 1) * page_size
-        records = await self.store.recent(page_size, offset)
+        records = await self.ledger.recent(page_size, offset, phases)
+        results = [self.result(r) for r in records]
+        total_local = await self.ledger.count(phases)
+        total_api, api_error = None, None
+        if self.client is not None:
+            try:
+                api_page = await self.client.list_tasks(page, page_size)
+            except MonetError as err:
+                api_error = f"The API's task list is unavailable ({err}); showing this machine's tasks only."
+            else:
+                total_api = api_page.total
+                known = {r.task_id for r in records}
+                for task in api_page.tasks:
+                    if task.id in known or await self.ledger.by_task_id(task.id) is not None:
+                        continue
+                    results.append(self._foreign_result(task))
+        if status:
+            results = [r for r in results if r.status == status]
+        results.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return TaskList(
-            tasks=[self.result(r) for r in records if r.task_id],
+            tasks=results[:page_size],
             page=page,
             page_size=page_size,
-            total=await self.store.count(),
+            total_local=total_local,
+            total_api=total_api,
+            api_error=api_error,
         )
 
     async def upload(self, path: str) -> UploadedReference:
@@ -225,12 +258,10 @@ class Service:
         self._require_client()
         ref = await anyio.to_thread.run_sync(self._check_one, path)
         url = await self._upload_cached(ref)
+        cached = await self.ledger.cached_upload(ref.sha256)
+        assert cached is not None
         return UploadedReference(
-            url=url,
-            expires_at=self._uploads[ref.sha256].expires_at,
-            sha256=ref.sha256,
-            mime_type=ref.mime_type,
-            size_bytes=len(ref.data),
+            url=url, expires_at=cached[1], sha256=ref.sha256, mime_type=ref.mime_type, size_bytes=len(ref.data)
         )
 
     # -- helpers -------------------------------------------------------------------------------
@@ -239,9 +270,10 @@ class Service:
         status = status_of(record)
         next_step = None
         if status in ("pending", "running"):
+            handle = f'task_id="{record.task_id}"' if record.task_id else "it (list_tasks shows it once created)"
             next_step = (
                 f"It keeps running in the background and its images will be saved to {self.settings.output_dir}. "
-                f'Call get_task(task_id="{record.task_id}", wait_seconds=60) to collect it.'
+                f"Call get_task({handle}, wait_seconds=60) to collect it."
             )
         return TaskResult(
             task_id=record.task_id or "",
@@ -260,6 +292,10 @@ class Service:
     def _foreign_result(self, task: Task) -> TaskResult:
         status: Status = task.status if task.status in ("pending", "success", "failed") else "running"  # type: ignore[assignment]
         model = next((o.model for o in task.outputs if o.model), None) or "unknown"
+        created = None
+        if task.created_at:
+            with contextlib.suppress(ValueError):
+                created = datetime.fromisoformat(task.created_at)
         return TaskResult(
             task_id=task.id,
             status=status,
@@ -270,11 +306,14 @@ class Service:
             error=task.error_message() if status == "failed" else None,
             output_dir=str(self.settings.output_dir),
             offline=self.offline,
-            next_step="This task was not created by this server, so its images are not saved here; use the URLs.",
+            created_at=created,
+            next_step="Not created from this machine, so its images are not saved here; use the URLs.",
         )
 
-    async def _record(self, task_id: str) -> TaskRecord | None:
-        return await self.store.by_task_id(task_id)
+    def _resume(self, record: TaskRecord) -> None:
+        """Make sure an unfinished task of ours is being carried on (e.g. after a failed download)."""
+        if not record.finished and self.watcher is not None:
+            self.watcher.follow(record.key)
 
     def _require_client(self) -> tuple[MonetClient, Watcher]:
         if self.client is None or self.watcher is None:
@@ -304,12 +343,12 @@ class Service:
         return self.client is not None and ref.startswith(self.client.base_url + "/")
 
     async def _upload_cached(self, ref: ReferenceFile) -> str:
-        cached = self._uploads.get(ref.sha256)
-        if cached is not None and cached.expires_at - UPLOAD_REUSE_MARGIN > now():
-            return cached.url
+        cached = await self.ledger.cached_upload(ref.sha256)
+        if cached is not None and cached[1] - UPLOAD_REUSE_MARGIN > now():
+            return cached[0]
         client, _ = self._require_client()
         uploaded = await client.upload_file(ref.data, ref.upload_name, ref.mime_type)
-        self._uploads[ref.sha256] = _Upload(url=uploaded.url, expires_at=now() + UPLOAD_LIFETIME)
+        await self.ledger.remember_upload(ref.sha256, uploaded.url, now() + UPLOAD_LIFETIME)
         return uploaded.url
 
 
@@ -317,19 +356,29 @@ class Service:
 async def open_service(
     settings: Settings, *, on_finished: Callable[[TaskRecord], Awaitable[None]] | None = None
 ) -> AsyncIterator[Service]:
-    """Everything a running server needs: one HTTP client, the store, and the watcher's task group.
+    """Everything a running server needs: the ledger, one HTTP client, and the watcher's task group.
 
-    In offline mode the built-in emulator is started on a free loopback port first.
+    In offline mode the built-in emulator is started on a free loopback port first. Unfinished tasks
+    in the ledger are resumed at once.
     """
     async with AsyncExitStack() as stack:
-        base_url, key = settings.base_url, settings.api_key
+        base_url, key, api = settings.base_url, settings.api_key, settings.base_url
         if settings.offline:
             from nano_banana_mcp.emulator import Emulator, serve_in_thread  # noqa: PLC0415
 
             emulator = Emulator(api_key=OFFLINE_API_KEY, task_seconds=settings.emulator_task_seconds)
             base_url = stack.enter_context(serve_in_thread(emulator))
-            key = SecretStr(OFFLINE_API_KEY)
+            key, api = SecretStr(OFFLINE_API_KEY), "offline"
             log.info("offline mode: built-in emulator at %s", base_url)
+        ledger = Ledger(
+            settings.data_dir / LEDGER_FILE,
+            owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            api=api,
+            upload_scope=base_url,
+            lease_seconds=settings.lease_seconds,
+        )
+        await ledger.open()
+        stack.push_async_callback(ledger.close)
         http = await stack.enter_async_context(
             httpx.AsyncClient(
                 timeout=settings.request_timeout,
@@ -337,11 +386,8 @@ async def open_service(
                 headers={"User-Agent": "nano-banana-mcp"},
             )
         )
-        store = MemoryStore()
-        has_key = key is not None and bool(key.get_secret_value().strip())
         client = None
-        if has_key:
-            assert key is not None
+        if key is not None and key.get_secret_value().strip():
             client = MonetClient(
                 http,
                 base_url=base_url,
@@ -356,8 +402,13 @@ async def open_service(
             )
         try:
             async with anyio.create_task_group() as tg:
-                watcher = Watcher(client, store, settings, tg, on_finished=on_finished) if client else None
-                yield Service(settings=settings, client=client, store=store, watcher=watcher, offline=settings.offline)
+                watcher = None
+                if client is not None:
+                    watcher = Watcher(client, ledger, settings, tg, on_finished=on_finished)
+                    watcher.start()
+                yield Service(
+                    settings=settings, ledger=ledger, client=client, watcher=watcher, offline=settings.offline
+                )
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # The task group wraps what the caller's own code raised; hand a lone error back as itself.

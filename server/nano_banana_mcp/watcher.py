@@ -1,31 +1,46 @@
-"""The background engine: follows every task the process created until it ends, then saves its images.
+"""The background engine: carries every unfinished task in the ledger to the end, then saves its images.
 
-Each task is followed by the API's event stream first (``POST /tasks/sync`` with the task's own
+A task is followed by the API's event stream first (``POST /tasks/sync`` with the task's own
 idempotency key attaches to the existing task) and, when the stream fails or ends early, by polling
-``GET /tasks/{id}`` with a growing interval. All of it runs in one task group owned by the server.
+``GET /tasks/{id}`` with a growing interval. A row whose create may not have reached the API is sent
+again with the same key. A sweep at start and every few seconds picks up rows no live process holds
+(left by a crash, or by a process that stopped): that is how work resumes after a restart. Everything
+runs in one task group owned by the server.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.errors import DownloadError, MonetConnectionError, MonetError, RateLimited, ServerError
+from nano_banana_mcp.errors import (
+    DownloadError,
+    MonetConnectionError,
+    MonetError,
+    NotFound,
+    RateLimited,
+    ServerError,
+)
 from nano_banana_mcp.images import image_meta, output_path
+from nano_banana_mcp.ledger import Ledger
 from nano_banana_mcp.monet import MonetClient, Task
-from nano_banana_mcp.store import SavedImage, TaskRecord, TaskStore
+from nano_banana_mcp.store import SavedImage, TaskRecord
 
 __all__ = ["Watcher"]
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[TaskRecord], Awaitable[None]]
+_TRANSIENT = (MonetConnectionError, ServerError, RateLimited)
+_MAX_RETRY_BACKOFF = 300.0
 
 
 class Watcher:
@@ -34,22 +49,28 @@ class Watcher:
     def __init__(
         self,
         client: MonetClient,
-        store: TaskStore,
+        ledger: Ledger,
         settings: Settings,
         task_group: TaskGroup,
         *,
         on_finished: Listener | None = None,
     ) -> None:
         self._client = client
-        self._store = store
+        self._ledger = ledger
         self._settings = settings
         self._tg = task_group
         self._on_finished = on_finished
         self._active: set[str] = set()
         self._events: dict[str, anyio.Event] = {}
+        self._not_before: dict[str, tuple[float, int]] = {}  # key -> (monotonic time, failures)
+
+    def start(self) -> None:
+        """Resume what the ledger holds, and keep sweeping and renewing leases while the server runs."""
+        self._tg.start_soon(self._sweep_forever, name="ledger sweep")
+        self._tg.start_soon(self._renew_forever, name="lease renewal")
 
     def follow(self, key: str) -> None:
-        """Start following the task with this key, unless it is already followed."""
+        """Start following the task with this key, unless this process already does."""
         if key in self._active:
             return
         self._active.add(key)
@@ -65,33 +86,96 @@ class Watcher:
             event = self._events[key] = anyio.Event()
         return event
 
+    # -- background loops ----------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # the sweep must outlive a locked or damaged ledger; it retries
+                log.exception("ledger sweep failed")
+            await anyio.sleep(self._settings.sweep_interval)
+
+    async def sweep(self) -> None:
+        """Follow every unfinished row no live process holds."""
+        moment = time.monotonic()
+        for key in await self._ledger.claimable():
+            not_before = self._not_before.get(key)
+            if key not in self._active and (not_before is None or not_before[0] <= moment):
+                self.follow(key)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await anyio.sleep(self._ledger.lease_seconds / 3)
+            try:
+                await self._ledger.renew(sorted(self._active))
+            except Exception:
+                log.exception("lease renewal failed")
+
     # -- the life of one task ------------------------------------------------------------------
 
     async def _run(self, key: str) -> None:
+        claimed = False
         try:
-            with anyio.fail_after(self._settings.task_timeout):
-                await self._follow(key)
+            claimed = await self._ledger.claim(key)
+            if claimed:
+                with anyio.fail_after(self._settings.task_timeout):
+                    await self._follow(key)
         except TimeoutError:
-            await self._note(key, f"Stopped following after {self._settings.task_timeout:g}s; ask get_task later.")
-        except Exception as err:
+            await self._note(key, f"Stopped following after {self._settings.task_timeout:g}s; it is retried later.")
+        except Exception as err:  # the one broad catch: one task's trouble must not stop the others
             log.exception("following task %s failed", key)
-            await self._note(key, f"Following the task failed: {err}")
+            await self._note(key, f"Following the task failed ({type(err).__name__}: {err}); it is retried later.")
         finally:
             self._active.discard(key)
+            if claimed:
+                with anyio.CancelScope(shield=True):
+                    await self._ledger.release(key)
             self._notify(key)
-        record = await self._store.get(key)
-        if record is not None and record.finished and self._on_finished is not None:
-            await self._on_finished(record)
+        record = await self._ledger.get(key)
+        if record is None or not claimed:
+            return
+        if record.finished:
+            self._not_before.pop(key, None)
+            if self._on_finished is not None:
+                await self._on_finished(record)
+        else:
+            _, failures = self._not_before.get(key, (0.0, 0))
+            delay = min(self._settings.sweep_interval * 2**failures, _MAX_RETRY_BACKOFF)
+            self._not_before[key] = (time.monotonic() + delay, failures + 1)
 
     async def _follow(self, key: str) -> None:
-        record = await self._store.get(key)
-        if record is None or record.task_id is None:
+        record = await self._ledger.get(key)
+        if record is None:
             return
+        if record.phase == "submitting":
+            record = await self._create(record)
         if record.phase == "created":
             task = await self._until_terminal(record)
             record = await self._apply(key, task)
         if record.phase == "succeeded":
             await self._download(record)
+
+    async def _create(self, record: TaskRecord) -> TaskRecord:
+        """Send the create (again) with the row's own key: the API makes the task at most once."""
+        delay = self._settings.poll_interval
+        while True:
+            try:
+                task = await self._client.create_task(record.request, record.key)
+            except _TRANSIENT as err:
+                log.warning("task %s: create not confirmed (%s); sending again", record.key, err)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self._settings.poll_max_interval)
+                continue
+            except MonetError as err:
+                record.phase, record.error = "failed", str(err)
+                await self._ledger.save(record)
+                self._notify(record.key)
+                return record
+            record.task_id, record.api_status, record.phase, record.error = task.id, task.status, "created", None
+            await self._ledger.save(record)
+            self._notify(record.key)
+            return record
 
     async def _until_terminal(self, record: TaskRecord) -> Task:
         async def on_update(task: Task) -> None:
@@ -109,7 +193,14 @@ class Watcher:
         while True:
             try:
                 task = await self._client.get_task(record.task_id)
-            except (MonetConnectionError, ServerError, RateLimited) as err:
+            except NotFound:
+                return Task(
+                    id=record.task_id,
+                    status="failed",
+                    error=f"The API no longer knows task {record.task_id} (expired, or the offline emulator that "
+                    "ran it has stopped). Generate the image again.",
+                )
+            except _TRANSIENT as err:
                 # Already retried inside the client; the task is still ours to finish, so keep going.
                 log.warning("task %s: polling failed (%s); trying again", record.task_id, err)
                 await anyio.sleep(self._settings.poll_max_interval)
@@ -122,8 +213,9 @@ class Watcher:
 
     async def _apply(self, key: str, task: Task) -> TaskRecord:
         """Record what the API said about the task, and wake the waiters."""
-        record = await self._store.get(key)
+        record = await self._ledger.get(key)
         assert record is not None
+        before = (record.phase, record.api_status, record.progress)
         record.api_status = task.status
         record.progress = task.progress if task.progress is not None else record.progress
         if task.status == "success" and record.phase == "created":
@@ -135,8 +227,9 @@ class Watcher:
         elif task.status == "failed" and record.phase == "created":
             record.phase = "failed"
             record.error = task.error_message() or "The task failed at Monet; no reason was given."
-        await self._store.save(record)
-        self._notify(key)
+        if (record.phase, record.api_status, record.progress) != before:
+            await self._ledger.save(record)
+            self._notify(key)
         return record
 
     async def _download(self, record: TaskRecord) -> None:
@@ -144,11 +237,13 @@ class Watcher:
         try:
             await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
             for index, image in enumerate(record.images):
-                if image.path is not None:
+                if image.path is not None and await anyio.Path(image.path).is_file():
                     continue
                 dest = output_path(out_dir, record.key, index, "image/png", record.created_at)
-                got = await self._client.download(image.url, dest, max_bytes=self._settings.max_download_bytes)
-                meta = await self._check_image(got.path)
+                got = await self._client.download(
+                    image.url, dest, max_bytes=self._settings.max_download_bytes, check=_check_image
+                )
+                meta = await anyio.to_thread.run_sync(image_meta, got.path)
                 final = output_path(out_dir, record.key, index, meta.mime_type, record.created_at)
                 if final != got.path:
                     await anyio.Path(got.path).replace(final)
@@ -160,39 +255,38 @@ class Watcher:
                     height=meta.height,
                     size_bytes=got.size,
                 )
-                await self._store.save(record)
+                await self._ledger.save(record)
         except OSError as err:
-            record.error = _disk_error(out_dir, err)
-            await self._store.save(record)
-            log.error("task %s: %s", record.task_id, record.error)
+            await self._note(record.key, _disk_error(out_dir, err))
             return
         except DownloadError as err:
-            record.error = str(err)
-            await self._store.save(record)
-            log.error("task %s: %s", record.task_id, record.error)
+            await self._note(record.key, str(err))
             return
-        record.phase = "downloaded"
-        record.error = None
-        await self._store.save(record)
-
-    @staticmethod
-    async def _check_image(path: Path) -> object:
-        try:
-            return await anyio.to_thread.run_sync(image_meta, path)
-        except ValueError as err:
-            await anyio.Path(path).unlink(missing_ok=True)
-            raise DownloadError(f"The API sent a file that is not an image ({err}).") from err
+        record.phase, record.error = "downloaded", None
+        await self._ledger.save(record)
+        self._notify(record.key)
 
     async def _note(self, key: str, message: str) -> None:
-        record = await self._store.get(key)
+        """Keep a problem on the record (the task stays recoverable) and tell the log once."""
+        log.error("task %s: %s", key, message)
+        record = await self._ledger.get(key)
         if record is not None:
             record.error = message
-            await self._store.save(record)
+            await self._ledger.save(record)
+            self._notify(key)
 
     def _notify(self, key: str) -> None:
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
+
+
+def _check_image(path: Path) -> None:
+    """Raise DownloadError unless the file is a readable image (runs on the temp file, before the rename)."""
+    try:
+        image_meta(path)
+    except ValueError as err:
+        raise DownloadError(f"The API sent a file that is not an image ({err}).") from err
 
 
 def _disk_error(out_dir: Path, err: OSError) -> str:
@@ -204,5 +298,5 @@ def _disk_error(out_dir: Path, err: OSError) -> str:
         reason = err.strerror or type(err).__name__
     return (
         f"The image could not be saved in {out_dir}: {reason}. Free space or set NANO_BANANA_OUTPUT_DIR to a "
-        "writable folder; the task is kept and get_task will retry the download."
+        "writable folder; the task is kept, and the download is retried automatically and on get_task."
     )
