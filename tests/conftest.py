@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -67,3 +69,25 @@ async def mcp_client(settings: Settings, mode: str) -> AsyncIterator[Client]:
     """An SDK client connected in memory to a server built from `settings`."""
     async with Client(create_server(settings), mode=mode, read_timeout_seconds=30) as client:
         yield client
+
+
+COMMAND = str(Path(sys.executable).with_name("nano-banana-mcp"))
+"""The installed console script, as a host would start it."""
+
+
+@pytest.fixture
+def process_env(tmp_path: Path, emulator: Emulator) -> dict[str, str]:
+    """Environment for a real nano-banana-mcp process talking to the emulator, with test-speed timings."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "MONET_API_KEY": API_KEY,
+        "MONET_BASE_URL": emulator.base_url or "",
+        "NANO_BANANA_OUTPUT_DIR": str(tmp_path / "out"),
+        "NANO_BANANA_DATA_DIR": str(tmp_path / "data"),
+        "NANO_BANANA_RETRY_BASE_DELAY": "0.01",
+        "NANO_BANANA_POLL_INTERVAL": "0.05",
+        "NANO_BANANA_POLL_MAX_INTERVAL": "0.2",
+        "NANO_BANANA_LEASE_SECONDS": "1",
+        "NANO_BANANA_SWEEP_INTERVAL": "0.2",
+    }

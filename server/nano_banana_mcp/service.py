@@ -20,7 +20,15 @@ from pydantic import BaseModel, Field, SecretStr
 from nano_banana_mcp import catalog
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import OFFLINE_API_KEY, Settings
-from nano_banana_mcp.errors import InvalidRequest, MonetConnectionError, MonetError, NotFound, TaskNotFound
+from nano_banana_mcp.errors import (
+    InvalidRequest,
+    MonetConnectionError,
+    MonetError,
+    NotFound,
+    RateLimited,
+    ServerError,
+    TaskNotFound,
+)
 from nano_banana_mcp.images import ReferenceFile, check_reference
 from nano_banana_mcp.ledger import Ledger
 from nano_banana_mcp.monet import MonetClient, RetryPolicy, Task
@@ -108,8 +116,7 @@ def status_of(record: TaskRecord) -> Status:
     if record.phase == "failed":
         return "failed"
     if record.phase == "succeeded":
-        # Finished at the API; reported as success once saved, or with the reason it could not be.
-        return "success" if record.error else "running"
+        return "running"  # finished at the API, not saved yet (``error`` says why, if it is stuck)
     if record.api_status in (None, "pending"):
         return "pending"
     return "running"
@@ -156,11 +163,13 @@ class Service:
         await self.ledger.add(record)
         try:
             task = await client.create_task(request, record.key)
-        except MonetConnectionError as err:
+        except (MonetConnectionError, ServerError, RateLimited) as err:
             watcher.follow(record.key)  # keeps sending it, with the same key, in the background
-            raise MonetConnectionError(
+            raise type(err)(
                 f"{err} The request is saved and is sent again automatically with the same idempotency key, so it "
-                "is never charged twice; list_tasks shows it once the API has it."
+                "is never charged twice; list_tasks shows it once the API has it.",
+                status_code=err.status_code,
+                code=err.code,
             ) from err
         except MonetError as err:
             record.phase, record.error = "failed", str(err)
@@ -191,6 +200,8 @@ class Service:
                     await on_progress(record.progress or 0.0, 100.0, f"{status} {record.progress or 0:.0f}%")
                 if status in ("success", "failed"):
                     break
+                if record.error and self.watcher is not None and not local:
+                    break  # stuck (e.g. no disk space) and nobody here is working on it: say why now
                 if changed is not None:
                     await changed.wait()
                 else:

@@ -1,0 +1,196 @@
+"""Never lose a result, never pay twice: restarts, crashes, two processes on one data dir, bad disks."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from mcp import Client, StdioServerParameters
+
+from conftest import API_KEY, COMMAND
+from nano_banana_mcp.config import Settings
+from nano_banana_mcp.server import create_server
+
+pytestmark = pytest.mark.anyio
+
+
+def ledger_phases(data_dir: Path) -> list[str]:
+    db = sqlite3.connect(data_dir / "ledger.sqlite3")
+    try:
+        return [row[0] for row in db.execute("SELECT phase FROM tasks")]
+    finally:
+        db.close()
+
+
+async def wait_for(condition, timeout: float = 20.0, interval: float = 0.05) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(interval)
+
+
+def files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if not p.name.startswith(".")) if folder.exists() else []
+
+
+async def restart_and_collect(env: dict[str, str], out: Path) -> list[Path]:
+    """Start the server again on the same data dir and, without calling any tool, wait for the files."""
+    async with Client(StdioServerParameters(command=COMMAND, args=[], env=env), read_timeout_seconds=30) as client:
+        await client.list_tools()
+        await wait_for(lambda: files_in(out))
+    return files_in(out)
+
+
+async def test_sigkill_mid_generation_then_restart_finishes_the_task(
+    emulator, process_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Killed after the create: the restarted server follows the task and saves its image; one create."""
+    emulator.task_seconds = 3.0
+    proc = subprocess.Popen([COMMAND, "generate", "a survivor"], env=process_env)
+    try:
+        await wait_for(lambda: emulator.creates == 1)
+        await anyio.sleep(0.2)  # the task id reaches the ledger
+    finally:
+        proc.kill()  # SIGKILL: no clean-up of any kind
+        proc.wait()
+    out = tmp_path / "out"
+    assert files_in(out) == []
+    assert ledger_phases(tmp_path / "data") == ["created"]
+
+    [saved] = await restart_and_collect(process_env, out)
+    assert saved.read_bytes()[:4] == b"\x89PNG"
+    assert emulator.creates == 1
+
+
+async def test_sigkill_before_the_create_answered_resends_with_the_same_key(
+    emulator, process_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Killed while the create was in flight: the restart resends it with the same key; still one task."""
+    emulator.task_seconds = 0.2
+    emulator.faults.latency = 1.0
+    proc = subprocess.Popen([COMMAND, "generate", "in flight"], env=process_env)
+    try:
+        ledger = tmp_path / "data" / "ledger.sqlite3"
+        await wait_for(lambda: ledger.exists() and ledger_phases(tmp_path / "data") == ["submitting"])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert ledger_phases(tmp_path / "data") == ["submitting"]
+    emulator.faults.latency = 0
+
+    [saved] = await restart_and_collect(process_env, tmp_path / "out")
+    assert saved.is_file()
+    assert emulator.creates == 1
+
+
+async def test_two_servers_on_one_data_dir(settings: Settings, emulator) -> None:
+    """Two servers sharing a data dir generate at once: each task made once, downloaded once, seen by both."""
+    emulator.task_seconds = 0.3
+    async with (
+        Client(create_server(settings)) as first,
+        Client(create_server(settings), mode="legacy") as second,
+    ):
+        results: list[dict] = []
+
+        async def generate(client: Client, prompt: str) -> None:
+            result = await client.call_tool("generate_image", {"prompt": prompt})
+            results.append(result.structured_content)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(generate, first, f"first {i}")
+                tg.start_soon(generate, second, f"second {i}")
+
+        assert [r["status"] for r in results] == ["success"] * 8
+        assert emulator.creates == 8
+        downloads = [r for r in emulator.requests if r.path.startswith("/files/outputs/") and r.status in (200, 206)]
+        assert len(downloads) == 8
+        assert len({img["path"] for r in results for img in r["images"]}) == 8
+
+        # Each sees the other's tasks, from the shared ledger.
+        theirs = next(r for r in results if r["prompt"].startswith("second"))
+        seen = await first.call_tool("get_task", {"task_id": theirs["task_id"]})
+        assert seen.structured_content["images"] == theirs["images"]
+        listed = await second.call_tool("list_tasks", {"page_size": 50})
+        assert listed.structured_content["total_local"] == 8
+        assert {t["task_id"] for t in listed.structured_content["tasks"]} == {r["task_id"] for r in results}
+
+
+async def test_get_task_waits_on_a_task_another_process_follows(settings: Settings, emulator) -> None:
+    """get_task with a wait returns the files even when the other server is the one following the task."""
+    emulator.task_seconds = 0.6
+    async with Client(create_server(settings)) as first, Client(create_server(settings)) as second:
+        handle = await first.call_tool("generate_image", {"prompt": "shared", "wait_seconds": 0})
+        done = await second.call_tool("get_task", {"task_id": handle.structured_content["task_id"], "wait_seconds": 10})
+    assert done.structured_content["status"] == "success"
+    assert Path(done.structured_content["images"][0]["path"]).is_file()
+    assert emulator.creates == 1
+
+
+async def test_unwritable_output_dir_is_clear_and_recoverable(settings: Settings, emulator, tmp_path: Path) -> None:
+    """An output folder that cannot be made gives a clear error; once fixed, get_task saves the files."""
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the output folder should be")
+    blocked = settings.model_copy(update={"output_dir": blocker / "images"})
+    async with Client(create_server(blocked)) as client:
+        result = await client.call_tool("generate_image", {"prompt": "patience", "wait_seconds": 5})
+        data = result.structured_content
+        assert "NANO_BANANA_OUTPUT_DIR" in data["error"]
+        assert data["images"][0]["path"] is None
+        assert data["images"][0]["url"]
+
+        blocker.unlink()  # the user fixes the folder
+        again = await client.call_tool("get_task", {"task_id": data["task_id"], "wait_seconds": 10})
+    assert again.structured_content["status"] == "success"
+    assert again.structured_content["error"] is None
+    assert Path(again.structured_content["images"][0]["path"]).is_file()
+    assert emulator.creates == 1
+
+
+async def test_tasks_made_elsewhere_are_found_at_the_api(mcp_client: Client, emulator) -> None:
+    """A task created with the same key from another tool is answered by get_task and listed by list_tasks."""
+    emulator.task_seconds = 0
+    made = httpx.post(
+        f"{emulator.base_url}/api/v1/tasks/async",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        json={
+            "type": "image",
+            "input": {"model": "nano-banana-1", "prompt": "x"},
+            "idempotency_key": str(uuid.uuid4()),
+        },
+    ).json()
+    got = await mcp_client.call_tool("get_task", {"task_id": made["id"]})
+    assert got.structured_content["status"] == "success"
+    assert got.structured_content["model"] == "nano-banana-1"
+    assert got.structured_content["images"][0]["url"].startswith("http")
+    listed = await mcp_client.call_tool("list_tasks", {"status": "success"})
+    assert made["id"] in {t["task_id"] for t in listed.structured_content["tasks"]}
+
+
+async def test_list_tasks_filters_by_status(mcp_client: Client, emulator) -> None:
+    """A status filter keeps only matching tasks."""
+    await mcp_client.call_tool("generate_image", {"prompt": "fine"})
+    emulator.faults.fail_tasks = 1
+    failed = await mcp_client.call_tool("generate_image", {"prompt": "doomed"})
+    listed = await mcp_client.call_tool("list_tasks", {"status": "failed"})
+    assert [t["task_id"] for t in listed.structured_content["tasks"]] == [failed.structured_content["task_id"]]
+    assert listed.structured_content["total_local"] == 1
+
+
+async def test_unreachable_api_keeps_the_request_and_sends_it_later(settings: Settings, emulator) -> None:
+    """Every create attempt fails: the call says the request is saved; it is created later, once."""
+    emulator.faults.server_errors = 7  # more than the client's retries, fewer than the watcher's patience
+    async with Client(create_server(settings)) as client:
+        result = await client.call_tool("generate_image", {"prompt": "persistent"})
+        assert result.is_error
+        assert "sent again automatically" in result.content[0].text
+        await wait_for(lambda: emulator.creates == 1)
+        listed = await client.call_tool("list_tasks", {})
+        [task] = listed.structured_content["tasks"]
+        done = await client.call_tool("get_task", {"task_id": task["task_id"], "wait_seconds": 10})
+    assert done.structured_content["status"] == "success"
+    assert emulator.creates == 1
