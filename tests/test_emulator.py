@@ -6,6 +6,7 @@ import io
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from PIL import Image
 
 from nano_banana_mcp import catalog
-from nano_banana_mcp.emulator import MAX_UPLOAD_BYTES, PLACEHOLDER_DESCRIPTION, Emulator
+from nano_banana_mcp.emulator import MAX_UPLOAD_BYTES, PLACEHOLDER_DESCRIPTION, Emulator, Faults, serve_in_thread
 from nano_banana_mcp.errors import InvalidRequest
 
 
@@ -390,6 +391,294 @@ def test_cut_download_breaks_mid_body(client: httpx.Client, emulator: Emulator) 
     with pytest.raises(httpx.RemoteProtocolError):
         client.get(url)
     assert Image.open(io.BytesIO(client.get(url).content)).format == "PNG"
+
+
+# --- byte ranges ------------------------------------------------------------------------------------------
+
+
+def output_url(client: httpx.Client, emulator: Emulator) -> str:
+    """The output URL of a task that is already finished."""
+    emulator.task_seconds = 0
+    return client.get(f"/api/v1/tasks/{create(client)['id']}").json()["outputs"][0]["url"]
+
+
+def read_until_cut(client: httpx.Client, url: str, headers: dict[str, str]) -> bytes:
+    """The bytes received before the emulator breaks the connection."""
+    received = bytearray()
+    with pytest.raises(httpx.RemoteProtocolError), client.stream("GET", url, headers=headers) as response:
+        for chunk in response.iter_raw():
+            received += chunk
+    return bytes(received)
+
+
+@pytest.mark.parametrize("kind", ["output", "upload"])
+def test_range_resume_gives_identical_bytes(client: httpx.Client, emulator: Emulator, kind: str) -> None:
+    """Two ranged requests, with the same ETag, put together the bytes of the whole file."""
+    url = output_url(client, emulator) if kind == "output" else upload(client, bytes(range(256)) * 4)["url"]
+    whole = client.get(url)
+    total = len(whole.content)
+    assert (whole.status_code, whole.headers["Accept-Ranges"]) == (200, "bytes")
+    head = client.get(url, headers={"Range": "bytes=0-99"})
+    tail = client.get(url, headers={"Range": "bytes=100-", "If-Range": whole.headers["ETag"]})
+    assert (head.status_code, head.headers["Content-Range"], head.headers["Content-Length"]) == (
+        206,
+        f"bytes 0-99/{total}",
+        "100",
+    )
+    assert (tail.status_code, tail.headers["Content-Range"]) == (206, f"bytes 100-{total - 1}/{total}")
+    assert int(tail.headers["Content-Length"]) == total - 100
+    assert head.headers["ETag"] == tail.headers["ETag"] == whole.headers["ETag"]
+    assert head.content + tail.content == whole.content
+
+
+def test_range_past_the_end_is_416(client: httpx.Client) -> None:
+    """A range starting at or after the end is 416 with Content-Range naming the size."""
+    url = upload(client, b"0123456789")["url"]
+    response = client.get(url, headers={"Range": "bytes=10-"})
+    assert response.status_code == 416
+    assert (response.headers["Content-Range"], response.headers["Accept-Ranges"]) == ("bytes */10", "bytes")
+
+
+def test_range_with_stale_if_range_sends_the_whole_file(client: httpx.Client) -> None:
+    """An If-Range naming another version turns a ranged request into a full 200."""
+    url = upload(client, b"0123456789")["url"]
+    response = client.get(url, headers={"Range": "bytes=4-", "If-Range": '"another-version"'})
+    assert (response.status_code, response.content) == (200, b"0123456789")
+
+
+def test_cut_ranged_download_sends_half_the_part_and_resumes(client: httpx.Client, emulator: Emulator) -> None:
+    """cut_downloads on a ranged request sends half the part, and a second Range completes the file."""
+    url = output_url(client, emulator)
+    whole = client.get(url).content
+    emulator.faults.cut_downloads = 1
+    start = 1000
+    part = read_until_cut(client, url, {"Range": f"bytes={start}-"})
+    assert part == whole[start : start + (len(whole) - start) // 2]
+    rest = client.get(url, headers={"Range": f"bytes={start + len(part)}-"})
+    assert rest.status_code == 206
+    assert whole[:start] + part + rest.content == whole
+
+
+def test_downloads_counts_whole_uncut_output_downloads(client: httpx.Client, emulator: Emulator) -> None:
+    """downloads counts outputs delivered to their last byte, not cut ones, heads or uploads."""
+    url = output_url(client, emulator)
+    client.get(url)
+    client.get(url, headers={"Range": "bytes=0-9"})
+    client.head(url)
+    httpx.get(upload(client)["url"])
+    emulator.faults.cut_downloads = 1
+    read_until_cut(client, url, {})
+    assert emulator.downloads == 1
+    client.get(url, headers={"Range": "bytes=10-"})
+    assert emulator.downloads == 2
+
+
+# --- chaos ----------------------------------------------------------------------------------------------
+
+
+def chaos_outcome(emulator: Emulator, send: Any) -> str:
+    """The single chaos kind that fired while ``send()`` ran (or "none"), checking the client saw it."""
+    before = emulator.chaos_fired.copy()
+    try:
+        status = send()
+    except httpx.RemoteProtocolError:
+        status = "broken"
+    fired = emulator.chaos_fired - before
+    assert sum(fired.values()) <= 1
+    kind = next(iter(fired), "none")
+    expected = {"rate_limit": 429, "server_error": 503, "none": 200}.get(kind, "broken")
+    assert status == expected, (kind, status)
+    return kind
+
+
+def test_full_chaos_fires_only_the_kinds_that_apply(client: httpx.Client, emulator: Emulator) -> None:
+    """At rate 1.0 every request gets a fault, always one that applies to that kind of request."""
+    url = output_url(client, emulator)
+    emulator.set_chaos(1.0, seed=11)
+
+    def sync_create() -> int:
+        with client.stream("POST", "/api/v1/tasks/sync", json=body()) as response:
+            response.read()
+            return response.status_code
+
+    requests = {
+        "list": (lambda: client.get("/api/v1/tasks/list").status_code, {"rate_limit", "server_error"}),
+        "create": (
+            lambda: client.post("/api/v1/tasks/async", json=body()).status_code,
+            {"rate_limit", "server_error", "lost_create"},
+        ),
+        "sync": (sync_create, {"rate_limit", "server_error", "lost_create", "dropped_stream"}),
+        "download": (lambda: client.get(url).status_code, {"cut_download"}),
+    }
+    for name, (send, allowed) in requests.items():
+        kinds = Counter(chaos_outcome(emulator, send) for _ in range(16))
+        assert set(kinds) == allowed, name
+    assert sum(emulator.chaos_fired.values()) == 4 * 16
+    assert emulator.downloads == 0
+
+
+def test_chaos_retries_with_one_key_make_one_task(client: httpx.Client, emulator: Emulator) -> None:
+    """Retrying one create through heavy chaos with the same key creates exactly one task."""
+    emulator.set_chaos(1.0, seed=5)
+    payload = body("soak-key")
+    for _ in range(20):
+        try:
+            response = client.post("/api/v1/tasks/async", json=payload)
+        except httpx.RemoteProtocolError:
+            continue
+        assert response.status_code in (429, 503)
+    assert emulator.chaos_fired["lost_create"] >= 2
+    emulator.set_chaos(0.0)
+    assert create(client, "soak-key")["id"] == client.get("/api/v1/tasks/list").json()["tasks"][0]["id"]
+    assert emulator.creates == 1
+
+
+def test_chaos_never_fails_a_task(client: httpx.Client, emulator: Emulator) -> None:
+    """Tasks created while chaos is on all end in success."""
+    emulator.task_seconds = 0
+    emulator.set_chaos(0.5, seed=2)
+    ids = set()
+    for _ in range(30):
+        try:
+            response = client.post("/api/v1/tasks/async", json=body())
+        except httpx.RemoteProtocolError:
+            continue
+        if response.status_code == 200:
+            ids.add(response.json()["id"])
+    emulator.set_chaos(0.0)
+    tasks = client.get("/api/v1/tasks/list", params={"pageSize": 100}).json()["tasks"]
+    assert ids
+    assert {t["status"] for t in tasks} == {"success"}
+
+
+def test_chaos_with_a_seed_is_reproducible(client: httpx.Client, emulator: Emulator) -> None:
+    """The same seed gives the same sequence of faults."""
+
+    def run() -> list[int]:
+        emulator.set_chaos(0.5, seed=42)
+        return [client.get("/api/v1/tasks/list").status_code for _ in range(24)]
+
+    first = run()
+    assert set(first) == {200, 429, 503}
+    assert run() == first
+
+
+def test_chaos_at_zero_fires_nothing(client: httpx.Client, emulator: Emulator) -> None:
+    """With chaos 0 every request is answered normally and nothing is counted."""
+    url = output_url(client, emulator)
+    emulator.set_chaos(0.0, seed=1)
+    for _ in range(10):
+        assert client.get("/api/v1/tasks/list").status_code == 200
+        assert client.get(url).status_code == 200
+        assert client.post("/api/v1/tasks/async", json=body()).status_code == 200
+    assert emulator.chaos_fired == Counter()
+
+
+def test_auth_failures_do_not_consume_chaos(emulator: Emulator) -> None:
+    """A request refused as unauthorized is a 401 however high the chaos rate."""
+    emulator.set_chaos(1.0, seed=3)
+    for _ in range(5):
+        assert httpx.get(f"{emulator.base_url}/api/v1/tasks/list").status_code == 401
+    assert emulator.chaos_fired == Counter()
+
+
+def test_counting_faults_fire_before_chaos(client: httpx.Client, emulator: Emulator) -> None:
+    """A pending counting fault answers first; chaos is not counted for that request."""
+    emulator.set_chaos(1.0, seed=3)
+    emulator.faults.server_errors = 1
+    assert client.get("/api/v1/tasks/list").status_code == 503
+    assert (emulator.faults.server_errors, emulator.chaos_fired) == (0, Counter())
+
+
+def test_reset_clears_chaos(client: httpx.Client, emulator: Emulator) -> None:
+    """reset() switches chaos off and clears chaos_fired and downloads."""
+    emulator.set_chaos(1.0, seed=3)
+    client.get("/api/v1/tasks/list")
+    emulator.reset()
+    assert (emulator.faults.chaos, emulator.faults.chaos_seed, emulator.chaos_fired) == (0.0, None, Counter())
+    assert client.get("/api/v1/tasks/list").status_code == 200
+
+
+# --- control endpoints ----------------------------------------------------------------------------------
+
+CONTROL_KEY = "monet_control_key"
+
+
+@pytest.fixture(scope="module")
+def control_server() -> Iterator[Emulator]:
+    emulator = Emulator(api_key=CONTROL_KEY, task_seconds=0, control=True)
+    with serve_in_thread(emulator):
+        yield emulator
+
+
+@pytest.fixture
+def control(control_server: Emulator) -> Iterator[httpx.Client]:
+    """A client without credentials for a fresh control=True emulator."""
+    control_server.reset()
+    with httpx.Client(base_url=str(control_server.base_url), timeout=5) as client:
+        yield client
+
+
+@pytest.fixture
+def control_api(control_server: Emulator) -> Iterator[httpx.Client]:
+    """An authorised API client for the control=True emulator."""
+    headers = {"Authorization": f"Bearer {CONTROL_KEY}"}
+    with httpx.Client(base_url=str(control_server.base_url), headers=headers, timeout=5) as client:
+        yield client
+
+
+def test_control_endpoints_are_404_without_control(emulator: Emulator) -> None:
+    """An emulator built without control=True does not serve /_emulator."""
+    assert httpx.get(f"{emulator.base_url}/_emulator/state").status_code == 404
+    assert httpx.post(f"{emulator.base_url}/_emulator/faults", json={"rate_limit": 1}).status_code == 404
+    assert emulator.faults.rate_limit == 0
+
+
+def test_control_state_reports_counters(control: httpx.Client, control_api: httpx.Client) -> None:
+    """GET /_emulator/state reports creates, uploads, tasks, downloads, chaos and faults, without auth."""
+    task = create(control_api)
+    control_api.get(control_api.get(f"/api/v1/tasks/{task['id']}").json()["outputs"][0]["url"])
+    upload(control_api)
+    state = control.get("/_emulator/state").json()
+    assert {k: state[k] for k in ("creates", "uploads", "tasks", "downloads", "chaos_fired")} == {
+        "creates": 1,
+        "uploads": 1,
+        "tasks": 1,
+        "downloads": 1,
+        "chaos_fired": {},
+    }
+    assert state["faults"] == {name: getattr(Faults(), name) for name in Faults.__dataclass_fields__}
+
+
+def test_control_faults_round_trip(control: httpx.Client, control_api: httpx.Client) -> None:
+    """POST /_emulator/faults sets fields that state reports and the API applies; no faults hit the control."""
+    changes = {"rate_limit": 1, "server_errors": 1, "chaos": 0.0, "chaos_seed": 9}
+    assert control.post("/_emulator/faults", json=changes).status_code == 200
+    assert (
+        control.get("/_emulator/state").json()["faults"] | changes == control.get("/_emulator/state").json()["faults"]
+    )
+    assert [control_api.get("/api/v1/tasks/list").status_code for _ in range(3)] == [429, 503, 200]
+    faults = control.get("/_emulator/state").json()["faults"]
+    assert (faults["rate_limit"], faults["server_errors"], faults["chaos_seed"]) == (0, 0, 9)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"server_errors": 2, "no_such_fault": 1},
+        {"server_errors": 2, "rate_limit": "many"},
+        {"server_errors": 2, "rate_limit": True},
+        {"server_errors": 2, "chaos": 2},
+        {"server_errors": 2, "latency": -1},
+        [{"server_errors": 2}],
+    ],
+)
+def test_control_faults_refuses_bad_fields(control: httpx.Client, control_server: Emulator, payload: Any) -> None:
+    """An unknown field or a bad value is a 400 and changes nothing."""
+    response = control.post("/_emulator/faults", json=payload)
+    assert response.status_code == 400
+    assert error_code(response) == "VALIDATION_ERROR"
+    assert control_server.faults == Faults()
 
 
 # --- images ---------------------------------------------------------------------------------------------

@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="task_seconds",
         type=float,
         default=4.0,
-        help="how long a task takes (default 4)",
+        help="how long a task takes (default 4)
+    emu.add_argument(
+        "--control", action="store_true", help="serve /_emulator/state and /_emulator/faults to steer it"
+    )",
     )
     return parser
 
@@ -292,7 +295,7 @@ def _models(*, json_out: bool) -> int:
 def _emulator(args: argparse.Namespace) -> int:
     from nano_banana_mcp.emulator import Emulator, serve  # noqa: PLC0415
 
-    emulator = Emulator(api_key=args.api_key, task_seconds=args.task_seconds)
+    emulator = Emulator(api_key=args.api_key, task_seconds=args.task_seconds, control=args.control)
     print(
         f"Monet emulator on http://{args.host}:{args.port} (key {args.api_key}); Ctrl-C to stop",
         file=sys.stderr,

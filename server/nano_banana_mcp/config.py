@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     poll_interval: Seconds = Field(default=1.0, description="First polling interval when streaming fails.")
     poll_max_interval: Seconds = Field(default=5.0, description="Longest polling interval.")
     task_timeout: Seconds = Field(default=1800.0, description="Give up following a task after this long.")
+    max_streams: int = Field(default=100, ge=1, description="Tasks followed by event stream at once; the rest poll.")
     lease_seconds: float = Field(
         default=15.0, gt=0, description="How long a process's claim on a task lasts unless renewed."
     )

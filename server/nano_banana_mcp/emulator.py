@@ -17,15 +17,19 @@ import io
 import itertools
 import json
 import logging
+import math
+import random
+import re
 import secrets
 import socket
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -47,6 +51,8 @@ from nano_banana_mcp import catalog
 from nano_banana_mcp.errors import InvalidRequest
 
 __all__ = [
+    "CHAOS_KINDS",
+    "CONTROL_PREFIX",
     "MAX_UPLOAD_BYTES",
     "PLACEHOLDER_DESCRIPTION",
     "PLACEHOLDER_TITLE",
@@ -70,6 +76,13 @@ _PENDING_SHARE = 0.1
 """Share of ``task_seconds`` a task spends ``pending`` before it starts ``processing``."""
 _MIN_STREAM_TICK = 0.001
 _GRACEFUL_SHUTDOWN_SECONDS = 2.0
+CONTROL_PREFIX = "/_emulator"
+"""Path prefix of the control endpoints (served only by ``Emulator(control=True)``)."""
+CHAOS_KINDS = ("rate_limit", "server_error", "lost_create", "dropped_stream", "cut_download")
+"""The faults chaos mode picks from (never a failed task: that is a legitimate result, not a fault)."""
+_CHAOS_SCOPE_KEY = "nano_banana.chaos"
+"""Where the gate leaves a chaos fault that only the handler can apply (``lost_create``, ``dropped_stream``)."""
+_RANGE = re.compile(r"bytes=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE)
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +108,14 @@ class Faults:
     refuse_creates: int = 0
     """The next N creates of a new task answer 400 VALIDATION_ERROR although the request is valid."""
     cut_downloads: int = 0
-    """The next N file downloads send half the body, then break the connection."""
+    """The next N file downloads send half the body (or half the requested range), then break the connection."""
+    chaos: float = 0.0
+    """Probability (0..1) that any one request gets a random fault of a kind that applies to it (see
+    :data:`CHAOS_KINDS`): any ``/api/v1`` request 429 or 503, a create also a lost response, a sync create
+    also a dropped stream, a file download a cut download. Counting faults above fire first."""
+    chaos_seed: int | None = None
+    """Seed of the chaos dice, for a reproducible run; applied by :meth:`Emulator.set_chaos`, by
+    ``POST /_emulator/faults`` and by :meth:`Emulator.reset`."""
 
     def reset(self) -> None:
         """Switch every fault off."""
@@ -209,7 +229,11 @@ class _State:
 
 
 class Emulator:
-    """The Monet API in one object: an ASGI :attr:`app` plus the state and faults tests inspect."""
+    """The Monet API in one object: an ASGI :attr:`app` plus the state and faults tests inspect.
+
+    With ``control=True`` it also serves ``GET /_emulator/state`` and ``POST /_emulator/faults`` (no
+    auth, no faults, not recorded) so that another process can steer and read it.
+    """
 
     def __init__(
         self,
@@ -219,18 +243,25 @@ class Emulator:
         stream_interval: float = 0.25,
         upload_ttl: float = 86_400.0,
         faults: Faults | None = None,
+        control: bool = False,
     ) -> None:
         self.api_key = api_key
         self.faults = faults if faults is not None else Faults()
+        self.control = control
         self._defaults = (task_seconds, stream_interval, upload_ttl)
         self.task_seconds = task_seconds
         self.stream_interval = stream_interval
         self.upload_ttl = upload_ttl
         self.creates = 0
         self.uploads = 0
+        self.downloads = 0
+        """Output downloads answered whole and uncut (a 200, or a 206 running to the last byte)."""
+        self.chaos_fired: Counter[str] = Counter()
+        """Chaos faults that fired, by kind (see :data:`CHAOS_KINDS`)."""
         self.requests: list[RequestRecord] = []
         self.base_url: str | None = None
         self._state = _State()
+        self._chaos_rng = random.Random(self.faults.chaos_seed)  # noqa: S311 - fault dice, not secrets
         self.app: Starlette = self._build_app()
 
     def reset(self) -> None:
@@ -239,8 +270,34 @@ class Emulator:
         self.task_seconds, self.stream_interval, self.upload_ttl = self._defaults
         self.creates = 0
         self.uploads = 0
+        self.downloads = 0
+        self.chaos_fired = Counter()
         self.requests = []
         self.faults.reset()
+        self._chaos_rng.seed(self.faults.chaos_seed)
+
+    def set_chaos(self, rate: float, seed: int | None = None) -> None:
+        """Give each request probability ``rate`` of a random fault; reseed the dice with ``seed``.
+
+        Raises ValueError unless ``0 <= rate <= 1``.
+        """
+        self._set_faults({"chaos": rate, "chaos_seed": seed})
+
+    def task_inputs(self) -> list[dict[str, Any]]:
+        """The ``input`` of every task created, oldest first (to count tasks per logical request)."""
+        return [dict(t.input) for t in sorted(self._state.tasks.values(), key=lambda t: t.seq)]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters, chaos faults fired and current faults, as ``GET /_emulator/state`` answers them."""
+        return {
+            "creates": self.creates,
+            "uploads": self.uploads,
+            "tasks": len(self._state.tasks),
+            "downloads": self.downloads,
+            "requests": len(self.requests),
+            "chaos_fired": dict(self.chaos_fired),
+            "faults": asdict(self.faults),
+        }
 
     def finished_at(self, task_id: str) -> float | None:
         """``time.monotonic()`` when the task reached its terminal status; None if unknown or unfinished."""
@@ -261,6 +318,11 @@ class Emulator:
             Route("/files/outputs/{task_id}/{name}", self._download_output, methods=["GET"]),
             Route("/files/uploads/{file_id}/{name}", self._download_upload, methods=["GET"]),
         ]
+        if self.control:
+            routes += [
+                Route(f"{CONTROL_PREFIX}/state", self._control_state, methods=["GET"]),
+                Route(f"{CONTROL_PREFIX}/faults", self._control_faults, methods=["POST"]),
+            ]
         return Starlette(
             routes=routes,
             middleware=[Middleware(_Gate, emulator=self)],
@@ -278,16 +340,48 @@ class Emulator:
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.api_key.encode()):
             return _error(401, "unauthorized", "Invalid or missing API key")
         if self._take("rate_limit"):
-            wait = f"{self.faults.retry_after:f}".rstrip("0").rstrip(".")  # "0.05", "2": never "5e-05"
-            return _error(
-                429,
-                "rate_limited",
-                f"Too many requests (emulated); retry after {wait} seconds.",
-                headers={"Retry-After": wait},
-            )
+            return self._rate_limited()
         if self._take("server_errors"):
-            return _error(503, "unavailable", "The service is temporarily unavailable (emulated); try again.")
+            return self._unavailable()
+        kind = self._roll_chaos(_chaos_kinds(scope["method"], path))
+        if kind == "rate_limit":
+            return self._rate_limited(chaos=True)
+        if kind == "server_error":
+            return self._unavailable(chaos=True)
+        if kind is not None:  # applied, and counted, only if the handler gets that far
+            scope[_CHAOS_SCOPE_KEY] = kind
         return None
+
+    def _rate_limited(self, *, chaos: bool = False) -> Response:
+        if chaos:
+            self.chaos_fired["rate_limit"] += 1
+        wait = f"{self.faults.retry_after:f}".rstrip("0").rstrip(".")  # "0.05", "2": never "5e-05"
+        return _error(
+            429,
+            "rate_limited",
+            f"Too many requests (emulated); retry after {wait} seconds.",
+            headers={"Retry-After": wait},
+        )
+
+    def _unavailable(self, *, chaos: bool = False) -> Response:
+        if chaos:
+            self.chaos_fired["server_error"] += 1
+        return _error(503, "unavailable", "The service is temporarily unavailable (emulated); try again.")
+
+    def _roll_chaos(self, kinds: tuple[str, ...]) -> str | None:
+        """With probability ``faults.chaos``, one of ``kinds`` picked uniformly; else None."""
+        rate = self.faults.chaos
+        if rate <= 0 or not kinds or self._chaos_rng.random() >= rate:
+            return None
+        return self._chaos_rng.choice(kinds)
+
+    def _chaos_hit(self, request: Request, kind: str) -> bool:
+        """True (and counted) when the gate chose chaos fault ``kind`` for this request."""
+        if request.scope.get(_CHAOS_SCOPE_KEY) != kind:
+            return False
+        del request.scope[_CHAOS_SCOPE_KEY]
+        self.chaos_fired[kind] += 1
+        return True
 
     def _take(self, fault: str) -> bool:
         """Consume one unit of a counting fault; True when it fires."""
@@ -313,7 +407,7 @@ class Emulator:
         task, lose = await self._admit(request)
         if lose:
             return _sse_response(_lost_stream())
-        drop = self._take("drop_streams")
+        drop = self._take("drop_streams") or self._chaos_hit(request, "dropped_stream")
         return _sse_response(self._events(task, self._base(request), drop=drop))
 
     async def _admit(self, request: Request) -> tuple[_Task, bool]:
@@ -328,7 +422,7 @@ class Emulator:
                     "idempotency_conflict",
                     f"idempotency_key {key!r} was already used for a different request; use a new key for a new task.",
                 )
-            return existing, self._take("lose_create_responses")
+            return existing, self._lose_response(request)
         self._check_uploads(request, task_input.get("images") or [])
         if self._take("refuse_creates"):
             raise _invalid("The API refused this request although it is valid (emulated refusal).")
@@ -345,7 +439,10 @@ class Emulator:
         state.tasks[task.id] = task
         state.by_key[key] = task.id
         self.creates += 1
-        return task, self._take("lose_create_responses")
+        return task, self._lose_response(request)
+
+    def _lose_response(self, request: Request) -> bool:
+        return self._take("lose_create_responses") or self._chaos_hit(request, "lost_create")
 
     def _check_uploads(self, request: Request, images: list[str]) -> None:
         """Refuse references to this emulator's own uploads that are unknown or expired."""
@@ -482,19 +579,80 @@ class Emulator:
                 "not_found",
                 f"File {file_id} not found: uploaded files are kept 24 hours; upload it again.",
             )
-        return self._file_response(item.data, item.content_type)
+        return self._file_response(request, item.data, item.content_type)
 
     async def _download_output(self, request: Request) -> Response:
         task = self._find_task(request.path_params["task_id"])
         status, _, _ = task.state(time.monotonic())
         if request.path_params["name"] != "0.png" or status != "success":
             raise _ApiError(404, "not_found", f"Task {task.id} has no output {request.path_params['name']}.")
-        return self._file_response(await self._image(task), "image/png")
+        return self._file_response(request, await self._image(task), "image/png", output=True)
 
-    def _file_response(self, data: bytes, media_type: str) -> Response:
-        if self._take("cut_downloads"):
-            return _CutResponse(data, media_type=media_type)
-        return Response(data, media_type=media_type)
+    def _file_response(self, request: Request, data: bytes, media_type: str, *, output: bool = False) -> Response:
+        """The file, or the one byte range asked for (206); ``ETag`` and ``Accept-Ranges`` always."""
+        total = len(data)
+        etag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+        headers = {"Accept-Ranges": "bytes", "ETag": etag}
+        span: tuple[int, int] | None = None
+        asked = request.headers.get("range")
+        # Range applies to GET only; an If-Range naming another version asks for the whole file.
+        if asked is not None and request.method == "GET" and request.headers.get("if-range", etag) == etag:
+            try:
+                span = _byte_range(asked, total)
+            except _RangeNotSatisfiable:
+                return _error(
+                    416,
+                    "range_not_satisfiable",
+                    f"Range {asked!r} is outside the file, which has {total} bytes.",
+                    headers={**headers, "Content-Range": f"bytes */{total}"},
+                )
+        status, body = 200, data
+        if span is not None:
+            start, end = span
+            status, body = 206, data[start : end + 1]
+            headers["Content-Range"] = f"bytes {start}-{end}/{total}"
+        if self._take("cut_downloads") or self._fire_chaos("cut_download"):
+            return _CutResponse(body, status_code=status, headers=headers, media_type=media_type)
+        if output and request.method == "GET" and (span is None or span[1] == total - 1):
+            self.downloads += 1  # counted before it is sent, so a client never races the counter
+        return Response(body, status_code=status, headers=headers, media_type=media_type)
+
+    def _fire_chaos(self, kind: str) -> bool:
+        """Roll the chaos dice for a request to which only ``kind`` applies; True (and counted) if it fires."""
+        if self._roll_chaos((kind,)) is None:
+            return False
+        self.chaos_fired[kind] += 1
+        return True
+
+    # --- control -------------------------------------------------------------------------------
+
+    async def _control_state(self, _request: Request) -> Response:
+        return JSONResponse(self.snapshot())
+
+    async def _control_faults(self, request: Request) -> Response:
+        try:
+            changes = await request.json()
+        except ValueError:
+            raise _invalid("The request body must be a JSON object of Faults fields.") from None
+        if not isinstance(changes, dict):
+            raise _invalid("The request body must be a JSON object of Faults fields.")
+        try:
+            self._set_faults(changes)
+        except ValueError as e:
+            raise _invalid(str(e)) from None
+        return JSONResponse(self.snapshot())
+
+    def _set_faults(self, changes: Mapping[str, Any]) -> None:
+        """Check every change, then apply them all; setting ``chaos_seed`` reseeds the chaos dice."""
+        known = {f.name for f in fields(Faults)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"Unknown fault field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+        checked = {name: _check_fault(name, value) for name, value in changes.items()}
+        for name, value in checked.items():
+            setattr(self.faults, name, value)
+        if "chaos_seed" in checked:
+            self._chaos_rng.seed(self.faults.chaos_seed)
 
     async def _image(self, task: _Task) -> bytes:
         """The task's PNG, rendered once off the event loop and cached."""
@@ -523,8 +681,8 @@ class _Gate:
         self.emulator = emulator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or (self.emulator.control and scope["path"].startswith(f"{CONTROL_PREFIX}/")):
+            await self.app(scope, receive, send)  # the control endpoints are not API traffic: not recorded
             return
         record: RequestRecord | None = None
 
@@ -558,6 +716,60 @@ class _CutResponse(Response):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
         raise _ConnectionAborted
+
+
+class _RangeNotSatisfiable(Exception):
+    """The Range header asks for bytes the file does not have."""
+
+
+def _byte_range(header: str, total: int) -> tuple[int, int] | None:
+    """The inclusive span a single ``bytes=`` range asks for; None to ignore the header (RFC 9110 §14.2).
+
+    ``START-``, ``START-END`` (END clamped to the file) and ``-SUFFIX``; several ranges or a malformed or
+    backwards one are ignored (the whole file is sent). Raises :class:`_RangeNotSatisfiable`.
+    """
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first:
+        if not last:
+            return None
+        if int(last) == 0 or total == 0:
+            raise _RangeNotSatisfiable
+        return max(total - int(last), 0), total - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= total:
+        raise _RangeNotSatisfiable
+    return start, min(int(last), total - 1) if last else total - 1
+
+
+def _chaos_kinds(method: str, path: str) -> tuple[str, ...]:
+    """The chaos faults that apply to an ``/api/v1`` request."""
+    if method == "POST" and path == f"{API_PREFIX}/tasks/async":
+        return ("rate_limit", "server_error", "lost_create")
+    if method == "POST" and path == f"{API_PREFIX}/tasks/sync":
+        return ("rate_limit", "server_error", "lost_create", "dropped_stream")
+    return ("rate_limit", "server_error")
+
+
+def _check_fault(name: str, value: Any) -> Any:
+    """``value`` if it is a valid setting of fault ``name``; else ValueError saying why."""
+    if name == "chaos_seed":
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise ValueError(f"chaos_seed must be an integer or null, got {value!r}.")
+    if isinstance(Faults.__dataclass_fields__[name].default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
+        if name == "chaos" and value > 1:
+            raise ValueError(f"chaos is a probability from 0 to 1, got {value!r}.")
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+    return value
 
 
 async def _lost_stream() -> AsyncIterator[bytes]:
@@ -805,7 +1017,10 @@ def _config(emulator: Emulator) -> uvicorn.Config:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without
+    # it each keep-alive answer (headers, then body) waits ~40 ms on Nagle and the delayed ACK.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         if sys.platform != "win32":  # on Windows SO_REUSEADDR lets another process steal the port
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -393,7 +393,7 @@ async def open_service(
         http = await stack.enter_async_context(
             httpx.AsyncClient(
                 timeout=settings.request_timeout,
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                limits=httpx.Limits(max_connections=settings.max_streams + 100, max_keepalive_connections=50),
                 headers={"User-Agent": "nano-banana-mcp"},
             )
         )

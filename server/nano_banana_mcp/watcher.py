@@ -63,6 +63,7 @@ class Watcher:
         self._active: set[str] = set()
         self._events: dict[str, anyio.Event] = {}
         self._not_before: dict[str, tuple[float, int]] = {}  # key -> (monotonic time, failures)
+        self._streams = anyio.CapacityLimiter(settings.max_streams)  # each open stream holds a connection
 
     def start(self) -> None:
         """Resume what the ledger holds, and keep sweeping and renewing leases while the server runs."""
@@ -182,9 +183,15 @@ class Watcher:
             await self._apply(record.key, task)
 
         try:
+            self._streams.acquire_nowait()
+        except anyio.WouldBlock:
+            return await self._poll(record)  # every stream slot is busy: poll this one
+        try:
             return await self._client.follow_stream(record.request, record.key, on_update)
         except MonetError as err:
             log.info("task %s: stream unavailable (%s); polling instead", record.task_id, err)
+        finally:
+            self._streams.release()
         return await self._poll(record)
 
     async def _poll(self, record: TaskRecord) -> Task:
