@@ -141,11 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="task_seconds",
         type=float,
         default=4.0,
-        help="how long a task takes (default 4)
-    emu.add_argument(
-        "--control", action="store_true", help="serve /_emulator/state and /_emulator/faults to steer it"
-    )",
+        help="how long a task takes (default 4)",
     )
+    emu.add_argument("--control", action="store_true", help="serve /_emulator/state and /_emulator/faults to steer it")
     return parser
 
 
