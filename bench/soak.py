@@ -48,7 +48,9 @@ def free_port() -> int:
 
 
 def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([COMMAND, "serve", "--http", "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [COMMAND, "serve", "--http", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -176,7 +178,7 @@ async def main() -> None:
             for _, phase, task_id, images in rows
             if phase == "downloaded" and all(Path(i["path"]).is_file() for i in json.loads(images))
         }
-        tasks_per_prompt = Counter(t["input"]["prompt"] for t in emulator.task_inputs())
+        tasks_per_prompt = Counter(t["prompt"] for t in emulator.task_inputs())
         duplicates = sum(n - 1 for n in tasks_per_prompt.values() if n > 1)
         unfinished = [key for key, phase, _, _ in rows if phase not in ("downloaded", "failed")]
         accepted_lost = [t for t in accepted.values() if t not in saved]
