@@ -185,6 +185,8 @@ async def test_cut_download_is_retried(client: MonetClient, emulator, tmp_path: 
     got = await client.download(url, tmp_path / "out.png", max_bytes=50_000_000)
     full = httpx.get(url).content
     assert got.path.read_bytes() == full
+    ranged = [r.status for r in emulator.requests if r.path.startswith("/files/outputs/")]
+    assert 206 in ranged  # resumed where it broke off, not started over
 
 
 async def test_oversized_download_is_refused(client: MonetClient, emulator, tmp_path: Path) -> None:

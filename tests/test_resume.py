@@ -5,12 +5,14 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 from mcp import Client, StdioServerParameters
+from PIL import Image
 
 from conftest import API_KEY, COMMAND
 from nano_banana_mcp.config import Settings
@@ -194,3 +196,43 @@ async def test_unreachable_api_keeps_the_request_and_sends_it_later(settings: Se
         done = await client.call_tool("get_task", {"task_id": task["task_id"], "wait_seconds": 10})
     assert done.structured_content["status"] == "success"
     assert emulator.creates == 1
+
+
+async def test_concurrent_processes_on_one_data_dir(emulator, process_env: dict[str, str], tmp_path: Path) -> None:
+    """Four real processes generating at once on one data dir: four creates, four downloads, four files."""
+    emulator.task_seconds = 0.5
+    procs = [
+        subprocess.Popen([COMMAND, "generate", f"process {i}"], env=process_env, stdout=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0, 0]
+    paths = {Path(out.strip()) for out in outputs}
+    assert len(paths) == 4
+    assert all(p.is_file() for p in paths)
+    assert emulator.creates == 4
+    assert emulator.downloads == 4
+    assert ledger_phases(tmp_path / "data") == ["downloaded"] * 4
+
+
+async def test_upload_cache_survives_restart_and_renews_near_expiry(
+    settings: Settings, emulator, tmp_path: Path
+) -> None:
+    """A reference uploaded by one server run is reused by the next; within an hour of expiry it is sent again."""
+
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (32, 32), "blue").save(ref)
+    for _ in range(2):
+        async with Client(create_server(settings)) as client:
+            up = await client.call_tool("upload_reference", {"path": str(ref)})
+            assert not up.is_error
+    assert emulator.uploads == 1
+
+    db = sqlite3.connect(settings.data_dir / "ledger.sqlite3")
+    soon = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+    db.execute("UPDATE uploads SET expires_at=?", (soon,))
+    db.commit()
+    db.close()
+    async with Client(create_server(settings)) as client:
+        await client.call_tool("upload_reference", {"path": str(ref)})
+    assert emulator.uploads == 2

@@ -49,7 +49,6 @@ _M = TypeVar("_M", bound=BaseModel)
 API_PREFIX = "/api/v1"
 TERMINAL_STATUSES = frozenset({"success", "failed"})
 _MAX_MESSAGE = 500
-_CHUNK = 256 * 1024
 
 
 class _Lenient(BaseModel):
@@ -357,7 +356,7 @@ class MonetClient:
                         f"The image is {size + int(declared):,} bytes, over the {max_bytes:,} byte limit."
                     )
                 async with await anyio.open_file(tmp, "ab" if resumed else "wb") as out:
-                    async for chunk in response.aiter_bytes(_CHUNK):
+                    async for chunk in response.aiter_bytes():  # as it arrives, so a cut keeps what came
                         size += len(chunk)
                         if size > max_bytes:
                             raise DownloadError(f"The image is larger than the {max_bytes:,} byte limit.")
