@@ -231,12 +231,15 @@ class Ledger:
         )
 
     async def claimable(self) -> list[str]:
-        """Unfinished rows of this API whose lease is free or expired, oldest first."""
+        """Unfinished rows of this API that nobody holds (or whose holder stopped renewing), oldest first.
+
+        Rows this process holds are left out: it is already working on them.
+        """
 
         def select(db: sqlite3.Connection) -> list[str]:
             rows = db.execute(
                 "SELECT key FROM tasks WHERE phase IN (?, ?, ?) AND base_url=? "
-                "AND (owner IS NULL OR owner=? OR lease_until < ?) ORDER BY created_at",
+                "AND (owner IS NULL OR (owner != ? AND lease_until < ?)) ORDER BY created_at",
                 (*UNFINISHED_PHASES, self.base_url, self.owner, time.time()),
             ).fetchall()
             return [r[0] for r in rows]
