@@ -49,6 +49,7 @@ def settings(tmp_path: Path, emulator: Emulator) -> Settings:
         base_url=emulator.base_url,
         output_dir=tmp_path / "out",
         data_dir=tmp_path / "data",
+        allowed_dirs=[tmp_path],
         request_timeout=5,
         retry_base_delay=0.01,
         retry_max_delay=0.05,

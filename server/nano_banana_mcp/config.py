@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from nano_banana_mcp.errors import OFFLINE_HINT, ConfigError
 
@@ -15,6 +16,7 @@ __all__ = ["DEFAULT_BASE_URL", "OFFLINE_API_KEY", "Settings"]
 DEFAULT_BASE_URL = "https://monet.vision"
 OFFLINE_API_KEY = "monet_offline"
 APP_NAME = "nano-banana-mcp"
+DEFAULT_DOWNLOAD_HOSTS = ("monet.vision", "*.monet.vision")
 
 
 def _default_output_dir() -> Path:
@@ -51,6 +53,25 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, description="Ledger and caches.")
     offline: bool = Field(default=False, description="Use the built-in emulator; no key needed.")
 
+    # What the server may touch.
+    allowed_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders reference images may be read from (separated by the OS path separator); "
+        "default: your home folder. The output folder and the MCP client's roots are always allowed.",
+    )
+    download_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_DOWNLOAD_HOSTS),
+        description="Hosts images may be downloaded from over https (comma-separated; *.example.com "
+        "matches subdomains). The API's own host is always allowed.",
+    )
+    http_token: SecretStr | None = Field(
+        default=None, description="Bearer token the HTTP transport requires (required off loopback)."
+    )
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest API answer read.")
+    stream_stall_seconds: float = Field(
+        default=120.0, gt=0, description="Leave an event stream that reports no change for this long."
+    )
+
     # Network behaviour.
     request_timeout: Seconds = Field(default=30.0, description="Timeout of one API request.")
     max_retries: int = Field(default=5, ge=0, le=20, description="Retries of a failed request.")
@@ -77,6 +98,29 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("allowed_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("allowed_dirs", mode="after")
+    @classmethod
+    def _expand_dirs(cls, value: list[Path]) -> list[Path]:
+        return [v.expanduser().resolve() for v in value]
+
+    @field_validator("download_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+    def reference_roots(self) -> list[Path]:
+        """Where reference images may be read from (before the MCP client's own roots are added)."""
+        return [*(self.allowed_dirs or [Path.home().resolve()]), self.output_dir]
 
     @field_validator("base_url", mode="after")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [
     "ReferenceFile",
     "check_reference",
     "image_meta",
+    "inside",
     "output_path",
     "sniff_mime",
     "thumbnail",
@@ -73,35 +75,63 @@ class ReferenceFile:
         return f"reference-{self.sha256[:12]}{_EXTENSIONS[self.mime_type]}"
 
 
-def check_reference(path: str | Path, *, max_bytes: int) -> ReferenceFile:
-    """Read a local reference image, refusing anything that is missing, not an image, or too big."""
-    raw = Path(path).expanduser()
+def check_reference(path: str | Path, *, max_bytes: int, roots: Sequence[Path]) -> ReferenceFile:
+    """Read a local reference image, or refuse it naming the rule it breaks.
+
+    The path is resolved first (symlinks followed), then it must lie inside one of ``roots``, not in a
+    hidden folder below that root, be at most ``max_bytes``, and be an image by its content.
+    """
+    shown = str(path)[:200]
     try:
-        resolved = raw.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError, OSError) as err:
+        resolved = Path(path).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError, ValueError) as err:
         raise ReferenceImageError(
-            f"Reference image {str(path)!r} was not found. Pass an absolute path to an existing image "
-            "file, or an https:// URL."
+            f"Reference image {shown!r} was not found. Pass the absolute path of an existing image file, "
+            "or an https:// URL."
         ) from err
+    root = next((r for r in roots if resolved.is_relative_to(r)), None)
+    if root is None:
+        raise ReferenceImageError(
+            f"Reference image {shown!r} is outside the folders this server may read "
+            f"({', '.join(str(r) for r in roots)}). Add its folder to NANO_BANANA_ALLOWED_DIRS (or --allowed-dir), "
+            "or copy the image into one of them."
+        )
+    hidden = next((part for part in resolved.relative_to(root).parts if part.startswith(".")), None)
+    if hidden is not None:
+        raise ReferenceImageError(
+            f"Reference image {shown!r} is in or is a hidden item ({hidden}); hidden files and folders such as "
+            "~/.ssh are never read. Copy the image somewhere visible."
+        )
     if not resolved.is_file():
-        raise ReferenceImageError(f"Reference image {str(path)!r} is not a file.")
+        raise ReferenceImageError(f"Reference image {shown!r} is not a regular file.")
     size = resolved.stat().st_size
     if size > max_bytes:
         raise ReferenceImageError(
-            f"Reference image {str(path)!r} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
+            f"Reference image {shown!r} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
             "Resize or recompress it first."
         )
     try:
-        data = resolved.read_bytes()
+        with resolved.open("rb") as file:
+            data = file.read(max_bytes + 1)  # the file may have grown since the size check
     except OSError as err:
-        raise ReferenceImageError(f"Reference image {str(path)!r} could not be read ({err.strerror}).") from err
+        raise ReferenceImageError(f"Reference image {shown!r} could not be read ({err.strerror}).") from err
+    if len(data) > max_bytes:
+        raise ReferenceImageError(f"Reference image {shown!r} is over the {max_bytes / 1e6:.0f} MB limit.")
     mime = sniff_mime(data[:32])
     if mime is None:
         raise ReferenceImageError(
-            f"Reference image {str(path)!r} is not a PNG, JPEG, WebP, GIF or HEIC/HEIF image (checked by its "
+            f"Reference image {shown!r} is not a PNG, JPEG, WebP, GIF or HEIC/HEIF image (checked by its "
             "content, not its name)."
         )
     return ReferenceFile(path=resolved, data=data, mime_type=mime, sha256=hashlib.sha256(data).hexdigest())
+
+
+def inside(folder: Path, path: Path) -> Path:
+    """``path`` resolved, if it lies directly inside ``folder``; ValueError otherwise."""
+    resolved = path.resolve()
+    if resolved.parent != folder.resolve():
+        raise ValueError(f"{path} is not inside {folder}")
+    return resolved
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9]+")

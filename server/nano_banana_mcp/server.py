@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import anyio
 from mcp.server.context import ServerRequestContext
@@ -16,6 +18,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
     CallToolResult,
     ContentBlock,
@@ -78,6 +81,28 @@ def agent_errors() -> Iterator[None]:
 
 def _service(ctx: Context[App]) -> Service:
     return ctx.request_context.lifespan_context.service
+
+
+def _roots_of(ctx: Context[App]) -> Callable[[], Awaitable[list[Path]]]:
+    """The folders the MCP client declares as roots (2025-era connections that offer them), as paths."""
+
+    async def roots() -> list[Path]:
+        capabilities = ctx.client_capabilities
+        if capabilities is None or capabilities.roots is None:
+            return []
+        try:
+            listed = await ctx.session.list_roots()
+        except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as err:
+            log.warning("could not list the client's roots: %s", err)
+            return []
+        paths = []
+        for root in listed.roots:
+            parts = urlsplit(str(root.uri))
+            if parts.scheme == "file":
+                paths.append(Path(await anyio.Path(url2pathname(parts.path)).resolve()))
+        return paths
+
+    return roots
 
 
 async def _progress_reporter(ctx: Context[App]) -> Any:
@@ -146,7 +171,9 @@ async def generate_image(
             aspect_ratio=aspect_ratio,
             resolution=resolution,
         )
-        result = await _service(ctx).generate(request, wait_seconds, await _progress_reporter(ctx))
+        result = await _service(ctx).generate(
+            request, wait_seconds, await _progress_reporter(ctx), client_roots=_roots_of(ctx)
+        )
         return await _tool_result(result)
 
 
@@ -180,7 +207,7 @@ async def upload_reference(
 ) -> UploadedReference:
     """Upload a local image once and get a URL to reuse in generate_image's images (kept 24 hours)."""
     with agent_errors():
-        return await _service(ctx).upload(path)
+        return await _service(ctx).upload(path, client_roots=_roots_of(ctx))
 
 
 async def list_models() -> ModelList:

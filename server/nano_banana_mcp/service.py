@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 import anyio
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 Status = Literal["pending", "running", "success", "failed"]
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
+RootsProvider = Callable[[], Awaitable[list[Path]]]
+"""Folders the MCP client declared as its roots; asked only when a local file is to be read."""
 
 LEDGER_FILE = "ledger.sqlite3"
 UPLOAD_LIFETIME = timedelta(hours=24)
@@ -143,7 +146,7 @@ class Service:
 
     # -- generate ------------------------------------------------------------------------------
 
-    async def submit(self, request: GenerateRequest) -> TaskRecord:
+    async def submit(self, request: GenerateRequest, client_roots: RootsProvider | None = None) -> TaskRecord:
         """Check, upload references, record, then create the task once. Returns as soon as it exists."""
         catalog.check(
             request.model,
@@ -153,7 +156,7 @@ class Service:
             resolution=request.resolution,
         )
         client, watcher = self._require_client()
-        local = await self._check_references(request.images)
+        local = await self._check_references(request.images, client_roots)
         urls = [await self._upload_cached(local[i]) if i in local else ref for i, ref in enumerate(request.images)]
         request = request.model_copy(update={"images": tuple(urls)})
 
@@ -209,9 +212,13 @@ class Service:
         return self.result(await self.ledger.by_task_id(task_id) or record)
 
     async def generate(
-        self, request: GenerateRequest, wait_seconds: float, on_progress: ProgressCallback | None = None
+        self,
+        request: GenerateRequest,
+        wait_seconds: float,
+        on_progress: ProgressCallback | None = None,
+        client_roots: RootsProvider | None = None,
     ) -> TaskResult:
-        record = await self.submit(request)
+        record = await self.submit(request, client_roots)
         assert record.task_id is not None
         return await self.wait(record.task_id, wait_seconds, on_progress)
 
@@ -264,10 +271,11 @@ class Service:
             api_error=api_error,
         )
 
-    async def upload(self, path: str) -> UploadedReference:
+    async def upload(self, path: str, client_roots: RootsProvider | None = None) -> UploadedReference:
         """Upload one local reference image (checked first); reuse a still-valid earlier upload."""
         self._require_client()
-        ref = await anyio.to_thread.run_sync(self._check_one, path)
+        roots = await self._roots(client_roots)
+        ref = await anyio.to_thread.run_sync(self._check_one, path, roots)
         url = await self._upload_cached(ref)
         cached = await self.ledger.cached_upload(ref.sha256)
         assert cached is not None
@@ -332,12 +340,19 @@ class Service:
             raise AssertionError("a key is set but no client was built")
         return self.client, self.watcher
 
-    def _check_one(self, path: str) -> ReferenceFile:
-        return check_reference(path, max_bytes=self.settings.max_reference_bytes)
+    def _check_one(self, path: str, roots: Sequence[Path]) -> ReferenceFile:
+        return check_reference(path, max_bytes=self.settings.max_reference_bytes, roots=roots)
 
-    async def _check_references(self, images: Sequence[str]) -> dict[int, ReferenceFile]:
+    async def _roots(self, client_roots: RootsProvider | None) -> list[Path]:
+        extra = await client_roots() if client_roots is not None else []
+        return [*self.settings.reference_roots(), *extra]
+
+    async def _check_references(
+        self, images: Sequence[str], client_roots: RootsProvider | None
+    ) -> dict[int, ReferenceFile]:
         """Check every reference before uploading any: local paths are read, URLs must be https."""
         local: dict[int, ReferenceFile] = {}
+        roots: list[Path] | None = None
         for index, ref in enumerate(images):
             if ref.startswith("https://") or self._is_own_upload(ref):
                 continue
@@ -346,7 +361,9 @@ class Service:
                     f"images[{index}] {ref[:80]!r} is not usable: pass an https:// URL, a URL from "
                     "upload_reference, or a local file path."
                 )
-            local[index] = await anyio.to_thread.run_sync(self._check_one, ref)
+            if roots is None:
+                roots = await self._roots(client_roots)
+            local[index] = await anyio.to_thread.run_sync(self._check_one, ref, roots)
         return local
 
     def _is_own_upload(self, ref: str) -> bool:
