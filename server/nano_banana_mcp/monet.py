@@ -6,10 +6,14 @@ request before anything is sent) and every retry of that request carries the sam
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -21,6 +25,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from nano_banana_mcp.catalog import GenerateRequest
+from nano_banana_mcp.config import DEFAULT_DOWNLOAD_HOSTS
 from nano_banana_mcp.errors import (
     OFFLINE_HINT,
     AuthError,
@@ -44,6 +49,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_MAX_REDIRECTS = 5
 _M = TypeVar("_M", bound=BaseModel)
 
 API_PREFIX = "/api/v1"
@@ -195,6 +202,67 @@ def _code_and_message(body: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
+
+
+def _origin(url: httpx.URL) -> str:
+    """Scheme and host only: query strings of signed URLs are not repeated in messages."""
+    return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The whole body, or MonetError once it passes ``limit`` bytes (nothing more is read)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise MonetError(
+                f"The Monet API sent an answer over {limit / 1e6:.0f} MB (HTTP {response.status_code}); "
+                "it was not read.",
+                status_code=response.status_code,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _sse_data(response: httpx.Response, limit: int) -> AsyncIterator[str]:
+    """The ``data`` of each server-sent event, refusing any line or event over ``limit`` characters."""
+    pending = ""
+    data: list[str] = []
+    size = 0
+    async for text in response.aiter_text():
+        pending += text
+        *lines, pending = _LINE_BREAK.split(pending)
+        if len(pending) > limit:
+            raise MonetError(f"The Monet API sent a stream event over {limit / 1e6:.0f} MB; it was not read.")
+        for line in lines:
+            if not line:
+                if data:
+                    yield "\n".join(data)
+                data, size = [], 0
+            elif line.startswith("data:"):
+                value = line[6:] if line.startswith("data: ") else line[5:]
+                size += len(value)
+                if size > limit:
+                    raise MonetError(f"The Monet API sent a stream event over {limit / 1e6:.0f} MB.")
+                data.append(value)
+    if data:
+        yield "\n".join(data)
+
+
 def _range_start(response: httpx.Response) -> int | None:
     """The first byte of a 206 answer, from ``Content-Range: bytes START-END/TOTAL``."""
     unit, _, spec = response.headers.get("content-range", "").partition(" ")
@@ -217,12 +285,19 @@ class MonetClient:
         api_key: SecretStr,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
+        download_hosts: Sequence[str] = DEFAULT_DOWNLOAD_HOSTS,
+        max_response_bytes: int = 8 * 1024 * 1024,
+        stream_stall: float = 120.0,
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
         self._key = api_key
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
+        api_host = (httpx.URL(self._base).host or "").lower()
+        self._download_hosts = tuple(dict.fromkeys([api_host, *(h.lower() for h in download_hosts)]))
+        self._max_response = max_response_bytes
+        self._stall = stream_stall
 
     def __repr__(self) -> str:
         return f"MonetClient(base_url={self._base!r})"
@@ -243,42 +318,41 @@ class MonetClient:
         request: GenerateRequest,
         idempotency_key: str,
         on_update: Callable[[Task], Awaitable[None]],
-        *,
-        read_timeout: float = 120.0,
     ) -> Task:
         """``POST /tasks/sync`` with the task's own key: stream its progress until it ends.
 
         The same key makes the API attach to the task it already created rather than make a new
-        one. Returns the final task; raises ``MonetError`` if the stream fails or ends early, and
-        the caller falls back to polling.
+        one. Returns the final task; raises ``MonetError`` if the stream fails, ends early, sends an
+        oversized event, or reports no change for ``stream_stall`` seconds; the caller then polls.
         """
-        from httpx_sse import SSEError, aconnect_sse  # noqa: PLC0415 - only needed once a task runs
-
         last: Task | None = None
-        timeout = httpx.Timeout(self._timeout, read=read_timeout)
+        changed_at = time.monotonic()
+        timeout = httpx.Timeout(self._timeout, read=self._stall)
+        headers = self._headers() | {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        body = _create_body(request, idempotency_key)
         try:
-            async with aconnect_sse(
-                self._http,
-                "POST",
-                self._url("/tasks/sync"),
-                json=_create_body(request, idempotency_key),
-                headers=self._headers(),
-                timeout=timeout,
-            ) as source:
-                response = source.response
+            async with self._http.stream(
+                "POST", self._url("/tasks/sync"), json=body, headers=headers, timeout=timeout
+            ) as response:
                 if not response.is_success:
-                    await response.aread()
-                    raise self._status_error(response)
-                async for event in source.aiter_sse():
-                    task = self._event_task(event.data, last)
-                    if task is None:
-                        continue
-                    last = task
-                    await on_update(task)
-                    if task.is_terminal:
-                        return task
-        except SSEError as err:
-            raise MonetError(f"The Monet API did not answer with an event stream ({err}).") from err
+                    raise self._status_error(await self._buffered(response))
+                kind = response.headers.get("content-type", "").partition(";")[0].strip()
+                if kind != "text/event-stream":
+                    raise MonetError(f"The Monet API answered the stream request with {kind or 'no content type'}.")
+                events = _sse_data(response, self._max_response)
+                async with aclosing(events):
+                    async for data in events:
+                        task = self._event_task(data, last)
+                        if task is None:
+                            continue
+                        if last is None or (task.status, task.progress) != (last.status, last.progress):
+                            changed_at = time.monotonic()
+                        elif time.monotonic() - changed_at > self._stall:
+                            raise MonetConnectionError(f"The progress stream reported no change for {self._stall:g}s.")
+                        last = task
+                        await on_update(task)
+                        if task.is_terminal:
+                            return task
         except httpx.HTTPError as err:
             raise MonetConnectionError(f"The progress stream from Monet broke ({type(err).__name__}).") from err
         raise MonetConnectionError("The progress stream from Monet ended before the task finished.")
@@ -341,13 +415,12 @@ class MonetClient:
         have = (await anyio.Path(tmp).stat()).st_size if await anyio.Path(tmp).exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
-            async with self._http.stream("GET", url, headers=headers, timeout=self._timeout) as response:
+            async with self._open_download(url, headers) as response:
                 if response.status_code == 416 and have:
                     await anyio.Path(tmp).unlink(missing_ok=True)  # stale part file: start over next time
                     raise MonetConnectionError("The partial download no longer matches; starting over.")
                 if not response.is_success:
-                    await response.aread()
-                    raise self._status_error(response)
+                    raise self._status_error(await self._buffered(response))
                 resumed = response.status_code == 206 and _range_start(response) == have
                 size = have if resumed else 0
                 declared = response.headers.get("content-length")
@@ -364,6 +437,45 @@ class MonetClient:
         except httpx.HTTPError as err:
             raise MonetConnectionError(f"The download broke off ({type(err).__name__}).") from err
         return size, response.headers.get("content-type")
+
+    @asynccontextmanager
+    async def _open_download(self, url: str, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
+        """GET a file, following at most a few redirects, each checked against the download rules."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            self._check_download_url(url)
+            async with self._http.stream(
+                "GET", url, headers=headers, timeout=self._timeout, follow_redirects=False
+            ) as response:
+                location = response.headers.get("location")
+                if not (response.is_redirect and location):
+                    yield response
+                    return
+                url = str(response.url.join(location))
+        raise DownloadError(f"The image URL redirected more than {_MAX_REDIRECTS} times; not followed further.")
+
+    async def _buffered(self, streamed: httpx.Response) -> httpx.Response:
+        """A streamed response read into memory, at most ``max_response_bytes`` of it."""
+        content = await _read_capped(streamed, self._max_response)
+        return httpx.Response(streamed.status_code, headers=streamed.headers, content=content, request=streamed.request)
+
+    def _check_download_url(self, url: str) -> None:
+        """Images come only from allowed hosts over https (plain http only on this machine's loopback)."""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as err:
+            raise DownloadError(f"The API gave an image URL that is not a valid URL ({err}).") from err
+        host = (parsed.host or "").lower()
+        loopback = _is_loopback(host)
+        if parsed.scheme != "https" and not (parsed.scheme == "http" and loopback):
+            raise DownloadError(
+                f"Refused to download from {_origin(parsed)}: images are fetched only over https "
+                "(plain http only from this machine)."
+            )
+        if not any(_host_matches(host, pattern) for pattern in self._download_hosts):
+            raise DownloadError(
+                f"Refused to download from {_origin(parsed)}: the host is not on the download allowlist "
+                f"({', '.join(self._download_hosts)}). Add it to NANO_BANANA_DOWNLOAD_HOSTS if you trust it."
+            )
 
     def _url(self, path: str) -> str:
         return f"{self._base}{API_PREFIX}{path}"
@@ -385,7 +497,7 @@ class MonetClient:
         while True:
             retry_after: float | None = None
             try:
-                response = await self._http.request(
+                async with self._http.stream(
                     method,
                     self._url(path),
                     json=json,
@@ -393,7 +505,8 @@ class MonetClient:
                     files=files,
                     headers=self._headers(),
                     timeout=self._timeout,
-                )
+                ) as streamed:
+                    response = await self._buffered(streamed)
             except httpx.TimeoutException as err:
                 error: MonetError = MonetConnectionError(
                     f"The Monet API at {self._base} did not answer within {self._timeout:g}s."

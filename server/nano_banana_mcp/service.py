@@ -421,6 +421,9 @@ async def open_service(
                 base_url=base_url,
                 api_key=key,
                 timeout=settings.request_timeout,
+                download_hosts=settings.download_hosts,
+                max_response_bytes=settings.max_response_bytes,
+                stream_stall=settings.stream_stall_seconds,
                 retry=RetryPolicy(
                     max_retries=settings.max_retries,
                     base_delay=settings.retry_base_delay,
