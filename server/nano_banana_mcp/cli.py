@@ -35,6 +35,19 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_API, EXIT_PENDING = 0, 1, 2,
 def _common(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("settings (each also read from its environment variable)")
     g.add_argument(
+        "--allowed-dir",
+        dest="allowed_dirs",
+        action="append",
+        type=Path,
+        help="folder reference images may be read from; repeatable (default: your home) [NANO_BANANA_ALLOWED_DIRS]",
+    )
+    g.add_argument(
+        "--download-host",
+        dest="download_hosts",
+        action="append",
+        help="extra host images may be downloaded from; repeatable [NANO_BANANA_DOWNLOAD_HOSTS]",
+    )
+    g.add_argument(
         "--offline",
         action="store_true",
         default=None,
@@ -76,6 +89,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 _SETTING_FLAGS = (
+    "http_token",
+    "allowed_dirs",
+    "download_hosts",
     "offline",
     "base_url",
     "output_dir",
@@ -99,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    serve.add_argument(
+        "--auth-token",
+        dest="http_token",
+        help="bearer token HTTP clients must send; required off loopback [NANO_BANANA_HTTP_TOKEN]",
+    )
     _common(serve)
 
     gen = sub.add_parser("generate", help="generate images and print the saved paths")
@@ -206,11 +227,16 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from nano_banana_mcp.server import create_server  # noqa: PLC0415
 
-    mcp = create_server(settings)
     if args.http:
-        mcp.run("streamable-http", host=args.host, port=args.port)
+        import uvicorn  # noqa: PLC0415
+
+        from nano_banana_mcp.server import http_app  # noqa: PLC0415
+
+        app = http_app(settings, args.host, args.port)
+        print(f"nano-banana MCP server on http://{args.host}:{args.port}/mcp", file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     else:
-        mcp.run()
+        create_server(settings).run()
     return EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated
@@ -11,12 +12,23 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from nano_banana_mcp.errors import OFFLINE_HINT, ConfigError
 
-__all__ = ["DEFAULT_BASE_URL", "OFFLINE_API_KEY", "Settings"]
+__all__ = ["DEFAULT_BASE_URL", "OFFLINE_API_KEY", "Settings", "is_loopback"]
 
 DEFAULT_BASE_URL = "https://monet.vision"
 OFFLINE_API_KEY = "monet_offline"
 APP_NAME = "nano-banana-mcp"
 DEFAULT_DOWNLOAD_HOSTS = ("monet.vision", "*.monet.vision")
+
+
+def is_loopback(host: str) -> bool:
+    """True for this machine's own addresses: localhost, 127.0.0.0/8, ::1."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _default_output_dir() -> Path:
@@ -60,9 +72,9 @@ class Settings(BaseSettings):
         "default: your home folder. The output folder and the MCP client's roots are always allowed.",
     )
     download_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(DEFAULT_DOWNLOAD_HOSTS),
-        description="Hosts images may be downloaded from over https (comma-separated; *.example.com "
-        "matches subdomains). The API's own host is always allowed.",
+        default_factory=list,
+        description="Extra hosts images may be downloaded from over https (comma-separated; *.example.com "
+        "matches subdomains). Monet's hosts and the API's own host are always allowed.",
     )
     http_token: SecretStr | None = Field(
         default=None, description="Bearer token the HTTP transport requires (required off loopback)."

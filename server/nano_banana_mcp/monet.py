@@ -6,7 +6,6 @@ request before anything is sent) and every retry of that request carries the sam
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import random
@@ -25,7 +24,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from nano_banana_mcp.catalog import GenerateRequest
-from nano_banana_mcp.config import DEFAULT_DOWNLOAD_HOSTS
+from nano_banana_mcp.config import DEFAULT_DOWNLOAD_HOSTS, is_loopback
 from nano_banana_mcp.errors import (
     OFFLINE_HINT,
     AuthError,
@@ -202,15 +201,6 @@ def _code_and_message(body: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _host_matches(host: str, pattern: str) -> bool:
     if pattern.startswith("*."):
         return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
@@ -285,7 +275,7 @@ class MonetClient:
         api_key: SecretStr,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
-        download_hosts: Sequence[str] = DEFAULT_DOWNLOAD_HOSTS,
+        download_hosts: Sequence[str] = (),
         max_response_bytes: int = 8 * 1024 * 1024,
         stream_stall: float = 120.0,
     ) -> None:
@@ -295,7 +285,8 @@ class MonetClient:
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
         api_host = (httpx.URL(self._base).host or "").lower()
-        self._download_hosts = tuple(dict.fromkeys([api_host, *(h.lower() for h in download_hosts)]))
+        allowed = [api_host, *DEFAULT_DOWNLOAD_HOSTS, *download_hosts]
+        self._download_hosts = tuple(dict.fromkeys(h.lower() for h in allowed))
         self._max_response = max_response_bytes
         self._stall = stream_stall
 
@@ -465,7 +456,7 @@ class MonetClient:
         except httpx.InvalidURL as err:
             raise DownloadError(f"The API gave an image URL that is not a valid URL ({err}).") from err
         host = (parsed.host or "").lower()
-        loopback = _is_loopback(host)
+        loopback = is_loopback(host)
         if parsed.scheme != "https" and not (parsed.scheme == "http" and loopback):
             raise DownloadError(
                 f"Refused to download from {_origin(parsed)}: images are fetched only over https "

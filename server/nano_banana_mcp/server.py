@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -13,6 +14,8 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import anyio
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
@@ -30,17 +33,18 @@ from mcp_types import (
     ToolAnnotations,
     UnsubscribeRequestParams,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
+from starlette.applications import Starlette
 
 from nano_banana_mcp import __version__, catalog
 from nano_banana_mcp.catalog import AspectRatio, GenerateRequest, ModelInfo, ModelName, Resolution
-from nano_banana_mcp.config import Settings
-from nano_banana_mcp.errors import NanoBananaError
+from nano_banana_mcp.config import Settings, is_loopback
+from nano_banana_mcp.errors import ConfigError, NanoBananaError
 from nano_banana_mcp.images import thumbnail
 from nano_banana_mcp.service import Service, Status, TaskList, TaskResult, UploadedReference, open_service
 from nano_banana_mcp.store import TaskRecord
 
-__all__ = ["App", "create_server"]
+__all__ = ["App", "StaticTokenVerifier", "create_server", "http_app"]
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +266,15 @@ def _tools() -> list[Tool]:
     ]
 
 
+def _auth(settings: Settings, public_url: str | None) -> dict[str, Any]:
+    if public_url is None or settings.http_token is None:
+        return {}
+    return {
+        "token_verifier": StaticTokenVerifier(settings.http_token),
+        "auth": AuthSettings(issuer_url=public_url, resource_server_url=f"{public_url}/mcp"),
+    }
+
+
 class _LegacySubscribers:
     """``resources/subscribe`` for 2025-era clients, which the 2026 subscription bus does not reach."""
 
@@ -291,8 +304,40 @@ class _LegacySubscribers:
                 log.debug("subscriber of %s is gone", uri)
 
 
-def create_server(settings: Settings) -> MCPServer[App]:
-    """The MCP server for these settings; its lifespan owns the HTTP client and the watcher."""
+class StaticTokenVerifier(TokenVerifier):
+    """Accepts exactly one bearer token, compared in constant time."""
+
+    def __init__(self, token: SecretStr) -> None:
+        self._token = token.get_secret_value().encode()
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if hmac.compare_digest(token.encode(), self._token):
+            return AccessToken(token="<bearer>", client_id="nano-banana-http", scopes=[])  # noqa: S106 - a label
+        return None
+
+
+def http_app(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> Starlette:
+    """The streamable-HTTP app at ``/mcp``.
+
+    On loopback, DNS-rebinding protection is on (foreign Host or Origin headers are refused). Any other
+    address requires a bearer token (``NANO_BANANA_HTTP_TOKEN``); without one this refuses to build.
+    A token, when set, is required on loopback too.
+    """
+    if not is_loopback(host) and settings.http_token is None:
+        raise ConfigError(
+            f"Refusing to serve HTTP on {host} without a bearer token: anyone who can reach that address could "
+            "generate images on your account. Set NANO_BANANA_HTTP_TOKEN (or --auth-token), or serve on 127.0.0.1."
+        )
+    shown_host = f"[{host}]" if ":" in host else host
+    mcp = create_server(settings, public_url=f"http://{shown_host}:{port}")
+    return mcp.streamable_http_app(host=host)
+
+
+def create_server(settings: Settings, *, public_url: str | None = None) -> MCPServer[App]:
+    """The MCP server for these settings; its lifespan owns the HTTP client and the watcher.
+
+    With ``public_url`` (HTTP only) and a token in the settings, every request needs that bearer token.
+    """
 
     bus = InMemorySubscriptionBus()
     subscribers = _LegacySubscribers()
@@ -319,6 +364,7 @@ def create_server(settings: Settings) -> MCPServer[App]:
         lifespan=lifespan,
         tools=_tools(),
         subscriptions=bus,
+        **_auth(settings, public_url),
     )
     subscribers.install(mcp)
 
