@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 import uuid
@@ -599,6 +600,258 @@ def test_reset_clears_chaos(client: httpx.Client, emulator: Emulator) -> None:
     assert client.get("/api/v1/tasks/list").status_code == 200
 
 
+# --- hostile answers ------------------------------------------------------------------------------------
+
+
+def hostile(emulator: Emulator, kind: str, count: int = 1) -> None:
+    emulator.faults.hostile_kind = kind
+    emulator.faults.hostile = count
+
+
+def wait_streams_closed(emulator: Emulator, timeout: float = 1.0) -> None:
+    """Wait until no hostile body is being streamed any more (the generators have stopped)."""
+    deadline = time.monotonic() + timeout
+    while emulator.hostile_streams:
+        assert time.monotonic() < deadline, "a hostile stream kept running after the client left"
+        time.sleep(0.005)
+
+
+def read_raw(response: httpx.Response) -> tuple[int, bytes, bytes, int]:
+    """Bytes received, the first and last 64 of them, and how many newlines, without keeping the body."""
+    size, head, tail, newlines = 0, b"", b"", 0
+    for chunk in response.iter_raw():
+        size += len(chunk)
+        head = (head + chunk[: 64 - len(head)]) if len(head) < 64 else head
+        tail = (tail + chunk)[-64:]
+        newlines += chunk.count(b"\n")
+    return size, head, tail, newlines
+
+
+def test_hostile_malformed_json_still_creates_the_task(client: httpx.Client, emulator: Emulator) -> None:
+    """malformed_json answers a truncated JSON body after really creating the task, so a retry finds it."""
+    hostile(emulator, "malformed_json")
+    response = client.post("/api/v1/tasks/async", json=body("key-h"))
+    assert (response.status_code, response.headers["content-type"]) == (200, "application/json")
+    assert response.content == b'{"id": "task_'
+    assert (emulator.creates, emulator.faults.hostile, emulator.hostile_fired) == (1, 0, Counter(malformed_json=1))
+    assert create(client, "key-h")["id"] == client.get("/api/v1/tasks/list").json()["tasks"][0]["id"]
+    assert emulator.creates == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "shape", "expected"),
+    [
+        ("missing_fields", "task", {}),
+        ("missing_fields", "list", {"page": 1}),
+        ("missing_fields", "upload", {"id": "file_x"}),
+        ("wrong_types", "task", {"id": 12345, "status": ["success"], "outputs": "nope", "created_at": 7}),
+        ("wrong_types", "list", {"tasks": "many", "total": "lots"}),
+        ("wrong_types", "upload", {"url": 42}),
+    ],
+)
+def test_hostile_json_shapes(
+    client: httpx.Client, emulator: Emulator, kind: str, shape: str, expected: dict[str, Any]
+) -> None:
+    """missing_fields and wrong_types answer 200 with the body of that kind for each endpoint."""
+    task_id = create(client)["id"]
+    hostile(emulator, kind)
+    if shape == "task":
+        response = client.get(f"/api/v1/tasks/{task_id}")
+    elif shape == "list":
+        response = client.get("/api/v1/tasks/list")
+    else:
+        response = client.post("/api/v1/files", files={"file": ("a.png", b"x", "image/png")})
+    assert (response.status_code, response.json()) == (200, expected)
+    assert (emulator.faults.hostile, emulator.hostile_fired) == (0, Counter({kind: 1}))
+    assert emulator.uploads == (shape == "upload")
+
+
+def test_hostile_huge_body_is_64_mib_of_valid_json_without_length(client: httpx.Client, emulator: Emulator) -> None:
+    """huge_body streams a 64 MiB JSON object in chunks, with no Content-Length."""
+    hostile(emulator, "huge_body")
+    with client.stream("GET", "/api/v1/tasks/list") as response:
+        assert (response.status_code, response.headers["content-type"]) == (200, "application/json")
+        assert "content-length" not in response.headers
+        size, head, tail, _ = read_raw(response)
+    assert size == 64 * 1024 * 1024
+    assert head.startswith(b'{"id":"task_x","pad":"xxxx')
+    assert tail.endswith(b'xxxx"}')
+    wait_streams_closed(emulator)
+
+
+def test_hostile_html_error_is_a_502_proxy_page(client: httpx.Client, emulator: Emulator) -> None:
+    """html_error answers 502 with an HTML page, and the request is recorded as a 502."""
+    task_id = create(client)["id"]
+    hostile(emulator, "html_error")
+    response = client.get(f"/api/v1/tasks/{task_id}")
+    assert response.status_code == 502
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.text.startswith("<html>") and "<h1>502 Bad Gateway</h1>" in response.text
+    assert [(r.path, r.status) for r in emulator.requests[-1:]] == [(f"/api/v1/tasks/{task_id}", 502)]
+
+
+def test_hostile_skips_error_answers(client: httpx.Client, emulator: Emulator) -> None:
+    """An answer that is an error anyway (here a 404) is not replaced and consumes nothing."""
+    hostile(emulator, "html_error")
+    response = client.get("/api/v1/tasks/task_000000000000")
+    assert (response.status_code, error_code(response)) == (404, "not_found")
+    assert (emulator.faults.hostile, emulator.hostile_fired) == (1, Counter())
+
+
+@pytest.mark.parametrize(
+    ("kind", "request_kind"),
+    [("endless_download", "list"), ("not_image", "sync"), ("malformed_json", "download"), ("endless_stream", "create")],
+)
+def test_hostile_kind_that_does_not_apply_leaves_requests_alone(
+    client: httpx.Client, emulator: Emulator, kind: str, request_kind: str
+) -> None:
+    """A hostile kind meant for other requests answers this one normally and is not consumed."""
+    url = output_url(client, emulator)
+    hostile(emulator, kind)
+    if request_kind == "list":
+        assert client.get("/api/v1/tasks/list").json()["total"] == 1
+    elif request_kind == "sync":
+        assert stream(client, body())[-1][0].json()["status"] == "success"
+    elif request_kind == "download":
+        assert Image.open(io.BytesIO(client.get(url).content)).format == "PNG"
+    else:
+        assert create(client)["id"].startswith("task_")
+    assert (emulator.faults.hostile, emulator.hostile_fired) == (1, Counter())
+
+
+def test_hostile_endless_stream_repeats_progress_until_the_client_leaves(
+    client: httpx.Client, emulator: Emulator
+) -> None:
+    """endless_stream sends progress stuck at 50 past the task's end; it stops when the client closes."""
+    hostile(emulator, "endless_stream")
+    events = []
+    with connect_sse(client, "POST", "/api/v1/tasks/sync", json=body()) as source:
+        for event in source.iter_sse():
+            events.append(event.json())
+            if len(events) == 8:  # 8 x 0.05 s: beyond the task's 0.3 s
+                break
+    assert {(e["status"], e["outputs"][0]["progress"]) for e in events} == {("processing", 50)}
+    wait_streams_closed(emulator)
+    assert client.get(f"/api/v1/tasks/{events[0]['id']}").json()["status"] == "success"
+
+
+def test_hostile_garbage_stream_has_no_usable_event(client: httpx.Client, emulator: Emulator) -> None:
+    """garbage_stream's data lines are not JSON, JSON arrays or objects without id; it ends with no terminal event."""
+    hostile(emulator, "garbage_stream")
+    datas = [event.data for event, _ in stream(client, body())]
+    assert len(datas) >= 3
+    for data in datas:
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            continue
+        assert not isinstance(parsed, dict) or ("id" not in parsed and parsed.get("status") != "success")
+    assert emulator.creates == 1
+
+
+def test_hostile_huge_event_is_one_16_mib_line(client: httpx.Client, emulator: Emulator) -> None:
+    """huge_event sends a single data: line of 16 MiB that never ends in a newline."""
+    hostile(emulator, "huge_event")
+    with client.stream("POST", "/api/v1/tasks/sync", json=body()) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        size, head, tail, newlines = read_raw(response)
+    assert head.startswith(b'event: progress\ndata: {"id":"task_')
+    assert (newlines, tail[-1:]) == (1, b"}")
+    assert size - len(b"event: progress\n") == 16 * 1024 * 1024
+
+
+def test_hostile_not_image_is_html_labelled_png(client: httpx.Client, emulator: Emulator) -> None:
+    """not_image answers 200 image/png whose body is an HTML page."""
+    url = output_url(client, emulator)
+    hostile(emulator, "not_image")
+    response = client.get(url)
+    assert (response.status_code, response.headers["content-type"]) == (200, "image/png")
+    assert response.content.startswith(b"<!DOCTYPE html>")
+    assert emulator.downloads == 0
+
+
+def test_hostile_endless_download_stops_when_the_client_leaves(client: httpx.Client, emulator: Emulator) -> None:
+    """endless_download streams PNG-looking bytes without length; closing stops it with no CPU left burning."""
+    url = output_url(client, emulator)
+    hostile(emulator, "endless_download")
+    received = 0
+    with client.stream("GET", url) as response:
+        assert (response.status_code, response.headers["content-type"]) == (200, "image/png")
+        assert "content-length" not in response.headers
+        for chunk in response.iter_raw():
+            assert received or chunk.startswith(b"\x89PNG\r\n\x1a\n")
+            received += len(chunk)
+            if received > 4 * 1024 * 1024:
+                break
+    wait_streams_closed(emulator)
+    cpu = time.process_time()
+    time.sleep(0.2)
+    assert time.process_time() - cpu < 0.05
+    started = time.monotonic()
+    assert client.get("/api/v1/tasks/list").status_code == 200
+    assert time.monotonic() - started < 1
+
+
+def test_hostile_endless_download_leaves_the_emulator_responsive(
+    client: httpx.Client, emulator: Emulator, api_key: str
+) -> None:
+    """While an endless download flows, other requests are answered at once."""
+    url = output_url(client, emulator)
+    hostile(emulator, "endless_download")
+    other = httpx.Client(base_url=str(emulator.base_url), headers={"Authorization": f"Bearer {api_key}"})
+    with other, client.stream("GET", url) as response:
+        chunks = response.iter_raw()
+        next(chunks)
+        started = time.monotonic()
+        assert other.get("/api/v1/tasks/list").status_code == 200
+        assert time.monotonic() - started < 1
+        next(chunks)
+    wait_streams_closed(emulator)
+
+
+def test_hostile_redirect_offsite(client: httpx.Client, emulator: Emulator) -> None:
+    """redirect_offsite answers 302 to a host that is not the API's."""
+    url = output_url(client, emulator)
+    hostile(emulator, "redirect_offsite")
+    response = client.get(url)
+    assert (response.status_code, response.headers["location"]) == (302, "https://evil.example.invalid/steal.png")
+    assert emulator.requests[-1].status == 302
+
+
+def test_hostile_redirect_loopback_serves_the_same_file(client: httpx.Client, emulator: Emulator) -> None:
+    """redirect_loopback answers 302 to a mirror path on this emulator that serves the same bytes."""
+    url = output_url(client, emulator)
+    whole = client.get(url).content
+    hostile(emulator, "redirect_loopback")
+    response = client.get(url, follow_redirects=True)
+    assert [r.status_code for r in response.history] == [302]
+    assert str(response.url) == url.replace("/files/outputs/", "/files/mirror/outputs/")
+    assert (response.status_code, response.content) == (200, whole)
+
+
+def test_hostile_redirect_loop_points_at_itself_once_per_count(client: httpx.Client, emulator: Emulator) -> None:
+    """redirect_loop answers 302 to the same URL, one count per answer, then the file."""
+    url = output_url(client, emulator)
+    hostile(emulator, "redirect_loop", count=3)
+    response = client.get(url, follow_redirects=True)
+    assert [(r.status_code, r.headers["location"]) for r in response.history] == [(302, url)] * 3
+    assert Image.open(io.BytesIO(response.content)).format == "PNG"
+    assert (emulator.faults.hostile, emulator.hostile_fired) == (0, Counter(redirect_loop=3))
+
+
+def test_reset_clears_hostile(client: httpx.Client, emulator: Emulator) -> None:
+    """reset() switches hostile answers off and clears hostile_fired."""
+    hostile(emulator, "wrong_types", count=5)
+    client.get("/api/v1/tasks/list")
+    emulator.reset()
+    assert (emulator.faults.hostile, emulator.faults.hostile_kind, emulator.hostile_fired) == (
+        0,
+        "malformed_json",
+        Counter(),
+    )
+    assert client.get("/api/v1/tasks/list").json()["total"] == 0
+
+
 # --- control endpoints ----------------------------------------------------------------------------------
 
 CONTROL_KEY = "monet_control_key"
@@ -662,6 +915,15 @@ def test_control_faults_round_trip(control: httpx.Client, control_api: httpx.Cli
     assert (faults["rate_limit"], faults["server_errors"], faults["chaos_seed"]) == (0, 0, 9)
 
 
+def test_control_sets_hostile_faults(control: httpx.Client, control_api: httpx.Client) -> None:
+    """POST /_emulator/faults sets hostile and hostile_kind; state reports what fired."""
+    changes = {"hostile": 1, "hostile_kind": "missing_fields"}
+    assert control.post("/_emulator/faults", json=changes).status_code == 200
+    assert control_api.get("/api/v1/tasks/list").json() == {"page": 1}
+    state = control.get("/_emulator/state").json()
+    assert (state["faults"]["hostile"], state["hostile_fired"]) == (0, {"missing_fields": 1})
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -670,6 +932,8 @@ def test_control_faults_round_trip(control: httpx.Client, control_api: httpx.Cli
         {"server_errors": 2, "rate_limit": True},
         {"server_errors": 2, "chaos": 2},
         {"server_errors": 2, "latency": -1},
+        {"server_errors": 2, "hostile_kind": "rude"},
+        {"server_errors": 2, "hostile": -1},
         [{"server_errors": 2}],
     ],
 )

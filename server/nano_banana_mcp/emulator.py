@@ -2,9 +2,10 @@
 
 It serves the contract of ``shared/monet-api.md`` on 127.0.0.1: tasks whose status advances with
 time, idempotent creates, an SSE stream, pagination, uploads that expire, real PNG placeholders of
-the requested size, and switchable :class:`Faults` (latency, 429, 5xx, refused or failed tasks, and
-connections that break mid-answer). Every image it makes says, in its pixels and in its PNG metadata,
-that it is an offline placeholder, so no agent mistakes it for a generated image.
+the requested size, and switchable :class:`Faults` (latency, 429, 5xx, refused or failed tasks,
+connections that break mid-answer, and hostile answers: see :data:`HOSTILE_KINDS`). Every image it
+makes says, in its pixels and in its PNG metadata, that it is an offline placeholder, so no agent
+mistakes it for a generated image.
 
 Nothing here writes to stdout: in offline mode stdout is the MCP stdio transport.
 """
@@ -35,6 +36,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import anyio
+import anyio.lowlevel
 import uvicorn
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 from starlette.applications import Starlette
@@ -53,6 +55,7 @@ from nano_banana_mcp.errors import InvalidRequest
 __all__ = [
     "CHAOS_KINDS",
     "CONTROL_PREFIX",
+    "HOSTILE_KINDS",
     "MAX_UPLOAD_BYTES",
     "PLACEHOLDER_DESCRIPTION",
     "PLACEHOLDER_TITLE",
@@ -82,6 +85,18 @@ CHAOS_KINDS = ("rate_limit", "server_error", "lost_create", "dropped_stream", "c
 """The faults chaos mode picks from (never a failed task: that is a legitimate result, not a fault)."""
 _CHAOS_SCOPE_KEY = "nano_banana.chaos"
 """Where the gate leaves a chaos fault that only the handler can apply (``lost_create``, ``dropped_stream``)."""
+_HOSTILE_API = ("malformed_json", "missing_fields", "wrong_types", "huge_body", "html_error")
+"""Hostile kinds for the JSON endpoints: create async, get task, list, upload."""
+_HOSTILE_STREAM = ("endless_stream", "garbage_stream", "huge_event")
+"""Hostile kinds for the SSE stream of ``POST /api/v1/tasks/sync``."""
+_HOSTILE_DOWNLOAD = ("not_image", "endless_download", "redirect_offsite", "redirect_loopback", "redirect_loop")
+"""Hostile kinds for ``GET /files/outputs/...``."""
+HOSTILE_KINDS = _HOSTILE_API + _HOSTILE_STREAM + _HOSTILE_DOWNLOAD
+"""The values of :attr:`Faults.hostile_kind`; each applies only to the requests named above."""
+_HOSTILE_CHUNK = 64 * 1024
+_HUGE_BODY_BYTES = 64 * 1024 * 1024
+_HUGE_EVENT_BYTES = 16 * 1024 * 1024
+_OFFSITE_URL = "https://evil.example.invalid/steal.png"
 _RANGE = re.compile(r"bytes=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE)
 
 logger = logging.getLogger(__name__)
@@ -116,6 +131,13 @@ class Faults:
     chaos_seed: int | None = None
     """Seed of the chaos dice, for a reproducible run; applied by :meth:`Emulator.set_chaos`, by
     ``POST /_emulator/faults`` and by :meth:`Emulator.reset`."""
+    hostile: int = 0
+    """The next N responses to which ``hostile_kind`` applies are hostile (see :data:`HOSTILE_KINDS`).
+    The request is handled first (a create makes its task, an upload is stored) and only a successful
+    answer is replaced; refusals by the gate (auth, 429, 503, chaos), errors, lost creates and ``HEAD``
+    requests are left alone and consume nothing."""
+    hostile_kind: str = "malformed_json"
+    """Which hostile answer :attr:`hostile` sends; one of :data:`HOSTILE_KINDS`."""
 
     def reset(self) -> None:
         """Switch every fault off."""
@@ -258,6 +280,10 @@ class Emulator:
         """Output downloads answered whole and uncut (a 200, or a 206 running to the last byte)."""
         self.chaos_fired: Counter[str] = Counter()
         """Chaos faults that fired, by kind (see :data:`CHAOS_KINDS`)."""
+        self.hostile_fired: Counter[str] = Counter()
+        """Hostile answers sent, by kind (see :data:`HOSTILE_KINDS`)."""
+        self.hostile_streams = 0
+        """Hostile bodies being streamed right now (a live gauge: :meth:`reset` leaves it alone)."""
         self.requests: list[RequestRecord] = []
         self.base_url: str | None = None
         self._state = _State()
@@ -272,6 +298,7 @@ class Emulator:
         self.uploads = 0
         self.downloads = 0
         self.chaos_fired = Counter()
+        self.hostile_fired = Counter()
         self.requests = []
         self.faults.reset()
         self._chaos_rng.seed(self.faults.chaos_seed)
@@ -288,7 +315,7 @@ class Emulator:
         return [dict(t.input) for t in sorted(self._state.tasks.values(), key=lambda t: t.seq)]
 
     def snapshot(self) -> dict[str, Any]:
-        """Counters, chaos faults fired and current faults, as ``GET /_emulator/state`` answers them."""
+        """Counters, chaos and hostile faults fired and current faults, as ``GET /_emulator/state`` answers them."""
         return {
             "creates": self.creates,
             "uploads": self.uploads,
@@ -296,6 +323,7 @@ class Emulator:
             "downloads": self.downloads,
             "requests": len(self.requests),
             "chaos_fired": dict(self.chaos_fired),
+            "hostile_fired": dict(self.hostile_fired),
             "faults": asdict(self.faults),
         }
 
@@ -316,6 +344,7 @@ class Emulator:
             Route(f"{API_PREFIX}/tasks/{{task_id}}", self._get_task, methods=["GET"]),
             Route(f"{API_PREFIX}/files", self._upload, methods=["POST"]),
             Route("/files/outputs/{task_id}/{name}", self._download_output, methods=["GET"]),
+            Route("/files/mirror/outputs/{task_id}/{name}", self._download_mirror, methods=["GET"]),
             Route("/files/uploads/{file_id}/{name}", self._download_upload, methods=["GET"]),
         ]
         if self.control:
@@ -401,12 +430,15 @@ class Emulator:
         body = _create_json(task, time.monotonic())
         if lose:
             return _CutResponse(json.dumps(body).encode(), media_type="application/json")
-        return JSONResponse(body)
+        return self._api_response(request, "task", body)
 
     async def _create_sync(self, request: Request) -> Response:
         task, lose = await self._admit(request)
         if lose:
             return _sse_response(_lost_stream())
+        hostile = self._take_hostile(request, _HOSTILE_STREAM)
+        if hostile is not None:
+            return _sse_response(self._streaming(self._hostile_events(hostile, task)))
         drop = self._take("drop_streams") or self._chaos_hit(request, "dropped_stream")
         return _sse_response(self._events(task, self._base(request), drop=drop))
 
@@ -464,7 +496,7 @@ class Emulator:
 
     async def _get_task(self, request: Request) -> Response:
         task = self._find_task(request.path_params["task_id"])
-        return JSONResponse(self._task_json(task, time.monotonic(), self._base(request)))
+        return self._api_response(request, "task", self._task_json(task, time.monotonic(), self._base(request)))
 
     def _find_task(self, task_id: str) -> _Task:
         task = self._state.tasks.get(task_id)
@@ -482,13 +514,15 @@ class Emulator:
         tasks = sorted(self._state.tasks.values(), key=lambda t: t.seq, reverse=True)
         now, base = time.monotonic(), self._base(request)
         start = (page - 1) * page_size
-        return JSONResponse(
+        return self._api_response(
+            request,
+            "list",
             {
                 "tasks": [self._task_json(t, now, base) for t in tasks[start : start + page_size]],
                 "page": page,
                 "pageSize": page_size,
                 "total": len(tasks),
-            }
+            },
         )
 
     def _task_json(self, task: _Task, now: float, base: str) -> dict[str, Any]:
@@ -559,7 +593,9 @@ class Emulator:
         )
         self._state.uploads[item.id] = item
         self.uploads += 1
-        return JSONResponse(
+        return self._api_response(
+            request,
+            "upload",
             {
                 "id": item.id,
                 "url": f"{self._base(request)}/files/uploads/{item.id}/{quote(filename)}",
@@ -567,7 +603,7 @@ class Emulator:
                 "size": len(data),
                 "content_type": content_type,
                 "created_at": _iso(item.created_at),
-            }
+            },
         )
 
     async def _download_upload(self, request: Request) -> Response:
@@ -582,11 +618,23 @@ class Emulator:
         return self._file_response(request, item.data, item.content_type)
 
     async def _download_output(self, request: Request) -> Response:
+        task = self._finished_output(request)
+        hostile = self._take_hostile(request, _HOSTILE_DOWNLOAD)
+        if hostile is not None:
+            return self._hostile_download(request, hostile)
+        return self._file_response(request, await self._image(task), "image/png", output=True)
+
+    async def _download_mirror(self, request: Request) -> Response:
+        """The same output under another path: where ``redirect_loopback`` sends a client; never hostile."""
+        task = self._finished_output(request)
+        return self._file_response(request, await self._image(task), "image/png", output=True)
+
+    def _finished_output(self, request: Request) -> _Task:
         task = self._find_task(request.path_params["task_id"])
         status, _, _ = task.state(time.monotonic())
         if request.path_params["name"] != "0.png" or status != "success":
             raise _ApiError(404, "not_found", f"Task {task.id} has no output {request.path_params['name']}.")
-        return self._file_response(request, await self._image(task), "image/png", output=True)
+        return task
 
     def _file_response(self, request: Request, data: bytes, media_type: str, *, output: bool = False) -> Response:
         """The file, or the one byte range asked for (206); ``ETag`` and ``Accept-Ranges`` always."""
@@ -623,6 +671,77 @@ class Emulator:
             return False
         self.chaos_fired[kind] += 1
         return True
+
+    # --- hostile answers -----------------------------------------------------------------------
+
+    def _take_hostile(self, request: Request, applicable: tuple[str, ...]) -> str | None:
+        """The hostile kind to answer ``request`` with (consumed and counted), or None to answer normally."""
+        kind = self.faults.hostile_kind
+        if request.method == "HEAD" or kind not in applicable or not self._take("hostile"):
+            return None
+        self.hostile_fired[kind] += 1
+        return kind
+
+    def _api_response(self, request: Request, shape: str, body: dict[str, Any]) -> Response:
+        """``body`` as JSON, unless a hostile fault replaces it (``shape``: task, list or upload)."""
+        kind = self._take_hostile(request, _HOSTILE_API)
+        if kind is None:
+            return JSONResponse(body)
+        if kind == "malformed_json":
+            return Response(b'{"id": "task_', media_type="application/json")
+        if kind == "missing_fields":
+            return JSONResponse(_MISSING_FIELDS[shape])
+        if kind == "wrong_types":
+            return JSONResponse(_WRONG_TYPES[shape])
+        if kind == "huge_body":
+            return StreamingResponse(self._streaming(_huge_body()), media_type="application/json")
+        return Response(_BAD_GATEWAY_HTML, status_code=502, media_type="text/html")
+
+    def _hostile_events(self, kind: str, task: _Task) -> AsyncIterator[bytes]:
+        if kind == "endless_stream":
+            return self._endless_events(task)
+        if kind == "garbage_stream":
+            return _garbage_events()
+        return _huge_event(task.id)
+
+    async def _endless_events(self, task: _Task) -> AsyncIterator[bytes]:
+        """A ``progress`` event stuck at 50% every ``stream_interval``, until the client goes away."""
+        created = _iso(task.created_at)
+        output = {"model": task.model, "status": "processing", "progress": 50}
+        body = {"id": task.id, "status": "processing", "type": "image", "outputs": [output], "created_at": created}
+        event = _sse("progress", body | {"updated_at": created})
+        while True:
+            yield event
+            await anyio.sleep(max(self.stream_interval, _MIN_STREAM_TICK))
+
+    def _hostile_download(self, request: Request, kind: str) -> Response:
+        if kind == "not_image":
+            return Response(_NOT_IMAGE_HTML, media_type="image/png")
+        if kind == "endless_download":
+            return StreamingResponse(self._streaming(_endless_png()), media_type="image/png")
+        if kind == "redirect_offsite":
+            location = _OFFSITE_URL
+        elif kind == "redirect_loopback":
+            task_id, name = request.path_params["task_id"], request.path_params["name"]
+            location = f"{self._base(request)}/files/mirror/outputs/{task_id}/{name}"
+        else:  # redirect_loop: this very URL again
+            query = request.url.query
+            location = f"{self._base(request)}{request.url.path}{'?' + query if query else ''}"
+        return Response(status_code=302, headers={"Location": location})
+
+    async def _streaming(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``chunks``, counted in :attr:`hostile_streams` while they flow; each chunk is a checkpoint.
+
+        The checkpoint lets the event loop serve other requests and lets Starlette cancel the stream
+        the moment the client disconnects (uvicorn silently drops writes to a closed connection).
+        """
+        self.hostile_streams += 1
+        try:
+            async for chunk in chunks:
+                yield chunk
+                await anyio.lowlevel.checkpoint()
+        finally:
+            self.hostile_streams -= 1
 
     # --- control -------------------------------------------------------------------------------
 
@@ -757,6 +876,10 @@ def _chaos_kinds(method: str, path: str) -> tuple[str, ...]:
 
 def _check_fault(name: str, value: Any) -> Any:
     """``value`` if it is a valid setting of fault ``name``; else ValueError saying why."""
+    if name == "hostile_kind":
+        if isinstance(value, str) and value in HOSTILE_KINDS:
+            return value
+        raise ValueError(f"hostile_kind must be one of {', '.join(HOSTILE_KINDS)}; got {value!r}.")
     if name == "chaos_seed":
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
@@ -776,6 +899,70 @@ async def _lost_stream() -> AsyncIterator[bytes]:
     """A stream that breaks before its first event."""
     raise _ConnectionAborted
     yield b""  # pragma: no cover - makes this an async generator
+
+
+_MISSING_FIELDS: dict[str, dict[str, Any]] = {"task": {}, "list": {"page": 1}, "upload": {"id": "file_x"}}
+_WRONG_TYPES: dict[str, dict[str, Any]] = {
+    "task": {"id": 12345, "status": ["success"], "outputs": "nope", "created_at": 7},
+    "list": {"tasks": "many", "total": "lots"},
+    "upload": {"url": 42},
+}
+_BAD_GATEWAY_HTML = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>"
+    b"<p>The proxy server received an invalid response from an upstream server.</p><hr>"
+    b"<address>nginx (emulated)</address></body></html>"
+)
+_NOT_IMAGE_HTML = (
+    b"<!DOCTYPE html><html><head><title>Sign in</title></head><body><h1>Please sign in</h1>"
+    b"<p>This HTML page is served as image/png by the emulator's not_image fault.</p></body></html>"
+)
+_GARBAGE_DATA = (
+    b"this is not JSON",
+    b'{"id": "task_',
+    b"[1, 2, 3]",
+    b'["success"]',
+    b'{"status": "processing", "outputs": [{"progress": 50}]}',
+    b'{"progress": 60}',
+)
+_PAD = b"x" * _HOSTILE_CHUNK
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_ENDLESS_FIRST = _PNG_SIGNATURE + bytes(_HOSTILE_CHUNK - len(_PNG_SIGNATURE))
+_ENDLESS_NEXT = bytes(_HOSTILE_CHUNK)
+
+
+async def _padded(head: bytes, tail: bytes, total: int) -> AsyncIterator[bytes]:
+    """``head``, then ``x`` up to ``total`` bytes in all, then ``tail``: 64 KB at a time, never all at once."""
+    yield head
+    left = total - len(head) - len(tail)
+    while left > 0:
+        yield _PAD if left >= len(_PAD) else _PAD[:left]
+        left -= len(_PAD)
+    yield tail
+
+
+def _huge_body() -> AsyncIterator[bytes]:
+    """A valid JSON object of 64 MiB."""
+    return _padded(b'{"id":"task_x","pad":"', b'"}', _HUGE_BODY_BYTES)
+
+
+def _huge_event(task_id: str) -> AsyncIterator[bytes]:
+    """An event line, then one ``data:`` line of 16 MiB that never ends in a newline."""
+    event = b"event: progress\n"
+    data = f'data: {{"id":"{task_id}","status":"processing","pad":"'.encode()
+    return _padded(event + data, b'"}', len(event) + _HUGE_EVENT_BYTES)
+
+
+async def _garbage_events() -> AsyncIterator[bytes]:
+    """Events whose data is not JSON, a JSON array, or an object without an id; then the end, untimely."""
+    for data in _GARBAGE_DATA:
+        yield b"event: progress\ndata: " + data + b"\n\n"
+
+
+async def _endless_png() -> AsyncIterator[bytes]:
+    """A PNG signature, then zeros, 64 KB at a time, forever."""
+    yield _ENDLESS_FIRST
+    while True:
+        yield _ENDLESS_NEXT
 
 
 def _sse_response(events: AsyncIterator[bytes]) -> StreamingResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     CallToolResult,
     ContentBlock,
@@ -95,7 +96,9 @@ def _roots_of(ctx: Context[App]) -> Callable[[], Awaitable[list[Path]]]:
         if capabilities is None or capabilities.roots is None:
             return []
         try:
-            listed = await ctx.session.list_roots()
+            with warnings.catch_warnings():  # roots are a 2025-era feature, and those clients are who have them
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                listed = await ctx.session.list_roots()
         except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as err:
             log.warning("could not list the client's roots: %s", err)
             return []
@@ -271,7 +274,11 @@ def _auth(settings: Settings, public_url: str | None) -> dict[str, Any]:
         return {}
     return {
         "token_verifier": StaticTokenVerifier(settings.http_token),
-        "auth": AuthSettings(issuer_url=public_url, resource_server_url=f"{public_url}/mcp"),
+        "auth": AuthSettings(
+            issuer_url=public_url,
+            resource_server_url=f"{public_url}/mcp",
+            validate_token_resource=False,  # one static token for this server; it carries no audience
+        ),
     }
 
 
