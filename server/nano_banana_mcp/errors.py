@@ -13,6 +13,7 @@ No error ever carries the API key or request headers.
     x MonetConnectionError the API could not be reached (no status)
     x AuthError            401/403: the key is missing or refused
     x NotFound             404
+    x MalformedResponse    a 2xx answer that cannot be read (bad JSON, wrong shape, too large)
     x RateLimited          429 (``.retry_after``)
     x ServerError          5xx
 """
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigError",
     "DownloadError",
     "InvalidRequest",
+    "MalformedResponse",
     "MonetConnectionError",
     "MonetError",
     "NanoBananaError",
@@ -110,3 +112,7 @@ class RateLimited(MonetError):
 
 class ServerError(MonetError):
     """The API failed on its side (5xx)."""
+
+
+class MalformedResponse(MonetError):
+    """The API answered, but not in a form this client can read; asking again may help."""

@@ -29,6 +29,7 @@ from nano_banana_mcp.errors import (
     OFFLINE_HINT,
     AuthError,
     DownloadError,
+    MalformedResponse,
     MonetConnectionError,
     MonetError,
     NotFound,
@@ -50,6 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _MAX_REDIRECTS = 5
+_MALFORMED_RETRIES = 2
 _M = TypeVar("_M", bound=BaseModel)
 
 API_PREFIX = "/api/v1"
@@ -182,6 +184,8 @@ def _parse_retry_after(value: str | None) -> float | None:
 
 
 def _body(response: httpx.Response) -> Any:
+    if response.headers.get("content-type", "").startswith("text/html"):
+        return "an HTML error page (from a proxy or gateway, not the API)"
     try:
         return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -219,7 +223,7 @@ async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > limit:
-            raise MonetError(
+            raise MalformedResponse(
                 f"The Monet API sent an answer over {limit / 1e6:.0f} MB (HTTP {response.status_code}); "
                 "it was not read.",
                 status_code=response.status_code,
@@ -301,8 +305,16 @@ class MonetClient:
 
     async def create_task(self, request: GenerateRequest, idempotency_key: str) -> Task:
         """``POST /tasks/async``: create the task (once, whatever the retries) and return its handle."""
-        response = await self._send("POST", "/tasks/async", json=_create_body(request, idempotency_key))
-        return self._parse(Task, response)
+        body = _create_body(request, idempotency_key)
+        for attempt in range(_MALFORMED_RETRIES + 1):
+            try:
+                return self._parse(Task, await self._send("POST", "/tasks/async", json=body))
+            except MalformedResponse as err:
+                # The task may exist now; asking again with the same key returns it rather than a new one.
+                if attempt == _MALFORMED_RETRIES:
+                    raise
+                log.info("unreadable create answer (%s); asking again with the same key", err)
+        raise AssertionError("unreachable")
 
     async def follow_stream(
         self,
@@ -556,7 +568,7 @@ class MonetClient:
         try:
             return model.model_validate_json(response.content)
         except ValidationError as err:
-            raise MonetError(
+            raise MalformedResponse(
                 f"The Monet API sent an answer this client does not understand "
                 f"(HTTP {response.status_code}, {len(response.content)} bytes, "
                 f"{err.error_count()} problem(s) reading it as {model.__name__}).",

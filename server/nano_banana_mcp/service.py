@@ -23,6 +23,7 @@ from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import OFFLINE_API_KEY, Settings
 from nano_banana_mcp.errors import (
     InvalidRequest,
+    MalformedResponse,
     MonetConnectionError,
     MonetError,
     NotFound,
@@ -166,7 +167,7 @@ class Service:
         await self.ledger.add(record)
         try:
             task = await client.create_task(request, record.key)
-        except (MonetConnectionError, ServerError, RateLimited) as err:
+        except (MonetConnectionError, ServerError, RateLimited, MalformedResponse) as err:
             watcher.follow(record.key)  # keeps sending it, with the same key, in the background
             raise type(err)(
                 f"{err} The request is saved and is sent again automatically with the same idempotency key, so it "

@@ -23,6 +23,7 @@ from anyio.abc import TaskGroup
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import (
     DownloadError,
+    MalformedResponse,
     MonetConnectionError,
     MonetError,
     NotFound,
@@ -39,7 +40,7 @@ __all__ = ["Watcher"]
 log = logging.getLogger(__name__)
 
 Listener = Callable[[TaskRecord], Awaitable[None]]
-_TRANSIENT = (MonetConnectionError, ServerError, RateLimited)
+_TRANSIENT = (MonetConnectionError, ServerError, RateLimited, MalformedResponse)
 _MAX_RETRY_BACKOFF = 300.0
 
 
