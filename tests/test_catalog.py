@@ -7,6 +7,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import strictyaml
+from skills_ref.parser import parse_frontmatter
+from skills_ref.validator import validate
 
 from nano_banana_mcp import catalog
 from nano_banana_mcp.errors import InvalidRequest
@@ -111,3 +114,29 @@ def test_readme_model_table_matches_the_catalogue() -> None:
     """The README's model table is the catalogue's, character for character."""
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     assert catalog.markdown_table() in readme
+
+
+def test_skill_model_table_matches_the_catalogue() -> None:
+    """SKILL.md teaches agents the catalogue's own table."""
+    skill = (Path(__file__).parents[1] / "SKILL.md").read_text(encoding="utf-8")
+    assert catalog.markdown_table() in skill
+
+
+def test_skill_md_passes_the_agent_skills_validator(tmp_path: Path) -> None:
+    """The strict Agent Skills validator accepts SKILL.md installed in a folder named after the skill."""
+    source = (Path(__file__).parents[1] / "SKILL.md").read_text(encoding="utf-8")
+    meta, _ = parse_frontmatter(source)
+    folder = tmp_path / meta["name"]
+    folder.mkdir()
+    (folder / "SKILL.md").write_text(source, encoding="utf-8")
+    assert validate(folder) == []
+    description = meta["description"]
+    assert "\n" not in description
+    assert len(description) <= 1024
+    assert "<" not in description
+    assert ">" not in description
+    frontmatter = source.split("---")[1]
+    openclaw = strictyaml.load(frontmatter).data["metadata"]["openclaw"]  # block YAML, no flow maps
+    assert set(openclaw) <= {"emoji", "homepage", "primaryEnv", "requires", "install"}
+    assert openclaw["primaryEnv"] == "MONET_API_KEY"
+    assert openclaw["install"][0]["kind"] == "uv"

@@ -144,9 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
     _common(gen)
 
-    tasks = sub.add_parser("tasks", help="list recent tasks at the API")
+    tasks = sub.add_parser("tasks", help="list recent tasks (this machine's ledger and the API's list)")
     tasks.add_argument("--page", type=int, default=1)
     tasks.add_argument("--page-size", dest="page_size", type=int, default=20)
+    tasks.add_argument("--status", choices=["pending", "running", "success", "failed"], help="only these")
     tasks.add_argument("--json", action="store_true", help="print JSON")
     _common(tasks)
 
@@ -296,15 +297,19 @@ async def _tasks(settings: Settings, args: argparse.Namespace) -> int:
     from nano_banana_mcp.service import open_service  # noqa: PLC0415
 
     async with open_service(settings) as service:
-        client, _ = service._require_client()
-        page = await client.list_tasks(args.page, args.page_size)
+        listing = await service.list(args.page, args.page_size, args.status)
     if args.json:
-        print(page.model_dump_json(indent=2, by_alias=True))
+        print(listing.model_dump_json(indent=2))
         return EXIT_OK
-    print(f"{page.total} task(s); page {page.page}")
-    for task in page.tasks:
-        urls = " ".join(task.urls)
-        print(f"{task.id}  {task.status:<10} {task.created_at or '':<25} {urls}")
+    if listing.api_error:
+        print(f"note: {listing.api_error}", file=sys.stderr)
+    if not listing.tasks:
+        print('No tasks yet. Try: nano-banana-mcp generate --offline "a cute cat"', file=sys.stderr)
+        return EXIT_OK
+    for task in listing.tasks:
+        when = task.created_at.astimezone().strftime("%Y-%m-%d %H:%M") if task.created_at else "-"
+        where = " ".join(i.path or i.url for i in task.images) or (task.error or "")
+        print(f"{task.task_id or '(not created yet)':<22} {task.status:<8} {when}  {task.model:<18} {where}")
     return EXIT_OK
 
 
