@@ -320,3 +320,9 @@ async def test_background_finish_notifies_subscribers(settings: Settings, emulat
         task = await client.read_resource(uri)
     assert updates == [uri]
     assert '"status": "success"' in task.contents[0].text
+
+
+async def test_tool_list_costs_the_agent_little(mcp_client: Client) -> None:
+    """Every connection pays for tools/list in context: the whole answer stays within 8 KB."""
+    tools = await mcp_client.list_tools()
+    assert len(tools.model_dump_json(by_alias=True, exclude_none=True)) <= 8 * 1024

@@ -16,6 +16,7 @@ from nano_banana_mcp.errors import InvalidRequest
 __all__ = [
     "ASPECT_RATIOS",
     "DEFAULT",
+    "MAX_IMAGES",
     "MAX_PROMPT_CHARS",
     "MODELS",
     "RESOLUTIONS",
@@ -26,6 +27,7 @@ __all__ = [
     "ModelName",
     "Resolution",
     "check",
+    "constrain",
     "markdown_table",
     "schema_rules",
     "summary",
@@ -204,39 +206,51 @@ def _elsewhere(attr: str, count: int) -> str:
     return f" ({', '.join(others)} accept {count}.)" if others else ""
 
 
+MAX_IMAGES = max(m.max_images for m in MODELS.values())
+
+
 def schema_rules() -> list[dict[str, Any]]:
-    """JSON-schema ``allOf`` entries that tie each model to its own limits (``if``/``then`` on ``model``)."""
+    """JSON-schema ``allOf`` entries that tie each model to its own limits (``if``/``then`` on ``model``).
+
+    The schema's own enums already hold the union of every model's values, so a rule only narrows what
+    its model does not accept, and a model that accepts everything needs no rule.
+    """
     rules: list[dict[str, Any]] = []
     for m in MODELS.values():
-        then: dict[str, Any] = {
-            "properties": {
-                "aspect_ratio": {"anyOf": [{"enum": list(m.aspect_ratios)}, {"type": "null"}]},
-                "images": {"anyOf": [{"type": "array", "maxItems": m.max_images}, {"type": "null"}]},
-                "resolution": (
-                    {"anyOf": [{"enum": list(m.resolutions)}, {"type": "null"}]} if m.resolutions else {"type": "null"}
-                ),
-            }
-        }
+        narrower: dict[str, Any] = {}
+        if set(m.aspect_ratios) != set(ASPECT_RATIOS):
+            narrower["aspect_ratio"] = {"enum": [*m.aspect_ratios, None]}
+        if m.max_images < MAX_IMAGES:
+            narrower["images"] = {"maxItems": m.max_images}  # applies to arrays only, so null still passes
+        if set(m.resolutions) != set(RESOLUTIONS):
+            narrower["resolution"] = {"enum": [*m.resolutions, None]}
+        if not narrower:
+            continue
         condition: dict[str, Any] = {"properties": {"model": {"const": m.name}}}
-        if m.name == DEFAULT:
-            # An absent model means the default, so the default's rules apply then too.
-            condition = {"anyOf": [condition | {"required": ["model"]}, {"not": {"required": ["model"]}}]}
-        else:
-            condition["required"] = ["model"]
-        rules.append({"if": condition, "then": then})
+        if m.name != DEFAULT:
+            condition["required"] = ["model"]  # an absent model means the default
+        rules.append({"if": condition, "then": {"properties": narrower}})
     return rules
 
 
+def constrain(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the catalogue's limits to a generate_image input schema (reference count, per-model rules)."""
+    schema["properties"]["images"]["maxItems"] = MAX_IMAGES
+    if rules := schema_rules():
+        schema["allOf"] = rules
+    return schema
+
+
 def summary() -> str:
-    """A compact per-model summary for tool descriptions."""
-    lines = []
+    """A compact per-model summary for tool descriptions: each model's limits, ratios as added to the last."""
+    lines, previous = [], ()
     for m in MODELS.values():
-        res = "/".join(m.resolutions) if m.resolutions else "no resolution option"
+        added = [r for r in m.aspect_ratios if r not in previous]
+        ratios = " ".join(added) if not previous else "also " + " ".join(added)
+        res = "/".join(m.resolutions) if m.resolutions else "no resolution"
         default = " (default)" if m.name == DEFAULT else ""
-        lines.append(
-            f"- {m.name}{default}: up to {m.max_images} reference images; aspect ratios "
-            f"{' '.join(m.aspect_ratios)}; {res}."
-        )
+        lines.append(f"{m.name}{default}: <={m.max_images} references, {res}, ratios {ratios}.")
+        previous = m.aspect_ratios
     return "\n".join(lines)
 
 

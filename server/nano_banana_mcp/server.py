@@ -72,7 +72,7 @@ class App:
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
-    default: str = Field(description="The model used when generate_image is called without one.")
+    default: str
 
 
 @contextmanager
@@ -149,25 +149,18 @@ async def _tool_result(result: TaskResult) -> Annotated[CallToolResult, TaskResu
 
 
 async def generate_image(
-    prompt: Annotated[str, Field(description="What to draw, or how to change the reference images.")],
+    prompt: Annotated[str, Field(description="What to draw, or how to change the references.")],
     ctx: Context[App],
-    model: Annotated[ModelName, Field(description="Which Nano Banana model to use.")] = catalog.DEFAULT,
-    aspect_ratio: Annotated[
-        AspectRatio | None, Field(description="Width:height. Each model accepts its own set (see above).")
-    ] = None,
-    resolution: Annotated[
-        Resolution | None, Field(description="Output size (1K, 2K, 4K). nano-banana-1 takes none.")
-    ] = None,
+    model: Annotated[ModelName, Field(description="See the list above.")] = catalog.DEFAULT,
+    aspect_ratio: Annotated[AspectRatio | None, Field(description="Width:height; each model has its own set.")] = None,
+    resolution: Annotated[Resolution | None, Field(description="Not for nano-banana-1.")] = None,
     images: Annotated[
         list[str] | None,
-        Field(
-            description="Reference images: local file paths (uploaded for you), https:// URLs, or URLs from "
-            "upload_reference."
-        ),
+        Field(description="Local paths (uploaded for you), https:// URLs, or URLs from upload_reference."),
     ] = None,
     wait_seconds: Annotated[
         float,
-        Field(ge=0, le=MAX_WAIT, description="How long to wait for the images before returning the task id."),
+        Field(ge=0, le=MAX_WAIT, description="Seconds to wait before returning the task id."),
     ] = 45,
 ) -> Annotated[CallToolResult, TaskResult]:
     with agent_errors():
@@ -203,7 +196,7 @@ async def list_tasks(
     page_size: Annotated[int, Field(ge=1, le=100, description="Tasks per page.")] = 20,
     status: Annotated[Status | None, Field(description="Only tasks with this status.")] = None,
 ) -> TaskList:
-    """Recent tasks, newest first, with status and saved files: this machine's ledger merged with the API's list."""
+    """Recent tasks, newest first, with status and saved files (this machine's and the API's)."""
     with agent_errors():
         return await _service(ctx).list(page, page_size, status)
 
@@ -212,7 +205,7 @@ async def upload_reference(
     path: Annotated[str, Field(min_length=1, max_length=4096, description="Local path of an image file.")],
     ctx: Context[App],
 ) -> UploadedReference:
-    """Upload a local image once and get a URL to reuse in generate_image's images (kept 24 hours)."""
+    """Upload a local image once; pass the URL in generate_image's images until expires_at (24 hours)."""
     with agent_errors():
         return await _service(ctx).upload(path, client_roots=_roots_of(ctx))
 
@@ -224,16 +217,53 @@ async def list_models() -> ModelList:
 
 def _generate_description() -> str:
     return (
-        "Generate or edit images with a Nano Banana model. Returns when the images are saved on disk (paths, "
-        "sizes and a small preview in the result), or after wait_seconds with the task_id and status: the task "
-        "keeps running in the background; collect it with get_task(task_id, wait_seconds=60). "
-        "Bad options are refused before anything is uploaded or charged.\n"
-        f"Models:\n{catalog.summary()}"
+        "Generate or edit images with a Nano Banana model. Returns when the images are saved (paths and a "
+        "preview), or after wait_seconds with a task_id that keeps running: collect it with get_task(task_id, "
+        f"wait_seconds=60), never by generating again.\n{catalog.summary()}"
     )
 
 
+def _compact(node: Any, *, in_properties: bool = False) -> Any:
+    """A JSON schema without what pydantic adds for humans (titles, null defaults): agents pay per byte."""
+    if isinstance(node, list):
+        return [_compact(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if not in_properties and ((key == "title" and isinstance(value, str)) or (key == "default" and value is None)):
+            continue
+        if key == "$defs":  # the classes' docstrings are for readers of the code
+            defs = {name: {k: v for k, v in d.items() if k != "description"} for name, d in value.items()}
+            out[key] = _compact(defs, in_properties=True)
+        else:
+            out[key] = _compact(value, in_properties=key == "properties")
+    return _nullable(out) if not in_properties else out
+
+
+def _nullable(node: dict[str, Any]) -> dict[str, Any]:
+    """``anyOf: [{type: T, ...}, {type: null}]`` written the short way: ``type: [T, null]``."""
+    options = node.get("anyOf")
+    if not (isinstance(options, list) and len(options) == 2 and {"type": "null"} in options):
+        return node
+    other = next(o for o in options if o != {"type": "null"})
+    if not isinstance(other.get("type"), str) or "$ref" in other:
+        return node
+    merged = {k: v for k, v in node.items() if k != "anyOf"} | other | {"type": [other["type"], "null"]}
+    if "enum" in merged:
+        merged["enum"] = [*merged["enum"], None]
+    return merged
+
+
+def _slim(tool: Tool) -> Tool:
+    tool.parameters = _compact(tool.parameters)
+    if tool.fn_metadata.output_schema is not None:
+        tool.fn_metadata.output_schema = _compact(tool.fn_metadata.output_schema)
+    return tool
+
+
 def _tools() -> list[Tool]:
-    read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
+    read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True)  # destructive_hint means nothing here
     generate = Tool.from_function(
         generate_image,
         title="Generate image",
@@ -243,8 +273,8 @@ def _tools() -> list[Tool]:
         ),
     )
     # Per-model rules (ratios, resolutions, reference counts) as JSON-schema conditionals on `model`.
-    generate.parameters["allOf"] = catalog.schema_rules()
-    return [
+    catalog.constrain(generate.parameters)
+    tools = [
         generate,
         Tool.from_function(
             upload_reference,
@@ -267,6 +297,7 @@ def _tools() -> list[Tool]:
             annotations=read_only.model_copy(update={"open_world_hint": False}),
         ),
     ]
+    return [_slim(tool) for tool in tools]
 
 
 def _auth(settings: Settings, public_url: str | None) -> dict[str, Any]:

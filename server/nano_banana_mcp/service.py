@@ -43,6 +43,7 @@ __all__ = [
     "Status",
     "TaskList",
     "TaskResult",
+    "TaskSummary",
     "UploadedReference",
     "open_service",
 ]
@@ -61,21 +62,17 @@ OFFLINE_NOTE = "Offline mode: these are placeholder images from the built-in emu
 
 
 class TaskResult(BaseModel):
-    """A task as the agent sees it."""
-
-    task_id: str = Field(description="The Monet task id; pass it to get_task.")
-    status: Status = Field(
-        description="pending or running: not finished yet; success: images saved; failed: see error."
-    )
+    task_id: str
+    status: Status = Field(description="success: saved; pending/running: see next_step")
     model: str
     prompt: str
-    progress: float | None = Field(default=None, description="Percent done, when the API reports it.")
+    progress: float | None = Field(default=None, description="Percent")
     images: list[SavedImage] = Field(default_factory=list)
     error: str | None = None
-    output_dir: str = Field(description="Folder where this task's images are saved.")
-    offline: bool = Field(default=False, description="True when the images are emulator placeholders.")
+    output_dir: str
+    offline: bool = Field(default=False, description="Emulator placeholders, not generated images")
     created_at: datetime | None = None
-    next_step: str | None = Field(default=None, description="What to do to collect the result, if anything.")
+    next_step: str | None = None
 
     def summary(self) -> str:
         """One line for the agent to read."""
@@ -91,18 +88,42 @@ class TaskResult(BaseModel):
         return f"Task {self.task_id} is {self.status}{done}.{problem} {self.next_step or ''}".strip()
 
 
+class TaskSummary(BaseModel):
+    """One line of list_tasks; get_task has the rest."""
+
+    task_id: str
+    status: Status
+    model: str
+    prompt: str  # the first 120 characters
+    created_at: datetime | None = None
+    paths: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+    @classmethod
+    def of(cls, result: TaskResult) -> TaskSummary:
+        return cls(
+            task_id=result.task_id,
+            status=result.status,
+            model=result.model,
+            prompt=result.prompt[:120],
+            created_at=result.created_at,
+            paths=[i.path for i in result.images if i.path],
+            error=result.error,
+        )
+
+
 class TaskList(BaseModel):
-    tasks: list[TaskResult]
+    tasks: list[TaskSummary]
     page: int
     page_size: int
-    total_local: int = Field(description="Tasks in this machine's ledger (matching the status filter).")
-    total_api: int | None = Field(default=None, description="Tasks the API reports for this key, if reachable.")
+    total_local: int = Field(description="In this machine's ledger")
+    total_api: int | None = Field(default=None, description="At the API")
     api_error: str | None = None
 
 
 class UploadedReference(BaseModel):
-    url: str = Field(description="Pass this URL in generate_image's images list.")
-    expires_at: datetime = Field(description="The API deletes uploads after 24 hours.")
+    url: str
+    expires_at: datetime
     sha256: str
     mime_type: str
     size_bytes: int
@@ -264,7 +285,7 @@ class Service:
             results = [r for r in results if r.status == status]
         results.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return TaskList(
-            tasks=results[:page_size],
+            tasks=[TaskSummary.of(r) for r in results[:page_size]],
             page=page,
             page_size=page_size,
             total_local=total_local,

@@ -23,10 +23,8 @@ def now() -> datetime:
 
 
 class SavedImage(BaseModel):
-    """One output image: where it is on disk and where it came from."""
-
-    path: str | None = Field(description="Absolute path of the saved file; null until it is downloaded.")
-    url: str = Field(description="The image URL from the API (it may expire).")
+    path: str | None = Field(description="Absolute path on disk; null until saved")
+    url: str = Field(description="API URL; may expire")
     mime_type: str | None = None
     width: int | None = None
     height: int | None = None
