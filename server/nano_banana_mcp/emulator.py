@@ -12,6 +12,7 @@ Nothing here writes to stdout: in offline mode stdout is the MCP stdio transport
 
 from __future__ import annotations
 
+import asyncio
 import colorsys
 import hashlib
 import io
@@ -286,6 +287,7 @@ class Emulator:
         """Hostile bodies being streamed right now (a live gauge: :meth:`reset` leaves it alone)."""
         self.requests: list[RequestRecord] = []
         self.base_url: str | None = None
+        self._renders: set[asyncio.Task[bytes]] = set()
         self._state = _State()
         self._chaos_rng = random.Random(self.faults.chaos_seed)  # noqa: S311 - fault dice, not secrets
         self.app: Starlette = self._build_app()
@@ -471,6 +473,12 @@ class Emulator:
         state.tasks[task.id] = task
         state.by_key[key] = task.id
         self.creates += 1
+        # Render while the task "runs", as a real API has the file ready when it reports success. The
+        # emulator has no task group of its own (uvicorn runs it without a lifespan), so the pending
+        # renders are held here until they finish.
+        render = asyncio.get_running_loop().create_task(self._image(task))
+        self._renders.add(render)
+        render.add_done_callback(self._renders.discard)
         return task, self._lose_response(request)
 
     def _lose_response(self, request: Request) -> bool:
