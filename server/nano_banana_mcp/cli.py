@@ -6,9 +6,10 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 from pydantic import ValidationError
@@ -24,10 +25,15 @@ from nano_banana_mcp.errors import (
     ReferenceImageError,
 )
 
+if TYPE_CHECKING:
+    from nano_banana_mcp.catalog import GenerateRequest
+    from nano_banana_mcp.service import Service, TaskResult
+
 __all__ = ["main"]
 
 log = logging.getLogger("nano_banana_mcp")
 
+_BAR_WIDTH = 30
 _COMMANDS = ("serve", "generate", "tasks", "models", "emulator")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_API, EXIT_PENDING = 0, 1, 2, 3, 4, 5
 
@@ -275,22 +281,36 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_FAILED if result.status == "failed" else EXIT_PENDING
 
 
-async def _with_progress_bar(service: Any, request: Any, wait: float) -> Any:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+async def _with_progress_bar(service: Service, request: GenerateRequest, wait: float) -> TaskResult:
+    """A one-line bar on stderr (terminals only), redrawn as the task moves and twice a second."""
+    started = time.monotonic()
+    shown = {"done": 0.0, "status": "submitting"}
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        transient=True,
-    ) as bar:
-        bar_id = bar.add_task(f"{request.model}: submitting", total=100)
+    def draw() -> None:
+        filled = int(_BAR_WIDTH * shown["done"] / 100)
+        bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
+        elapsed = time.monotonic() - started
+        sys.stderr.write(f"\r{request.model}: {shown['status']:<10} [{bar}] {shown['done']:3.0f}% {elapsed:5.1f}s")
+        sys.stderr.flush()
 
-        async def on_progress(done: float, total: float | None, message: str | None) -> None:
-            bar.update(bar_id, completed=done, description=f"{request.model}: {message or ''}")
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        shown["done"], shown["status"] = done, (message or "").split(" ")[0]
+        draw()
 
-        return await service.generate(request, wait, on_progress)
+    async def tick() -> None:
+        while True:
+            draw()
+            await anyio.sleep(0.5)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        try:
+            result = await service.generate(request, wait, on_progress)
+        finally:
+            tg.cancel_scope.cancel()
+            sys.stderr.write("\r\x1b[2K")  # clear the bar; the result follows on stdout
+            sys.stderr.flush()
+    return result
 
 
 async def _tasks(settings: Settings, args: argparse.Namespace) -> int:

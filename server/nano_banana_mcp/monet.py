@@ -273,7 +273,7 @@ class MonetClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
         *,
         base_url: str,
         api_key: SecretStr,
@@ -283,7 +283,10 @@ class MonetClient:
         max_response_bytes: int = 8 * 1024 * 1024,
         stream_stall: float = 120.0,
     ) -> None:
-        self._http = http
+        # A factory defers building the client (its TLS context costs ~30 ms) to the first request,
+        # keeping it off the server's start-up path.
+        self._client = http if isinstance(http, httpx.AsyncClient) else None
+        self._factory = None if isinstance(http, httpx.AsyncClient) else http
         self._base = base_url.rstrip("/")
         self._key = api_key
         self._retry = retry or RetryPolicy()
@@ -293,6 +296,18 @@ class MonetClient:
         self._download_hosts = tuple(dict.fromkeys(h.lower() for h in allowed))
         self._max_response = max_response_bytes
         self._stall = stream_stall
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            assert self._factory is not None
+            self._client = self._factory()
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if one was built (a client passed in belongs to its owner)."""
+        if self._factory is not None and self._client is not None:
+            await self._client.aclose()
 
     def __repr__(self) -> str:
         return f"MonetClient(base_url={self._base!r})"

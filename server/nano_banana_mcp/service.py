@@ -429,13 +429,14 @@ async def open_service(
         )
         await ledger.open()
         stack.push_async_callback(ledger.close)
-        http = await stack.enter_async_context(
-            httpx.AsyncClient(
+
+        def http() -> httpx.AsyncClient:  # built on first use: one client for the whole process
+            return httpx.AsyncClient(
                 timeout=settings.request_timeout,
                 limits=httpx.Limits(max_connections=settings.max_streams + 100, max_keepalive_connections=50),
                 headers={"User-Agent": "nano-banana-mcp"},
             )
-        )
+
         client = None
         if key is not None and key.get_secret_value().strip():
             client = MonetClient(
@@ -453,6 +454,7 @@ async def open_service(
                     max_retry_after=settings.max_retry_after,
                 ),
             )
+            stack.push_async_callback(client.aclose)
         try:
             async with anyio.create_task_group() as tg:
                 watcher = None
