@@ -25,6 +25,8 @@ def ledger_phases(data_dir: Path) -> list[str]:
     db = sqlite3.connect(data_dir / "ledger.sqlite3")
     try:
         return [row[0] for row in db.execute("SELECT phase FROM tasks")]
+    except sqlite3.OperationalError:  # the file exists, its table not yet
+        return []
     finally:
         db.close()
 

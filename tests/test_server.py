@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 
 import anyio
@@ -14,6 +15,7 @@ from PIL import Image
 from nano_banana_mcp import catalog
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import output_size
+from nano_banana_mcp.images import thumbnail
 from nano_banana_mcp.server import create_server
 
 pytestmark = pytest.mark.anyio
@@ -326,3 +328,15 @@ async def test_tool_list_costs_the_agent_little(mcp_client: Client) -> None:
     """Every connection pays for tools/list in context: the whole answer stays within 8 KB."""
     tools = await mcp_client.list_tools()
     assert len(tools.model_dump_json(by_alias=True, exclude_none=True)) <= 8 * 1024
+
+
+def test_thumbnail_of_a_busy_photo_fits_the_result_budget(tmp_path: Path) -> None:
+    """Even a worst-case (noise) image previews at <= 512 px and <= 80 KB, so a 4K result stays under 120 KB."""
+    noisy = tmp_path / "noise.png"
+    Image.frombytes("RGB", (1600, 900), os.urandom(1600 * 900 * 3)).save(noisy)
+    data, mime = thumbnail(noisy)
+    assert mime == "image/jpeg"
+    assert len(data) <= 80 * 1024
+    assert len(base64.b64encode(data)) + 4096 <= 120 * 1024
+    with Image.open(io.BytesIO(data)) as im:
+        assert max(im.size) <= 512

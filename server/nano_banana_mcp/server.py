@@ -41,7 +41,6 @@ from nano_banana_mcp import __version__, catalog
 from nano_banana_mcp.catalog import AspectRatio, GenerateRequest, ModelInfo, ModelName, Resolution
 from nano_banana_mcp.config import Settings, is_loopback
 from nano_banana_mcp.errors import ConfigError, NanoBananaError
-from nano_banana_mcp.images import thumbnail
 from nano_banana_mcp.service import Service, Status, TaskList, TaskResult, UploadedReference, open_service
 from nano_banana_mcp.store import TaskRecord
 
@@ -119,7 +118,7 @@ async def _progress_reporter(ctx: Context[App]) -> Any:
     return report
 
 
-async def _tool_result(result: TaskResult) -> Annotated[CallToolResult, TaskResult]:
+async def _tool_result(service: Service, result: TaskResult) -> Annotated[CallToolResult, TaskResult]:
     """Summary line, a small thumbnail per saved image, a resource link per image, structured content."""
     content: list[ContentBlock] = [TextContent(type="text", text=result.summary())]
     for index, image in enumerate(result.images):
@@ -127,7 +126,7 @@ async def _tool_result(result: TaskResult) -> Annotated[CallToolResult, TaskResu
             continue
         path = Path(image.path)
         try:
-            data, mime = await anyio.to_thread.run_sync(thumbnail, path)
+            data, mime = await service.thumbnail(path)
         except OSError:
             log.warning("no thumbnail for %s", path)
         else:
@@ -174,7 +173,7 @@ async def generate_image(
         result = await _service(ctx).generate(
             request, wait_seconds, await _progress_reporter(ctx), client_roots=_roots_of(ctx)
         )
-        return await _tool_result(result)
+        return await _tool_result(_service(ctx), result)
 
 
 async def get_task(
@@ -187,7 +186,7 @@ async def get_task(
     """Status and images of a task; with wait_seconds, wait for it to finish first."""
     with agent_errors():
         result = await _service(ctx).wait(task_id, wait_seconds, await _progress_reporter(ctx))
-        return await _tool_result(result)
+        return await _tool_result(_service(ctx), result)
 
 
 async def list_tasks(

@@ -9,7 +9,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -31,7 +31,7 @@ from nano_banana_mcp.errors import (
     ServerError,
     TaskNotFound,
 )
-from nano_banana_mcp.images import ReferenceFile, check_reference
+from nano_banana_mcp.images import ReferenceFile, check_reference, thumbnail
 from nano_banana_mcp.ledger import Ledger
 from nano_banana_mcp.monet import MonetClient, RetryPolicy, Task
 from nano_banana_mcp.store import Phase, SavedImage, TaskRecord, now
@@ -165,6 +165,8 @@ class Service:
     client: MonetClient | None
     watcher: Watcher | None
     offline: bool = False
+    # Decoding a full image for a preview takes tens of MB; a few at a time is as fast on few cores.
+    image_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
 
     # -- generate ------------------------------------------------------------------------------
 
@@ -220,9 +222,10 @@ class Service:
                 record = await self.ledger.by_task_id(task_id)
                 assert record is not None
                 status = status_of(record)
-                if on_progress is not None and (status, record.progress) != last:
-                    last = (status, record.progress)
-                    await on_progress(record.progress or 0.0, 100.0, f"{status} {record.progress or 0:.0f}%")
+                progress = (self.watcher.progress(record.key) if self.watcher else None) or record.progress
+                if on_progress is not None and (status, progress) != last:
+                    last = (status, progress)
+                    await on_progress(progress or 0.0, 100.0, f"{status} {progress or 0:.0f}%")
                 if status in ("success", "failed"):
                     break
                 if record.error and self.watcher is not None and not local:
@@ -305,6 +308,10 @@ class Service:
             url=url, expires_at=cached[1], sha256=ref.sha256, mime_type=ref.mime_type, size_bytes=len(ref.data)
         )
 
+    async def thumbnail(self, path: Path) -> tuple[bytes, str]:
+        """A small JPEG preview of a saved image (see ``images.thumbnail``), made off the event loop."""
+        return await anyio.to_thread.run_sync(thumbnail, path, limiter=self.image_work)
+
     # -- helpers -------------------------------------------------------------------------------
 
     def result(self, record: TaskRecord) -> TaskResult:
@@ -321,7 +328,7 @@ class Service:
             status=status,
             model=record.request.model,
             prompt=record.request.prompt,
-            progress=record.progress,
+            progress=(self.watcher.progress(record.key) if self.watcher else None) or record.progress,
             images=record.images,
             error=record.error,
             output_dir=str(self.settings.output_dir),

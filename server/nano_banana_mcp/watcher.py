@@ -64,6 +64,7 @@ class Watcher:
         self._active: set[str] = set()
         self._events: dict[str, anyio.Event] = {}
         self._not_before: dict[str, tuple[float, int]] = {}  # key -> (monotonic time, failures)
+        self._progress: dict[str, float] = {}
         self._streams = anyio.CapacityLimiter(settings.max_streams)  # each open stream holds a connection
 
     def start(self) -> None:
@@ -130,6 +131,7 @@ class Watcher:
             await self._note(key, f"Following the task failed ({type(err).__name__}: {err}); it is retried later.")
         finally:
             self._active.discard(key)
+            self._progress.pop(key, None)
             if claimed:
                 with anyio.CancelScope(shield=True):
                     await self._ledger.release(key)
@@ -154,7 +156,7 @@ class Watcher:
             record = await self._create(record)
         if record.phase == "created":
             task = await self._until_terminal(record)
-            record = await self._apply(key, task)
+            record = await self._apply(record, task)
         if record.phase == "succeeded":
             await self._download(record)
 
@@ -181,7 +183,7 @@ class Watcher:
 
     async def _until_terminal(self, record: TaskRecord) -> Task:
         async def on_update(task: Task) -> None:
-            await self._apply(record.key, task)
+            await self._apply(record, task)
 
         try:
             self._streams.acquire_nowait()
@@ -213,19 +215,23 @@ class Watcher:
                 log.warning("task %s: polling failed (%s); trying again", record.task_id, err)
                 await anyio.sleep(self._settings.poll_max_interval)
                 continue
-            await self._apply(record.key, task)
+            await self._apply(record, task)
             if task.is_terminal:
                 return task
             await anyio.sleep(interval)
             interval = min(interval * 1.5, self._settings.poll_max_interval)
 
-    async def _apply(self, key: str, task: Task) -> TaskRecord:
-        """Record what the API said about the task, and wake the waiters."""
-        record = await self._ledger.get(key)
-        assert record is not None
-        before = (record.phase, record.api_status, record.progress)
+    async def _apply(self, record: TaskRecord, task: Task) -> TaskRecord:
+        """Take in what the API said about the task (``record`` is this process's working copy), wake waiters.
+
+        A change of status is written to the ledger; progress alone is kept in memory (it changes many
+        times a second and matters only while someone waits), and written with the next status change.
+        """
+        before = (record.phase, record.api_status)
+        if task.progress is not None and task.progress != record.progress:
+            record.progress = self._progress[record.key] = task.progress
+            self._notify(record.key)
         record.api_status = task.status
-        record.progress = task.progress if task.progress is not None else record.progress
         if task.status == "success" and record.phase == "created":
             record.phase = "succeeded"
             record.images = [SavedImage(path=None, url=url) for url in task.urls]
@@ -235,10 +241,14 @@ class Watcher:
         elif task.status == "failed" and record.phase == "created":
             record.phase = "failed"
             record.error = task.error_message() or "The task failed at Monet; no reason was given."
-        if (record.phase, record.api_status, record.progress) != before:
+        if (record.phase, record.api_status) != before:
             await self._ledger.save(record)
-            self._notify(key)
+            self._notify(record.key)
         return record
+
+    def progress(self, key: str) -> float | None:
+        """The latest progress of a task this process follows (fresher than the ledger's)."""
+        return self._progress.get(key)
 
     async def _download(self, record: TaskRecord) -> None:
         out_dir = self._settings.output_dir
