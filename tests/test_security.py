@@ -373,3 +373,12 @@ def test_cli_refuses_to_serve_publicly_without_a_token(process_env: dict[str, st
     )
     assert proc.returncode == 3
     assert "NANO_BANANA_HTTP_TOKEN" in proc.stderr
+
+
+def test_unfilled_host_placeholders_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that passes `${user_config.api_key}` through unfilled gets 'no key', not a key of that text."""
+    monkeypatch.setenv("MONET_API_KEY", "${user_config.api_key}")
+    monkeypatch.setenv("NANO_BANANA_OUTPUT_DIR", "${user_config.output_dir}")
+    settings = Settings()
+    assert settings.api_key is None
+    assert "${" not in str(settings.output_dir)

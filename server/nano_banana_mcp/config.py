@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from nano_banana_mcp.errors import OFFLINE_HINT, ConfigError
@@ -18,6 +19,7 @@ DEFAULT_BASE_URL = "https://monet.vision"
 OFFLINE_API_KEY = "monet_offline"
 APP_NAME = "nano-banana-mcp"
 DEFAULT_DOWNLOAD_HOSTS = ("monet.vision", "*.monet.vision")
+_PLACEHOLDER = re.compile(r"\$\{[^}]*\}")
 
 
 def is_loopback(host: str) -> bool:
@@ -110,6 +112,14 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unset_placeholders(cls, data: object) -> object:
+        """A host that leaves ``${user_config.x}`` unfilled means "not set", not that literal text."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and _PLACEHOLDER.fullmatch(v.strip()))}
+        return data
 
     @field_validator("allowed_dirs", mode="before")
     @classmethod
