@@ -41,15 +41,14 @@ def api_key() -> str:
     return API_KEY
 
 
-@pytest.fixture
-def settings(tmp_path: Path, emulator: Emulator) -> Settings:
-    """Settings pointing at the emulator, with test-speed retries and polling, files under tmp_path."""
+def make_settings(base_url: str | None, root: Path) -> Settings:
+    """Settings pointing at the emulator, with test-speed retries and polling, files under ``root``."""
     return Settings(
         api_key=API_KEY,
-        base_url=emulator.base_url,
-        output_dir=tmp_path / "out",
-        data_dir=tmp_path / "data",
-        allowed_dirs=[tmp_path],
+        base_url=base_url,
+        output_dir=root / "out",
+        data_dir=root / "data",
+        allowed_dirs=[root],
         request_timeout=5,
         retry_base_delay=0.01,
         retry_max_delay=0.05,
@@ -57,6 +56,11 @@ def settings(tmp_path: Path, emulator: Emulator) -> Settings:
         poll_interval=0.05,
         poll_max_interval=0.2,
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, emulator: Emulator) -> Settings:
+    return make_settings(emulator.base_url, tmp_path)
 
 
 @pytest.fixture(params=["auto", "legacy"])

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp_types import CallToolResult
 
-from conftest import API_KEY
+from conftest import API_KEY, make_settings
 from nano_banana_mcp import catalog
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
@@ -93,18 +93,7 @@ def tool_calls(draw: st.DrawFn) -> tuple[str, dict]:
 @pytest.fixture(scope="module")
 def live(emulator_server: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     """One server for every generated case, driven from a blocking portal (hypothesis runs synchronously)."""
-    root = tmp_path_factory.mktemp("hostile")
-    settings = Settings(
-        api_key=API_KEY,
-        base_url=emulator_server.base_url,
-        output_dir=root / "out",
-        data_dir=root / "data",
-        allowed_dirs=[root],
-        request_timeout=5,
-        retry_base_delay=0.01,
-        retry_max_delay=0.05,
-        poll_interval=0.05,
-    )
+    settings = make_settings(emulator_server.base_url, tmp_path_factory.mktemp("hostile"))
     with (
         anyio.from_thread.start_blocking_portal() as portal,
         portal.wrap_async_context_manager(Client(create_server(settings))) as client,

@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
 from PIL import Image
 
+from conftest import COMMAND
+
 pytestmark = pytest.mark.anyio
 
-COMMAND = str(Path(sys.executable).with_name("nano-banana-mcp"))
 
-
-def base_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "NANO_BANANA_OUTPUT_DIR": str(tmp_path / "out"),
-        "NANO_BANANA_DATA_DIR": str(tmp_path / "data"),
-        "NANO_BANANA_RETRY_BASE_DELAY": "0.01",
-        "NANO_BANANA_POLL_INTERVAL": "0.05",
-    }
+def offline_env(process_env: dict[str, str]) -> dict[str, str]:
+    """The test process environment without a key or API URL: what a newcomer has."""
+    return {k: v for k, v in process_env.items() if k not in ("MONET_API_KEY", "MONET_BASE_URL")}
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_stdio_server_generates_an_image(emulator, api_key: str, tmp_path: Path, mode: str) -> None:
+async def test_stdio_server_generates_an_image(
+    emulator, process_env: dict[str, str], tmp_path: Path, mode: str
+) -> None:
     """A host spawning the console script gets tools, and generate_image saves a real image."""
-    env = base_env(tmp_path) | {"MONET_API_KEY": api_key, "MONET_BASE_URL": emulator.base_url}
-    params = StdioServerParameters(command=COMMAND, args=[], env=env)
+    params = StdioServerParameters(command=COMMAND, args=[], env=process_env)
     async with Client(params, mode=mode, read_timeout_seconds=30) as client:
         tools = await client.list_tools()
         assert "generate_image" in {t.name for t in tools.tools}
@@ -46,9 +39,9 @@ async def test_stdio_server_generates_an_image(emulator, api_key: str, tmp_path:
     assert emulator.creates == 1
 
 
-def test_offline_generate_prints_the_saved_path(tmp_path: Path) -> None:
+def test_offline_generate_prints_the_saved_path(tmp_path: Path, process_env: dict[str, str]) -> None:
     """`generate --offline` with no key runs the built-in emulator and prints the image path."""
-    env = base_env(tmp_path) | {"NANO_BANANA_EMULATOR_TASK_SECONDS": "0.2"}
+    env = offline_env(process_env) | {"NANO_BANANA_EMULATOR_TASK_SECONDS": "0.2"}
     proc = subprocess.run(
         [COMMAND, "generate", "--offline", "a cute cat", "--aspect-ratio", "16:9"],
         env=env,
@@ -66,9 +59,9 @@ def test_offline_generate_prints_the_saved_path(tmp_path: Path) -> None:
     assert "placeholder" in proc.stderr
 
 
-def test_offline_generate_json_output(tmp_path: Path) -> None:
+def test_offline_generate_json_output(process_env: dict[str, str]) -> None:
     """`--json` prints the same structured result the MCP tool returns."""
-    env = base_env(tmp_path) | {"NANO_BANANA_EMULATOR_TASK_SECONDS": "0"}
+    env = offline_env(process_env) | {"NANO_BANANA_EMULATOR_TASK_SECONDS": "0"}
     proc = subprocess.run(
         [COMMAND, "generate", "--offline", "--json", "a dog", "--model", "nano-banana-1"],
         env=env,
@@ -92,10 +85,12 @@ def test_offline_generate_json_output(tmp_path: Path) -> None:
     ],
     ids=["no-key", "invalid-option"],
 )
-def test_cli_errors_are_one_line_with_an_exit_code(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+def test_cli_errors_are_one_line_with_an_exit_code(
+    process_env: dict[str, str], args: list[str], code: int, message: str
+) -> None:
     """Errors print one clear line on stderr and exit with a meaningful code; nothing on stdout."""
     proc = subprocess.run(
-        [COMMAND, *args], env=base_env(tmp_path), capture_output=True, text=True, timeout=60, check=False
+        [COMMAND, *args], env=offline_env(process_env), capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == code
     assert proc.stdout == ""
