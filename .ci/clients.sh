@@ -285,4 +285,17 @@ if Path(image["path"]).parent != folder or not Path(image["path"]).is_file():
     sys.exit(f"the default output folder did not resolve to {folder}: {image['path']}")
 EOF
 
+step "uvx: the built wheel as \`uvx nano-banana-mcp\` runs it (generate --offline --json)"
+UV_PYTHON_DOWNLOADS=never timeout 300 "$UV_DIR/bin/uv" tool run --quiet --from "$WHEEL" nano-banana-mcp generate \
+    --offline --json "a cute cat in a garden" --out "$OUT/images-uvx" --data-dir "$WORK/data-uvx" \
+    >"$OUT/uvx-generate.json"
+"$PY" - "$OUT/uvx-generate.json" <<'EOF2'
+import json, sys
+from pathlib import Path
+d = json.load(open(sys.argv[1]))
+[image] = d["images"]
+assert d["status"] == "success" and Path(image["path"]).is_file(), d
+print(f"  uvx: status={d['status']} {image['width']}x{image['height']} {image['path']}")
+EOF2
+
 step "clients: all passed; outputs in .ci/.out/"
