@@ -150,7 +150,7 @@ def status_of(record: TaskRecord) -> Status:
 
 _LEDGER_POLL = 0.25  # how often a wait re-reads the ledger for a task another process is following
 _STATUS_PHASES: dict[str, tuple[Phase, ...]] = {
-    "success": ("downloaded", "succeeded"),
+    "success": ("downloaded",),
     "failed": ("failed",),
     "pending": ("submitting", "created"),
     "running": ("created", "succeeded"),
