@@ -15,6 +15,10 @@ from conftest import COMMAND
 pytestmark = pytest.mark.anyio
 
 
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([COMMAND, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
 def offline_env(process_env: dict[str, str]) -> dict[str, str]:
     """The test process environment without a key or API URL: what a newcomer has."""
     return {k: v for k, v in process_env.items() if k not in ("MONET_API_KEY", "MONET_BASE_URL")}
@@ -42,14 +46,7 @@ async def test_stdio_server_generates_an_image(
 def test_offline_generate_prints_the_saved_path(tmp_path: Path, process_env: dict[str, str]) -> None:
     """`generate --offline` with no key runs the built-in emulator and prints the image path."""
     env = offline_env(process_env) | {"NANO_BANANA_EMULATOR_TASK_SECONDS": "0.2"}
-    proc = subprocess.run(
-        [COMMAND, "generate", "--offline", "a cute cat", "--aspect-ratio", "16:9"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_cli(["generate", "--offline", "a cute cat", "--aspect-ratio", "16:9"], env)
     assert proc.returncode == 0, proc.stderr
     [line] = proc.stdout.splitlines()
     path = Path(line)
@@ -62,14 +59,7 @@ def test_offline_generate_prints_the_saved_path(tmp_path: Path, process_env: dic
 def test_offline_generate_json_output(process_env: dict[str, str]) -> None:
     """`--json` prints the same structured result the MCP tool returns."""
     env = offline_env(process_env) | {"NANO_BANANA_EMULATOR_TASK_SECONDS": "0"}
-    proc = subprocess.run(
-        [COMMAND, "generate", "--offline", "--json", "a dog", "--model", "nano-banana-1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_cli(["generate", "--offline", "--json", "a dog", "--model", "nano-banana-1"], env)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["status"] == "success"
@@ -89,9 +79,7 @@ def test_cli_errors_are_one_line_with_an_exit_code(
     process_env: dict[str, str], args: list[str], code: int, message: str
 ) -> None:
     """Errors print one clear line on stderr and exit with a meaningful code; nothing on stdout."""
-    proc = subprocess.run(
-        [COMMAND, *args], env=offline_env(process_env), capture_output=True, text=True, timeout=60, check=False
-    )
+    proc = run_cli(args, offline_env(process_env))
     assert proc.returncode == code
     assert proc.stdout == ""
     assert message in proc.stderr

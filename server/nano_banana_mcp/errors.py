@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "TRANSIENT_ERRORS",
     "AuthError",
     "ConfigError",
     "DownloadError",
@@ -116,3 +117,7 @@ class ServerError(MonetError):
 
 class MalformedResponse(MonetError):
     """The API answered, but not in a form this client can read; asking again may help."""
+
+
+TRANSIENT_ERRORS: tuple[type[MonetError], ...] = (MonetConnectionError, ServerError, RateLimited, MalformedResponse)
+"""Failures after which the same request may well succeed later (resent with the same idempotency key)."""

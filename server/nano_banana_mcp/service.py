@@ -21,16 +21,7 @@ from pydantic import BaseModel, Field, SecretStr
 from nano_banana_mcp import catalog
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import OFFLINE_API_KEY, Settings
-from nano_banana_mcp.errors import (
-    InvalidRequest,
-    MalformedResponse,
-    MonetConnectionError,
-    MonetError,
-    NotFound,
-    RateLimited,
-    ServerError,
-    TaskNotFound,
-)
+from nano_banana_mcp.errors import TRANSIENT_ERRORS, InvalidRequest, MonetError, NotFound, TaskNotFound
 from nano_banana_mcp.images import ReferenceFile, check_reference, thumbnail
 from nano_banana_mcp.ledger import Ledger
 from nano_banana_mcp.monet import MonetClient, RetryPolicy, Task
@@ -191,7 +182,7 @@ class Service:
         await self.ledger.add(record)
         try:
             task = await client.create_task(request, record.key)
-        except (MonetConnectionError, ServerError, RateLimited, MalformedResponse) as err:
+        except TRANSIENT_ERRORS as err:
             watcher.follow(record.key)  # keeps sending it, with the same key, in the background
             raise type(err)(
                 f"{err} The request is saved and is sent again automatically with the same idempotency key, so it "

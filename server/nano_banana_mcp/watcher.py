@@ -21,15 +21,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.errors import (
-    DownloadError,
-    MalformedResponse,
-    MonetConnectionError,
-    MonetError,
-    NotFound,
-    RateLimited,
-    ServerError,
-)
+from nano_banana_mcp.errors import TRANSIENT_ERRORS, DownloadError, MonetError, NotFound
 from nano_banana_mcp.images import image_meta, output_path
 from nano_banana_mcp.ledger import Ledger
 from nano_banana_mcp.monet import MonetClient, Task
@@ -40,7 +32,6 @@ __all__ = ["Watcher"]
 log = logging.getLogger(__name__)
 
 Listener = Callable[[TaskRecord], Awaitable[None]]
-_TRANSIENT = (MonetConnectionError, ServerError, RateLimited, MalformedResponse)
 _MAX_RETRY_BACKOFF = 300.0
 
 
@@ -166,7 +157,7 @@ class Watcher:
         while True:
             try:
                 task = await self._client.create_task(record.request, record.key)
-            except _TRANSIENT as err:
+            except TRANSIENT_ERRORS as err:
                 log.warning("task %s: create not confirmed (%s); sending again", record.key, err)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, self._settings.poll_max_interval)
@@ -210,7 +201,7 @@ class Watcher:
                     error=f"The API no longer knows task {record.task_id} (expired, or the offline emulator that "
                     "ran it has stopped). Generate the image again.",
                 )
-            except _TRANSIENT as err:
+            except TRANSIENT_ERRORS as err:
                 # Already retried inside the client; the task is still ours to finish, so keep going.
                 log.warning("task %s: polling failed (%s); trying again", record.task_id, err)
                 await anyio.sleep(self._settings.poll_max_interval)
