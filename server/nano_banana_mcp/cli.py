@@ -128,11 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(serve)
 
-    gen = sub.add_parser("generate", help="generate images and print the saved paths")
-    gen.add_argument("prompt", help="what to draw")
-    gen.add_argument("--model", default=catalog.DEFAULT, choices=list(catalog.MODELS))
-    gen.add_argument("--aspect-ratio", dest="aspect_ratio", choices=list(catalog.ASPECT_RATIOS))
-    gen.add_argument("--resolution", choices=list(catalog.RESOLUTIONS))
+    gen = sub.add_parser(
+        "generate",
+        help="generate images and print the saved paths",
+        description="Generate images and print each saved file's path (or the whole result with --json).",
+        epilog=f"models:\n{catalog.summary()}\n\n"
+        "exit codes: 0 saved, 1 the task failed, 2 invalid request, 3 configuration (no key), "
+        "4 API or network error, 5 still running when --wait ran out (its task id is printed)\n\n"
+        'example: nano-banana-mcp generate --offline "a cute cat in a garden" --aspect-ratio 16:9',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument("prompt", help="what to draw, or how to change the reference images")
+    gen.add_argument(
+        "--model", default=catalog.DEFAULT, choices=list(catalog.MODELS), help=f"(default {catalog.DEFAULT})"
+    )
+    gen.add_argument(
+        "--aspect-ratio", dest="aspect_ratio", choices=list(catalog.ASPECT_RATIOS), help="each model has its own set"
+    )
+    gen.add_argument("--resolution", choices=list(catalog.RESOLUTIONS), help="not for nano-banana-1")
     gen.add_argument(
         "--image",
         dest="images",
