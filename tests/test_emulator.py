@@ -1010,3 +1010,14 @@ def test_reset_forgets_tasks_and_restores_settings(client: httpx.Client, emulato
     emulator.reset()
     assert (emulator.creates, emulator.task_seconds, emulator.faults.server_errors) == (0, 0.3, 0)
     assert client.get("/api/v1/tasks/list").json()["total"] == 0
+
+
+def test_evicted_images_come_back_identical(client: httpx.Client, emulator: Emulator) -> None:
+    """Only recent images stay in memory; an older one is rendered again, byte for byte."""
+    emulator.task_seconds = 0
+    first = create(client, aspect_ratio="8:1")["id"]
+    url = f"{emulator.base_url}/files/outputs/{first}/0.png"
+    original = client.get(url).content
+    for _ in range(70):  # more than the cache holds
+        client.get(f"{emulator.base_url}/files/outputs/{create(client, aspect_ratio='8:1')['id']}/0.png")
+    assert client.get(url).content == original

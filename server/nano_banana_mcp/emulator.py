@@ -239,6 +239,10 @@ class _Upload:
     expires: float
 
 
+_IMAGE_CACHE = 64
+"""Rendered images kept in memory (a 4K placeholder is ~0.4 MB)."""
+
+
 @dataclass(slots=True)
 class _State:
     """Everything :meth:`Emulator.reset` forgets; replaced as a whole so a reset is one assignment."""
@@ -797,6 +801,12 @@ class Emulator:
                     seed=task.id,
                 )
                 state.images[task.id] = png
+                # Offline mode runs for days inside the server: keep only recent images (a render is
+                # deterministic, so an evicted one comes back byte for byte, ETag included).
+                while len(state.images) > _IMAGE_CACHE:
+                    evicted = next(iter(state.images))
+                    del state.images[evicted]
+                    state.render_locks.pop(evicted, None)
         return png
 
 
