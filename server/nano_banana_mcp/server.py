@@ -111,13 +111,6 @@ def _roots_of(ctx: Context[App]) -> Callable[[], Awaitable[list[Path]]]:
     return roots
 
 
-async def _progress_reporter(ctx: Context[App]) -> Any:
-    async def report(progress: float, total: float | None, message: str | None) -> None:
-        await ctx.report_progress(progress, total, message)
-
-    return report
-
-
 async def _tool_result(service: Service, result: TaskResult) -> Annotated[CallToolResult, TaskResult]:
     """Summary line, a small thumbnail per saved image, a resource link per image, structured content."""
     content: list[ContentBlock] = [TextContent(type="text", text=result.summary())]
@@ -170,9 +163,7 @@ async def generate_image(
             aspect_ratio=aspect_ratio,
             resolution=resolution,
         )
-        result = await _service(ctx).generate(
-            request, wait_seconds, await _progress_reporter(ctx), client_roots=_roots_of(ctx)
-        )
+        result = await _service(ctx).generate(request, wait_seconds, ctx.report_progress, client_roots=_roots_of(ctx))
         return await _tool_result(_service(ctx), result)
 
 
@@ -185,7 +176,7 @@ async def get_task(
 ) -> Annotated[CallToolResult, TaskResult]:
     """Status and images of a task; with wait_seconds, wait for it to finish first."""
     with agent_errors():
-        result = await _service(ctx).wait(task_id, wait_seconds, await _progress_reporter(ctx))
+        result = await _service(ctx).wait(task_id, wait_seconds, ctx.report_progress)
         return await _tool_result(_service(ctx), result)
 
 
