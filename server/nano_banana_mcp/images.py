@@ -155,16 +155,22 @@ class ImageMeta:
     height: int
 
 
-def image_meta(path: Path) -> ImageMeta:
-    """Type and pixel size of a saved image; raises ValueError if it is not a readable image."""
+def image_meta(path: Path, *, verify: bool = False) -> ImageMeta:
+    """Type and pixel size of a saved image; raises ValueError if it is not a readable image.
+
+    ``verify`` also checks the file is whole (Pillow's ``verify``: chunk checksums for PNG) without
+    decoding the pixels, so a truncated or spliced download is caught.
+    """
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - keep Pillow off the start-up path
 
     try:
         with Image.open(path) as im:
             width, height = im.size
             mime = Image.MIME.get(im.format or "", None)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"{path.name} is not a readable image") from err
+            if verify:
+                im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:  # verify() raises SyntaxError too
+        raise ValueError(f"{path.name} is not a readable image ({err})") from err
     if mime is None:
         raise ValueError(f"{path.name} is an image of an unknown type")
     return ImageMeta(mime_type=mime, width=width, height=height)

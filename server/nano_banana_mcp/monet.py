@@ -400,10 +400,12 @@ class MonetClient:
         Downloads go to file hosts, so they never carry the API key.
         """
         tmp = dest.with_name(f".{dest.name}.part")
+        await anyio.Path(tmp).unlink(missing_ok=True)  # a part file of unknown origin is never resumed
         attempt = 0
+        validator: dict[str, str] = {}  # the first answer's ETag: a resume must be of the same file
         while True:
             try:
-                size, content_type = await self._download_once(url, tmp, max_bytes)
+                size, content_type = await self._download_once(url, tmp, max_bytes, validator)
                 break
             except (MonetConnectionError, ServerError, RateLimited) as err:
                 retry_after = err.retry_after if isinstance(err, RateLimited) else None
@@ -428,18 +430,26 @@ class MonetClient:
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _download_once(self, url: str, tmp: Path, max_bytes: int) -> tuple[int, str | None]:
-        """One attempt, appending to what an earlier attempt left in ``tmp``. Returns (size, content type)."""
+    async def _download_once(
+        self, url: str, tmp: Path, max_bytes: int, validator: dict[str, str]
+    ) -> tuple[int, str | None]:
+        """One attempt, appending to what an earlier attempt left in ``tmp``. Returns (size, content type).
+
+        A resume asks for the rest only ``If-Range`` the file is unchanged (same ETag); otherwise the
+        server sends it whole and the part file is started over.
+        """
         have = (await anyio.Path(tmp).stat()).st_size if await anyio.Path(tmp).exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        headers = {"Range": f"bytes={have}-", "If-Range": validator["etag"]} if have and "etag" in validator else {}
         try:
             async with self._open_download(url, headers) as response:
+                if "etag" not in validator and (etag := response.headers.get("etag")):
+                    validator["etag"] = etag
                 if response.status_code == 416 and have:
                     await anyio.Path(tmp).unlink(missing_ok=True)  # stale part file: start over next time
                     raise MonetConnectionError("The partial download no longer matches; starting over.")
                 if not response.is_success:
                     raise self._status_error(await self._buffered(response))
-                resumed = response.status_code == 206 and _range_start(response) == have
+                resumed = bool(headers) and response.status_code == 206 and _range_start(response) == have
                 size = have if resumed else 0
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and size + int(declared) > max_bytes:

@@ -293,7 +293,7 @@ class Watcher:
 def _check_image(path: Path) -> None:
     """Raise DownloadError unless the file is a readable image (runs on the temp file, before the rename)."""
     try:
-        image_meta(path)
+        image_meta(path, verify=True)
     except ValueError as err:
         raise DownloadError(f"The API sent a file that is not an image ({err}).") from err
 
