@@ -214,7 +214,7 @@ class Service:
                 record = await self.ledger.by_task_id(task_id)
                 assert record is not None
                 status = status_of(record)
-                progress = (self.watcher.progress(record.key) if self.watcher else None) or record.progress
+                progress = self._progress(record)
                 if on_progress is not None and (status, progress) != last:
                     last = (status, progress)
                     await on_progress(progress or 0.0, 100.0, f"{status} {progress or 0:.0f}%")
@@ -320,7 +320,7 @@ class Service:
             status=status,
             model=record.request.model,
             prompt=record.request.prompt,
-            progress=(self.watcher.progress(record.key) if self.watcher else None) or record.progress,
+            progress=self._progress(record),
             images=record.images,
             error=record.error,
             output_dir=str(self.settings.output_dir),
@@ -328,6 +328,10 @@ class Service:
             created_at=record.created_at,
             next_step=next_step,
         )
+
+    def _progress(self, record: TaskRecord) -> float | None:
+        """Fresh progress from this process's watcher when it follows the task, else the ledger's."""
+        return (self.watcher.progress(record.key) if self.watcher else None) or record.progress
 
     def _foreign_result(self, task: Task) -> TaskResult:
         status: Status = task.status if task.status in ("pending", "success", "failed") else "running"  # type: ignore[assignment]

@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import TRANSIENT_ERRORS, DownloadError, MonetError, NotFound
-from nano_banana_mcp.images import image_meta, output_path
+from nano_banana_mcp.images import ImageMeta, image_meta, output_path
 from nano_banana_mcp.ledger import Ledger
 from nano_banana_mcp.monet import MonetClient, Task
 from nano_banana_mcp.store import SavedImage, TaskRecord
@@ -249,10 +249,15 @@ class Watcher:
                 if image.path is not None and await anyio.Path(image.path).is_file():
                     continue
                 dest = output_path(out_dir, record.key, index, "image/png", record.created_at)
+                checked: list[ImageMeta] = []  # filled by the check on the part file: the image is read once
+
+                def check(path: Path, checked: list[ImageMeta] = checked) -> None:
+                    checked.append(_verified_meta(path))
+
                 got = await self._client.download(
-                    image.url, dest, max_bytes=self._settings.max_download_bytes, check=_check_image
+                    image.url, dest, max_bytes=self._settings.max_download_bytes, check=check
                 )
-                meta = await anyio.to_thread.run_sync(image_meta, got.path)
+                [meta] = checked
                 final = output_path(out_dir, record.key, index, meta.mime_type, record.created_at)
                 if final != got.path:
                     await anyio.Path(got.path).replace(final)
@@ -290,10 +295,10 @@ class Watcher:
             event.set()
 
 
-def _check_image(path: Path) -> None:
-    """Raise DownloadError unless the file is a readable image (runs on the temp file, before the rename)."""
+def _verified_meta(path: Path) -> ImageMeta:
+    """The image's type and size, or DownloadError unless it is a whole, readable image (run before the rename)."""
     try:
-        image_meta(path, verify=True)
+        return image_meta(path, verify=True)
     except ValueError as err:
         raise DownloadError(f"The API sent a file that is not an image ({err}).") from err
 
