@@ -75,7 +75,7 @@ def _iso(moment: datetime) -> str:
 
 
 class Ledger:
-    """A ``TaskStore`` on SQLite, plus leases and the upload cache. One instance per process."""
+    """Task records on SQLite, plus leases and the upload cache. One instance per process."""
 
     def __init__(
         self, path: Path, *, owner: str, api: str, upload_scope: str | None = None, lease_seconds: float = 15.0
@@ -147,7 +147,7 @@ class Ledger:
             raise RuntimeError("the ledger is closed")
         return await anyio.to_thread.run_sync(fn, db, limiter=self._limiter)
 
-    # -- TaskStore -----------------------------------------------------------------------------
+    # -- task records ----------------------------------------------------------------------------
 
     async def add(self, record: TaskRecord) -> None:
         """Insert a new row, leased to this process: it is about to send the create."""

@@ -1,18 +1,15 @@
-"""What the server remembers about each task it created: the record, and the store interface.
-
-The durable implementation is :class:`nano_banana_mcp.ledger.Ledger`.
-"""
+"""What the server remembers about each task it created; :class:`nano_banana_mcp.ledger.Ledger` stores it."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from nano_banana_mcp.catalog import GenerateRequest
 
-__all__ = ["Phase", "SavedImage", "TaskRecord", "TaskStore", "now"]
+__all__ = ["Phase", "SavedImage", "TaskRecord", "now"]
 
 Phase = Literal["submitting", "created", "succeeded", "downloaded", "failed"]
 """Our side of a task's life: sent? created (task id known)? finished at the API? saved? failed?"""
@@ -49,19 +46,3 @@ class TaskRecord(BaseModel):
     @property
     def finished(self) -> bool:
         return self.phase in ("downloaded", "failed")
-
-
-class TaskStore(Protocol):
-    """Where task records live. Every method may be called concurrently from many tasks."""
-
-    async def add(self, record: TaskRecord) -> None: ...
-
-    async def save(self, record: TaskRecord) -> None: ...
-
-    async def get(self, key: str) -> TaskRecord | None: ...
-
-    async def by_task_id(self, task_id: str) -> TaskRecord | None: ...
-
-    async def recent(self, limit: int, offset: int = 0) -> list[TaskRecord]: ...
-
-    async def count(self) -> int: ...
