@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,7 @@ def api_key() -> str:
     return API_KEY
 
 
-def make_settings(base_url: str | None, root: Path) -> Settings:
+def _make_settings(base_url: str | None, root: Path) -> Settings:
     """Settings pointing at the emulator, with test-speed retries and polling, files under ``root``."""
     return Settings(
         api_key=API_KEY,
@@ -60,7 +60,13 @@ def make_settings(base_url: str | None, root: Path) -> Settings:
 
 @pytest.fixture
 def settings(tmp_path: Path, emulator: Emulator) -> Settings:
-    return make_settings(emulator.base_url, tmp_path)
+    return _make_settings(emulator.base_url, tmp_path)
+
+
+@pytest.fixture
+def make_settings() -> Callable[[str | None, Path], Settings]:
+    """Settings for another API URL or folder: ``make_settings(base_url, root)``."""
+    return _make_settings
 
 
 @pytest.fixture(params=["auto", "legacy"])
@@ -77,7 +83,12 @@ async def mcp_client(settings: Settings, mode: str) -> AsyncIterator[Client]:
 
 
 COMMAND = str(Path(sys.executable).with_name("nano-banana-mcp"))
-"""The installed console script, as a host would start it."""
+
+
+@pytest.fixture(scope="session")
+def command() -> str:
+    """The installed console script, as a host would start it."""
+    return COMMAND
 
 
 @pytest.fixture
