@@ -12,7 +12,7 @@ from mcp import Client
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
-from nano_banana_mcp.server import create_server
+from nano_banana_mcp.mcp import create_server
 
 API_KEY = "monet_test_key"
 
@@ -104,6 +104,5 @@ def process_env(tmp_path: Path, emulator: Emulator) -> dict[str, str]:
         "NANO_BANANA_RETRY_BASE_DELAY": "0.01",
         "NANO_BANANA_POLL_INTERVAL": "0.05",
         "NANO_BANANA_POLL_MAX_INTERVAL": "0.2",
-        "NANO_BANANA_LEASE_SECONDS": "1",
         "NANO_BANANA_SWEEP_INTERVAL": "0.2",
     }

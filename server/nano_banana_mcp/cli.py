@@ -27,7 +27,7 @@ from nano_banana_mcp.errors import (
 
 if TYPE_CHECKING:
     from nano_banana_mcp.catalog import GenerateRequest
-    from nano_banana_mcp.service import Service, TaskResult
+    from nano_banana_mcp.tasks import Service, TaskResult
 
 __all__ = ["main"]
 
@@ -245,12 +245,12 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from nano_banana_mcp.server import create_server  # noqa: PLC0415
+    from nano_banana_mcp.mcp import create_server  # noqa: PLC0415
 
     if args.http:
         import uvicorn  # noqa: PLC0415
 
-        from nano_banana_mcp.server import http_app  # noqa: PLC0415
+        from nano_banana_mcp.mcp import http_app  # noqa: PLC0415
 
         app = http_app(settings, args.host, args.port)
         print(f"nano-banana MCP server on http://{args.host}:{args.port}/mcp", file=sys.stderr)
@@ -262,7 +262,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     from nano_banana_mcp.catalog import GenerateRequest  # noqa: PLC0415
-    from nano_banana_mcp.service import open_service  # noqa: PLC0415
+    from nano_banana_mcp.runtime import open_service  # noqa: PLC0415
 
     try:
         request = GenerateRequest(
@@ -327,10 +327,10 @@ async def _with_progress_bar(service: Service, request: GenerateRequest, wait: f
 
 
 async def _tasks(settings: Settings, args: argparse.Namespace) -> int:
-    from nano_banana_mcp.service import open_service  # noqa: PLC0415
+    from nano_banana_mcp.runtime import open_service  # noqa: PLC0415
 
     async with open_service(settings) as service:
-        listing = await service.list(args.page, args.page_size, args.status)
+        listing = await service.list_tasks(args.page, args.page_size, args.status)
     if args.json:
         print(listing.model_dump_json(indent=2))
         return EXIT_OK
@@ -341,8 +341,8 @@ async def _tasks(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     for task in listing.tasks:
         when = task.created_at.astimezone().strftime("%Y-%m-%d %H:%M") if task.created_at else "-"
-        where = " ".join(i.path or i.url for i in task.images) or (task.error or "")
-        print(f"{task.task_id or '(not created yet)':<22} {task.status:<8} {when}  {task.model:<18} {where}")
+        where = " ".join(task.paths) or (task.error or task.prompt)
+        print(f"{task.task_id:<22} {task.status:<8} {when}  {task.model:<18} {where}")
     return EXIT_OK
 
 

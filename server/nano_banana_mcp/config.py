@@ -96,11 +96,8 @@ class Settings(BaseSettings):
     poll_max_interval: Seconds = Field(default=5.0, description="Longest polling interval.")
     task_timeout: Seconds = Field(default=1800.0, description="Give up following a task after this long.")
     max_streams: int = Field(default=100, ge=1, description="Tasks followed by event stream at once; the rest poll.")
-    lease_seconds: float = Field(
-        default=15.0, gt=0, description="How long a process's claim on a task lasts unless renewed."
-    )
     sweep_interval: float = Field(
-        default=5.0, gt=0, description="How often unfinished tasks in the ledger are picked up."
+        default=5.0, gt=0, description="How often unfinished tasks of stopped processes are picked up."
     )
     max_download_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="Largest image download.")
     max_reference_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest reference image.")

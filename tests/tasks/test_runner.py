@@ -1,4 +1,5 @@
-"""Never lose a result, never pay twice: restarts, crashes, two processes on one data dir, bad disks."""
+"""The runner: one create per request whatever happens (faults, cancelled calls, restarts, two processes), and
+every result saved. The emulator runs with strict idempotency: a key dedupes only on its own endpoint."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from PIL import Image
 
-from conftest import API_KEY, COMMAND
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.server import create_server
+from nano_banana_mcp.mcp import create_server
 
 pytestmark = pytest.mark.anyio
 
@@ -41,20 +41,20 @@ def files_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*") if not p.name.startswith(".")) if folder.exists() else []
 
 
-async def restart_and_collect(env: dict[str, str], out: Path) -> list[Path]:
+async def restart_and_collect(command: str, env: dict[str, str], out: Path) -> list[Path]:
     """Start the server again on the same data dir and, without calling any tool, wait for the files."""
-    async with Client(StdioServerParameters(command=COMMAND, args=[], env=env), read_timeout_seconds=30) as client:
+    async with Client(StdioServerParameters(command=command, args=[], env=env), read_timeout_seconds=30) as client:
         await client.list_tools()
         await wait_for(lambda: files_in(out))
     return files_in(out)
 
 
 async def test_sigkill_mid_generation_then_restart_finishes_the_task(
-    emulator, process_env: dict[str, str], tmp_path: Path
+    emulator, process_env: dict[str, str], tmp_path: Path, command: str
 ) -> None:
     """Killed after the create: the restarted server follows the task and saves its image; one create."""
     emulator.task_seconds = 3.0
-    proc = subprocess.Popen([COMMAND, "generate", "a survivor"], env=process_env)
+    proc = subprocess.Popen([command, "generate", "a survivor"], env=process_env)
     try:
         await wait_for(lambda: emulator.creates == 1)
         await anyio.sleep(0.2)  # the task id reaches the ledger
@@ -65,18 +65,18 @@ async def test_sigkill_mid_generation_then_restart_finishes_the_task(
     assert files_in(out) == []
     assert ledger_phases(tmp_path / "data") == ["created"]
 
-    [saved] = await restart_and_collect(process_env, out)
+    [saved] = await restart_and_collect(command, process_env, out)
     assert saved.read_bytes()[:4] == b"\x89PNG"
     assert emulator.creates == 1
 
 
 async def test_sigkill_before_the_create_answered_resends_with_the_same_key(
-    emulator, process_env: dict[str, str], tmp_path: Path
+    emulator, process_env: dict[str, str], tmp_path: Path, command: str
 ) -> None:
     """Killed while the create was in flight: the restart resends it with the same key; still one task."""
     emulator.task_seconds = 0.2
     emulator.faults.latency = 1.0
-    proc = subprocess.Popen([COMMAND, "generate", "in flight"], env=process_env)
+    proc = subprocess.Popen([command, "generate", "in flight"], env=process_env)
     try:
         ledger = tmp_path / "data" / "ledger.sqlite3"
         await wait_for(lambda: ledger.exists() and ledger_phases(tmp_path / "data") == ["submitting"])
@@ -86,7 +86,7 @@ async def test_sigkill_before_the_create_answered_resends_with_the_same_key(
     assert ledger_phases(tmp_path / "data") == ["submitting"]
     emulator.faults.latency = 0
 
-    [saved] = await restart_and_collect(process_env, tmp_path / "out")
+    [saved] = await restart_and_collect(command, process_env, tmp_path / "out")
     assert saved.is_file()
     assert emulator.creates == 1
 
@@ -155,12 +155,12 @@ async def test_unwritable_output_dir_is_clear_and_recoverable(settings: Settings
     assert emulator.creates == 1
 
 
-async def test_tasks_made_elsewhere_are_found_at_the_api(mcp_client: Client, emulator) -> None:
+async def test_tasks_made_elsewhere_are_found_at_the_api(mcp_client: Client, emulator, api_key: str) -> None:
     """A task created with the same key from another tool is answered by get_task and listed by list_tasks."""
     emulator.task_seconds = 0
     made = httpx.post(
         f"{emulator.base_url}/api/v1/tasks/async",
-        headers={"Authorization": f"Bearer {API_KEY}"},
+        headers={"Authorization": f"Bearer {api_key}"},
         json={
             "type": "image",
             "input": {"model": "nano-banana-1", "prompt": "x"},
@@ -185,26 +185,31 @@ async def test_list_tasks_filters_by_status(mcp_client: Client, emulator) -> Non
     assert listed.structured_content["total_local"] == 1
 
 
-async def test_unreachable_api_keeps_the_request_and_sends_it_later(settings: Settings, emulator) -> None:
-    """Every create attempt fails: the call says the request is saved; it is created later, once."""
-    emulator.faults.server_errors = 7  # more than the client's retries, fewer than the watcher's patience
+async def test_a_call_that_ends_before_the_api_confirms_names_the_request(settings: Settings, emulator) -> None:
+    """The API is down for the whole call: the result is pending with the request's own id, says it is never
+    charged twice, and get_task with that id collects it once the API is back; one task in all."""
+    emulator.faults.server_errors = 1000
     async with Client(create_server(settings)) as client:
-        result = await client.call_tool("generate_image", {"prompt": "persistent"})
-        assert result.is_error
-        assert "sent again automatically" in result.content[0].text
-        await wait_for(lambda: emulator.creates == 1)
-        listed = await client.call_tool("list_tasks", {})
-        [task] = listed.structured_content["tasks"]
-        done = await client.call_tool("get_task", {"task_id": task["task_id"], "wait_seconds": 10})
+        result = await client.call_tool("generate_image", {"prompt": "persistent", "wait_seconds": 0.5})
+        assert not result.is_error, result.content
+        data = result.structured_content
+        assert data["status"] == "pending"
+        assert "never charged twice" in data["next_step"]
+        assert "HTTP 503" in data["error"]
+        emulator.faults.server_errors = 0  # the API comes back
+        done = await client.call_tool("get_task", {"task_id": data["task_id"], "wait_seconds": 10})
     assert done.structured_content["status"] == "success"
+    assert done.structured_content["task_id"].startswith("task_")
     assert emulator.creates == 1
 
 
-async def test_concurrent_processes_on_one_data_dir(emulator, process_env: dict[str, str], tmp_path: Path) -> None:
+async def test_concurrent_processes_on_one_data_dir(
+    emulator, process_env: dict[str, str], tmp_path: Path, command: str
+) -> None:
     """Four real processes generating at once on one data dir: four creates, four downloads, four files."""
     emulator.task_seconds = 0.5
     procs = [
-        subprocess.Popen([COMMAND, "generate", f"process {i}"], env=process_env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([command, "generate", f"process {i}"], env=process_env, stdout=subprocess.PIPE, text=True)
         for i in range(4)
     ]
     outputs = [proc.communicate(timeout=60)[0] for proc in procs]
@@ -238,3 +243,111 @@ async def test_upload_cache_survives_restart_and_renews_near_expiry(
     async with Client(create_server(settings)) as client:
         await client.call_tool("upload_reference", {"path": str(ref)})
     assert emulator.uploads == 2
+
+
+def api_requests(emulator) -> list:
+    return [r for r in emulator.requests if r.path.startswith("/api/v1/")]
+
+
+async def test_happy_path_is_one_request_to_one_endpoint(mcp_client: Client, emulator) -> None:
+    """A generation is one API request: the create on /tasks/sync, whose stream carries the task to its end."""
+    result = await mcp_client.call_tool("generate_image", {"prompt": "one request"})
+    assert result.structured_content["status"] == "success"
+    assert [(r.method, r.path) for r in api_requests(emulator)] == [("POST", "/api/v1/tasks/sync")]
+    assert emulator.creates_by_endpoint == {"sync": 1}
+    assert emulator.keys_on_two_endpoints() == set()
+
+
+FAULTS = {
+    "rate_limit": 2,
+    "server_errors": 3,
+    "lose_create_responses": 2,
+    "drop_streams": 3,
+    "cut_downloads": 2,
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+async def test_every_fault_makes_exactly_one_task(mcp_client: Client, emulator, fault: str) -> None:
+    """Whatever fails on the way, the request is made once, on one endpoint, and its image saved."""
+    setattr(emulator.faults, fault, FAULTS[fault])
+    result = await mcp_client.call_tool("generate_image", {"prompt": f"despite {fault}"})
+    assert result.structured_content["status"] == "success", result.content
+    assert Path(result.structured_content["images"][0]["path"]).is_file()
+    assert emulator.creates == 1
+    assert emulator.keys_on_two_endpoints() == set()
+
+
+@pytest.mark.parametrize("kind", ["malformed_json", "garbage_stream", "huge_event", "endless_stream"])
+async def test_hostile_answers_make_exactly_one_task(settings: Settings, emulator, kind: str) -> None:
+    """Unreadable answers to the create (or its stream) are asked again with the same key: still one task."""
+    emulator.faults.hostile = 1
+    emulator.faults.hostile_kind = kind
+    quick = settings.model_copy(update={"stream_stall_seconds": 0.5})
+    async with Client(create_server(quick)) as client:
+        result = await client.call_tool("generate_image", {"prompt": f"despite {kind}", "wait_seconds": 20})
+    assert result.structured_content["status"] == "success", result.content
+    assert emulator.creates == 1
+    assert emulator.keys_on_two_endpoints() == set()
+
+
+async def test_busy_streams_create_through_async_and_poll(settings: Settings, emulator) -> None:
+    """With every stream slot taken, a request goes to /tasks/async and is polled; no key crosses endpoints."""
+    emulator.task_seconds = 0.5
+    one_stream = settings.model_copy(update={"max_streams": 1})
+    async with Client(create_server(one_stream)) as client, anyio.create_task_group() as tg:
+        for i in range(3):
+            tg.start_soon(client.call_tool, "generate_image", {"prompt": f"slot {i}"})
+    assert emulator.creates == 3
+    assert emulator.creates_by_endpoint["sync"] >= 1
+    assert emulator.creates_by_endpoint["async"] >= 1
+    assert emulator.keys_on_two_endpoints() == set()
+    assert emulator.downloads == 3
+
+
+async def test_call_cancelled_during_the_create_is_still_made_once_and_saved(
+    settings: Settings, emulator, tmp_path: Path
+) -> None:
+    """The host cancels generate_image while the create is in flight: the task is made once, followed and saved
+    by the same server, with no restart and no second call."""
+    emulator.faults.latency = 0.6  # the create request is still in flight when the call is cancelled
+    async with Client(create_server(settings)) as client:
+        with anyio.move_on_after(0.2):
+            await client.call_tool("generate_image", {"prompt": "cancelled"})
+        await wait_for(lambda: files_in(tmp_path / "out"), timeout=15)
+        listed = await client.call_tool("list_tasks", {})
+    [task] = listed.structured_content["tasks"]
+    assert task["status"] == "success"
+    assert emulator.creates == 1
+    assert emulator.keys_on_two_endpoints() == set()
+
+
+async def test_api_refusal_is_an_error_and_charges_nothing(mcp_client: Client, emulator) -> None:
+    """A create the API refuses for good is reported as an error with the API's reason; it is not resent."""
+    emulator.faults.refuse_creates = 1
+    result = await mcp_client.call_tool("generate_image", {"prompt": "refused"})
+    assert result.is_error
+    assert "HTTP 400 VALIDATION_ERROR" in result.content[0].text
+    assert emulator.creates == 0
+    assert len([r for r in api_requests(emulator) if r.method == "POST"]) == 1
+
+
+async def test_sigkill_then_restart_saves_the_orphan_quickly(
+    emulator, process_env: dict[str, str], tmp_path: Path, command: str
+) -> None:
+    """A killed owner is known dead at once: the restarted server saves the orphan's image within seconds of
+    starting, without waiting for any lease (bench/restart.py measures the median)."""
+    emulator.task_seconds = 0.3
+    env = process_env | {"NANO_BANANA_SWEEP_INTERVAL": "60"}  # only the start-up sweep may find it
+    proc = subprocess.Popen([command, "generate", "orphan"], env=env)
+    try:
+        await wait_for(lambda: emulator.creates == 1)
+    finally:
+        proc.kill()
+        proc.wait()
+    await anyio.sleep(0.5)  # the task is finished at the API; only the download is left
+    started = anyio.current_time()
+    [saved] = await restart_and_collect(command, env, tmp_path / "out")
+    assert anyio.current_time() - started < 5
+    assert saved.is_file()
+    assert emulator.creates == 1

@@ -1,0 +1,37 @@
+"""A task's life: its records and state machine, the ledger, the runner (the one create path) and the service."""
+
+from nano_banana_mcp.tasks.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
+from nano_banana_mcp.tasks.records import STATUSES, Endpoint, Phase, SavedImage, Status, TaskRecord, status_of
+from nano_banana_mcp.tasks.runner import Runner
+from nano_banana_mcp.tasks.service import (
+    OFFLINE_NOTE,
+    ProgressCallback,
+    RootsProvider,
+    Service,
+    TaskList,
+    TaskResult,
+    TaskSummary,
+    UploadedReference,
+)
+
+__all__ = [
+    "LEDGER_FILE",
+    "OFFLINE_NOTE",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Endpoint",
+    "Ledger",
+    "Phase",
+    "ProgressCallback",
+    "RootsProvider",
+    "Runner",
+    "SavedImage",
+    "Service",
+    "Status",
+    "TaskList",
+    "TaskRecord",
+    "TaskResult",
+    "TaskSummary",
+    "UploadedReference",
+    "status_of",
+]

@@ -1,0 +1,334 @@
+"""The task ledger: SQLite in the data dir, so no paid result is ever lost or charged twice.
+
+A task's row (idempotency key, request, endpoint, phase) is written **before** its create request is
+sent, and updated as the task moves on (see :mod:`nano_banana_mcp.tasks.records`). Several processes may
+share one data dir (Claude Desktop and the CLI at once): a row is worked on only by its **owner**, a
+process that is alive; each process holds an OS lock for its lifetime (:class:`OwnerLocks`), so a dead
+owner's rows are taken over at once, and no clock is trusted. Uploads are cached by content hash.
+
+All SQLite work runs in one worker thread at a time, never on the event loop. Any failure to open,
+migrate, read or write the file is a :class:`ConfigError` that names the file and ``NANO_BANANA_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from nano_banana_mcp.catalog import GenerateRequest
+from nano_banana_mcp.errors import ConfigError
+from nano_banana_mcp.tasks.owners import OwnerLocks
+from nano_banana_mcp.tasks.records import UNFINISHED_PHASES, SavedImage, Status, TaskRecord, now
+
+__all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "Ledger"]
+
+_T = TypeVar("_T")
+LEDGER_FILE = "ledger.sqlite3"
+OWNERS_DIR = "owners"
+
+# Each entry migrates the schema from version i to i + 1. Append; never edit a released entry.
+MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE tasks (
+        key         TEXT PRIMARY KEY,
+        task_id     TEXT UNIQUE,
+        request     TEXT NOT NULL,
+        phase       TEXT NOT NULL,
+        api_status  TEXT,
+        progress    REAL,
+        images      TEXT NOT NULL DEFAULT '[]',
+        error       TEXT,
+        offline     INTEGER NOT NULL DEFAULT 0,
+        base_url    TEXT NOT NULL,
+        owner       TEXT,
+        lease_until REAL NOT NULL DEFAULT 0,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE INDEX tasks_created ON tasks (created_at DESC);
+    CREATE INDEX tasks_phase ON tasks (phase);
+    CREATE TABLE uploads (
+        sha256     TEXT NOT NULL,
+        base_url   TEXT NOT NULL,
+        url        TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (sha256, base_url)
+    );
+    """,
+    # 2: each key's endpoint (version 1 created every task through /tasks/async); the public status as a
+    # column, so lists filter in SQL; owners are live processes (OS locks), not leases on a clock.
+    """
+    ALTER TABLE tasks ADD COLUMN endpoint TEXT;
+    UPDATE tasks SET endpoint = 'async';
+    ALTER TABLE tasks ADD COLUMN status TEXT NOT NULL DEFAULT 'pending';
+    UPDATE tasks SET status = CASE
+        WHEN phase = 'downloaded' THEN 'success'
+        WHEN phase = 'failed' THEN 'failed'
+        WHEN phase = 'succeeded' THEN 'running'
+        WHEN phase = 'created' AND api_status IS NOT NULL AND api_status != 'pending' THEN 'running'
+        ELSE 'pending' END;
+    ALTER TABLE tasks RENAME COLUMN base_url TO api_scope;
+    ALTER TABLE tasks DROP COLUMN lease_until;
+    CREATE INDEX tasks_status ON tasks (status, created_at DESC);
+    ALTER TABLE uploads RENAME COLUMN base_url TO scope;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_COLUMNS = (
+    "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at"
+)
+_UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _known_version(version: int) -> int:
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"The task ledger was written by a newer nano-banana-mcp (schema {version}, this one knows "
+            f"{SCHEMA_VERSION}). Upgrade, or point NANO_BANANA_DATA_DIR elsewhere."
+        )
+    return version
+
+
+class Ledger:
+    """Task records on SQLite, their owners, and the upload cache. One instance per process."""
+
+    def __init__(self, path: Path, *, api_scope: str, upload_scope: str | None = None) -> None:
+        """``api_scope`` names the API the tasks belong to (its base URL, or "offline"): only its rows are
+        resumed here. ``upload_scope`` keys the upload cache (the URL actually called: an offline
+        emulator's uploads vanish with it)."""
+        self.path = path
+        self.api_scope = api_scope
+        self.upload_scope = upload_scope or api_scope
+        self.owners = OwnerLocks(path.parent / OWNERS_DIR)
+        self._db: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @property
+    def owner(self) -> str:
+        return self.owners.owner
+
+    # -- life ----------------------------------------------------------------------------------
+
+    async def open(self) -> Ledger:
+        await anyio.to_thread.run_sync(self._open_sync)
+        return self
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await anyio.to_thread.run_sync(db.close, limiter=self._limiter)
+        await anyio.to_thread.run_sync(self.owners.release)
+
+    def _problem(self, err: BaseException) -> ConfigError:
+        return ConfigError(
+            f"The task ledger at {self.path} cannot be used ({err}). Set NANO_BANANA_DATA_DIR (or --data-dir) "
+            "to a writable folder, or move the damaged file aside."
+        )
+
+    def _open_sync(self) -> None:
+        db: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate(db)
+            self.owners.acquire()
+        except (OSError, sqlite3.Error) as err:
+            if db is not None:
+                db.close()
+            raise self._problem(err) from err
+        self._db = db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        # A write transaction even when there is nothing to migrate: a read-only or full ledger fails here,
+        # at start, rather than on the first task. One process migrates; the others wait, then see it done.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = _known_version(db.execute("PRAGMA user_version").fetchone()[0])
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        db = self._db
+        if db is None:
+            raise RuntimeError("the ledger is closed")
+
+        def guarded(db: sqlite3.Connection) -> _T:
+            try:
+                return fn(db)
+            except sqlite3.Error as err:
+                raise self._problem(err) from err
+
+        return await anyio.to_thread.run_sync(guarded, db, limiter=self._limiter)
+
+    # -- task records ----------------------------------------------------------------------------
+
+    async def add(self, record: TaskRecord) -> None:
+        """Insert a new row, owned by this process: it is about to send the create."""
+        row = self._row(record)
+        await self._run(
+            lambda db: db.execute(
+                f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join('?' * 15)})",
+                (*row, record.status, self.api_scope, self.owner),
+            )
+        )
+
+    async def save(self, record: TaskRecord) -> None:
+        record.updated_at = now()
+        key, *rest = self._row(record)
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE tasks SET task_id=?, request=?, phase=?, endpoint=?, api_status=?, progress=?, images=?, "
+                "error=?, offline=?, created_at=?, updated_at=?, status=? WHERE key=?",
+                (*rest, record.status, key),
+            )
+        )
+
+    async def get(self, key: str) -> TaskRecord | None:
+        return await self._one("key", key)
+
+    async def find(self, handle: str) -> TaskRecord | None:
+        """The row an agent means: by the API's task id, or by our own key before the API named it."""
+        return await self._one("task_id", handle) or await self._one("key", handle)
+
+    async def recent(self, limit: int, offset: int = 0, status: Status | None = None) -> list[TaskRecord]:
+        """Rows newest first, optionally only those with this public status."""
+        where, args = ("WHERE status=?", (status,)) if status else ("", ())
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+        )
+        return [self._record(r) for r in rows]
+
+    async def count(self, status: Status | None = None) -> int:
+        where, args = ("WHERE status=?", (status,)) if status else ("", ())
+        count: int = await self._run(lambda db: db.execute(f"SELECT count(*) FROM tasks {where}", args).fetchone()[0])
+        return count
+
+    # -- owners --------------------------------------------------------------------------------
+
+    async def claim(self, key: str) -> bool:
+        """Own an unfinished row: if nobody does, this process already does, or its owner is dead."""
+
+        def take(db: sqlite3.Connection) -> bool:
+            row = db.execute(f"SELECT owner FROM tasks WHERE key=? AND {_UNFINISHED}", (key,)).fetchone()
+            if row is None:
+                return False
+            holder = row[0]
+            if holder not in (None, self.owner) and self.owners.is_alive(holder):
+                return False
+            # Compare-and-set: of two processes that both saw a dead owner, one wins.
+            return (
+                db.execute("UPDATE tasks SET owner=? WHERE key=? AND owner IS ?", (self.owner, key, holder)).rowcount
+                == 1
+            )
+
+        return await self._run(take)
+
+    async def release(self, key: str) -> None:
+        await self._run(lambda db: db.execute("UPDATE tasks SET owner=NULL WHERE key=? AND owner=?", (key, self.owner)))
+
+    async def claimable(self) -> list[str]:
+        """Unfinished rows of this API with no live owner but this process, oldest first."""
+
+        def select(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                f"SELECT key, owner FROM tasks WHERE {_UNFINISHED} AND api_scope=? ORDER BY created_at",
+                (self.api_scope,),
+            ).fetchall()
+            alive: dict[str, bool] = {}
+            keys = []
+            for key, owner in rows:
+                if owner is not None and owner != self.owner and owner not in alive:
+                    alive[owner] = self.owners.is_alive(owner)
+                if owner is None or owner == self.owner or not alive[owner]:
+                    keys.append(key)
+            return keys
+
+        return await self._run(select)
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    async def cached_upload(self, sha256: str) -> tuple[str, datetime] | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT url, expires_at FROM uploads WHERE sha256=? AND scope=?", (sha256, self.upload_scope)
+            ).fetchone()
+        )
+        return (row[0], datetime.fromisoformat(row[1])) if row else None
+
+    async def remember_upload(self, sha256: str, url: str, expires_at: datetime) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO uploads (sha256, scope, url, expires_at) VALUES (?, ?, ?, ?)",
+                (sha256, self.upload_scope, url, _iso(expires_at)),
+            )
+        )
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row(r: TaskRecord) -> tuple[Any, ...]:
+        images = "[" + ",".join(i.model_dump_json() for i in r.images) + "]"
+        return (
+            r.key,
+            r.task_id,
+            r.request.model_dump_json(),
+            r.phase,
+            r.endpoint,
+            r.api_status,
+            r.progress,
+            images,
+            r.error,
+            int(r.offline),
+            _iso(r.created_at),
+            _iso(r.updated_at),
+        )
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> TaskRecord:
+        key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created, updated = row
+        return TaskRecord(
+            key=key,
+            task_id=task_id,
+            request=GenerateRequest.model_validate_json(request),
+            phase=phase,
+            endpoint=endpoint,
+            api_status=api_status,
+            progress=progress,
+            images=[SavedImage.model_validate(i) for i in json.loads(images)],
+            error=error,
+            offline=bool(offline),
+            created_at=datetime.fromisoformat(created),
+            updated_at=datetime.fromisoformat(updated),
+        )
+
+    async def _one(self, column: str, value: str) -> TaskRecord | None:
+        row = await self._run(
+            lambda db: db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {column}=?", (value,)).fetchone()
+        )
+        return self._record(row) if row else None

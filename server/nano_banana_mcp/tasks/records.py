@@ -1,0 +1,147 @@
+"""A task's life in one place: its record, its phases, the public status, and every transition.
+
+Phases are our side of the story; the public status is what agents see. ``status_of`` is the only
+mapping between them, and the ledger stores its value in a column so that lists filter in SQL::
+
+    phase        meaning                                   status
+    submitting   row written, create not yet confirmed     pending
+    created      the API named the task (task_id known)    pending, then running once the API says so
+    succeeded    finished at the API, images not saved     running
+    downloaded   every image saved on disk                 success
+    failed       the task failed, or the create was        failed
+                 refused (nothing was made)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from nano_banana_mcp.catalog import GenerateRequest
+from nano_banana_mcp.monet import Task
+
+__all__ = [
+    "FINISHED_PHASES",
+    "STATUSES",
+    "UNFINISHED_PHASES",
+    "Endpoint",
+    "Phase",
+    "SavedImage",
+    "Status",
+    "TaskRecord",
+    "now",
+    "status_of",
+]
+
+Phase = Literal["submitting", "created", "succeeded", "downloaded", "failed"]
+Status = Literal["pending", "running", "success", "failed"]
+Endpoint = Literal["sync", "async"]
+"""Where a row's create went: ``/tasks/sync`` (streamed) or ``/tasks/async`` (polled). A key goes to one only."""
+
+STATUSES: tuple[Status, ...] = ("pending", "running", "success", "failed")
+UNFINISHED_PHASES: tuple[Phase, ...] = ("submitting", "created", "succeeded")
+FINISHED_PHASES: tuple[Phase, ...] = ("downloaded", "failed")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def status_of(phase: Phase, api_status: str | None) -> Status:
+    """The public status of a task in ``phase`` whose API status is ``api_status``."""
+    if phase == "downloaded":
+        return "success"
+    if phase == "failed":
+        return "failed"
+    if phase == "succeeded":
+        return "running"  # finished at the API, not saved yet (``error`` says why, if it is stuck)
+    if phase == "submitting" or api_status in (None, "pending"):
+        return "pending"
+    return "running"
+
+
+class SavedImage(BaseModel):
+    path: str | None = Field(description="Absolute path on disk; null until saved")
+    url: str = Field(description="API URL; may expire")
+    mime_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    size_bytes: int | None = None
+
+
+class TaskRecord(BaseModel):
+    """One logical request, keyed by the idempotency key made before anything was sent."""
+
+    key: str
+    request: GenerateRequest
+    phase: Phase = "submitting"
+    endpoint: Endpoint | None = None
+    task_id: str | None = None
+    api_status: str | None = None
+    progress: float | None = None
+    images: list[SavedImage] = Field(default_factory=list)
+    error: str | None = None
+    offline: bool = False
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+    @property
+    def status(self) -> Status:
+        return status_of(self.phase, self.api_status)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINISHED_PHASES
+
+    @property
+    def handle(self) -> str:
+        """The id an agent uses: the API's task id once known, our own key until then."""
+        return self.task_id or self.key
+
+    # -- transitions ---------------------------------------------------------------------------
+    # Each returns True when the change must be written to the ledger (progress alone is not).
+
+    def send_to(self, endpoint: Endpoint) -> bool:
+        """Fix the endpoint before the first send: every resend of this key goes to the same one."""
+        if self.endpoint is not None:
+            return False
+        self.endpoint = endpoint
+        return True
+
+    def observe(self, task: Task) -> bool:
+        """Take in what the API said about the task: its id, status, progress, outputs, failure."""
+        before = (self.phase, self.task_id, self.api_status)
+        if self.phase == "submitting":
+            self.phase, self.task_id, self.error = "created", task.id, None
+        if task.progress is not None:
+            self.progress = task.progress
+        self.api_status = task.status
+        if self.phase == "created" and task.status == "success":
+            self.images = [SavedImage(path=None, url=url) for url in task.urls]
+            if self.images:
+                self.phase = "succeeded"
+            else:
+                self.phase, self.error = "failed", "The task succeeded but the API returned no image URL."
+        elif self.phase == "created" and task.status == "failed":
+            self.phase = "failed"
+            self.error = task.error_message() or "The task failed at Monet; no reason was given."
+        return (self.phase, self.task_id, self.api_status) != before
+
+    def refused(self, reason: str) -> None:
+        """The API refused the create for good: no task was made, nothing was charged."""
+        self.phase, self.error = "failed", reason
+
+    def lost(self, reason: str) -> None:
+        """The API no longer knows the task: it cannot be finished."""
+        self.phase, self.error = "failed", reason
+
+    def saved(self, index: int, image: SavedImage) -> None:
+        self.images[index] = image
+        if all(i.path for i in self.images):
+            self.phase, self.error = "downloaded", None
+
+    def trouble(self, reason: str) -> None:
+        """A problem that does not end the task (it is retried); shown until it clears."""
+        self.error = reason

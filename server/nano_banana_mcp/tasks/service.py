@@ -1,0 +1,389 @@
+"""submit / wait / get / list / upload: the operations behind every tool and CLI command.
+
+The service never sends a create itself: it writes the row and hands it to the :class:`Runner`, which
+owns the one create path. So a call that is cancelled, times out or fails leaves nothing behind: the
+row is followed, its images saved, and the agent collects them with the id it was given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from pydantic import BaseModel, Field
+
+from nano_banana_mcp import catalog
+from nano_banana_mcp.catalog import GenerateRequest
+from nano_banana_mcp.config import Settings
+from nano_banana_mcp.errors import InvalidRequest, MonetError, NotFound, TaskNotFound
+from nano_banana_mcp.images import ReferenceFile, check_reference, thumbnail
+from nano_banana_mcp.monet import MonetClient, Task
+from nano_banana_mcp.tasks.ledger import Ledger
+from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord, now
+from nano_banana_mcp.tasks.runner import Runner
+
+__all__ = [
+    "OFFLINE_NOTE",
+    "ProgressCallback",
+    "RootsProvider",
+    "Service",
+    "TaskList",
+    "TaskResult",
+    "TaskSummary",
+    "UploadedReference",
+]
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
+RootsProvider = Callable[[], Awaitable[list[Path]]]
+"""Folders the MCP client declared as its roots; asked only when a local file is to be read."""
+
+UPLOAD_LIFETIME = timedelta(hours=24)
+UPLOAD_REUSE_MARGIN = timedelta(hours=1)
+COLLECT_WAIT = 30
+"""The ``wait_seconds`` our advice names: well under the ~60 s at which hosts cut a call off."""
+OFFLINE_NOTE = "Offline mode: these are placeholder images from the built-in emulator, not generated images."
+_LEDGER_POLL = 0.25  # how often a wait re-reads the ledger for a task another process is working on
+
+
+class TaskResult(BaseModel):
+    task_id: str = Field(description="The API's task id; until the API confirms the task, this request's own id")
+    status: Status = Field(description="success: saved; pending/running: see next_step")
+    model: str
+    prompt: str
+    progress: float | None = Field(default=None, description="Percent")
+    images: list[SavedImage] = Field(default_factory=list)
+    error: str | None = None
+    output_dir: str
+    offline: bool = Field(default=False, description="Emulator placeholders, not generated images")
+    created_at: datetime | None = None
+    next_step: str | None = None
+
+    def summary(self) -> str:
+        """One line for the agent to read."""
+        if self.status == "success" and all(i.path for i in self.images):
+            files = "; ".join(f"{i.path} ({i.width}x{i.height}, {_size(i.size_bytes)})" for i in self.images if i.path)
+            count = len(self.images)
+            line = f"Saved {count} image{'s' * (count != 1)} from {self.model} (task {self.task_id}): {files}"
+            return f"{line}. {OFFLINE_NOTE}" if self.offline else line
+        if self.status == "failed":
+            return f"Task {self.task_id} failed: {self.error}"
+        done = f" ({self.progress:.0f}%)" if self.progress is not None else ""
+        problem = f" Problem: {self.error}" if self.error else ""
+        return f"Task {self.task_id} is {self.status}{done}.{problem} {self.next_step or ''}".strip()
+
+
+class TaskSummary(BaseModel):
+    """One line of list_tasks; get_task has the rest."""
+
+    task_id: str
+    status: Status
+    model: str
+    prompt: str  # the first 120 characters
+    created_at: datetime | None = None
+    paths: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+    @classmethod
+    def of(cls, result: TaskResult) -> TaskSummary:
+        return cls(
+            task_id=result.task_id,
+            status=result.status,
+            model=result.model,
+            prompt=result.prompt[:120],
+            created_at=result.created_at,
+            paths=[i.path for i in result.images if i.path],
+            error=result.error,
+        )
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskSummary]
+    page: int
+    page_size: int
+    total_local: int = Field(description="In this machine's ledger (with the status filter)")
+    total_api: int | None = Field(default=None, description="At the API")
+    api_error: str | None = None
+
+
+class UploadedReference(BaseModel):
+    url: str
+    expires_at: datetime
+    sha256: str
+    mime_type: str
+    size_bytes: int
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "size unknown"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
+
+
+@dataclass
+class Service:
+    """The operations behind every tool and CLI command."""
+
+    settings: Settings
+    ledger: Ledger
+    client: MonetClient | None
+    runner: Runner | None
+    offline: bool = False
+    # Decoding a full image for a preview takes tens of MB; a few at a time is as fast on few cores.
+    image_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
+
+    # -- generate ------------------------------------------------------------------------------
+
+    async def submit(self, request: GenerateRequest, client_roots: RootsProvider | None = None) -> TaskRecord:
+        """Check, upload references, write the row, and hand it to the runner, which sends the create.
+
+        Returns at once: the row exists and is being worked on, whatever happens to this call next.
+        """
+        catalog.check(
+            request.model,
+            prompt=request.prompt,
+            image_count=len(request.images),
+            aspect_ratio=request.aspect_ratio,
+            resolution=request.resolution,
+        )
+        _, runner = self._require_client()
+        local = await self._check_references(request.images, client_roots)
+        urls = [await self._upload_cached(local[i]) if i in local else ref for i, ref in enumerate(request.images)]
+        record = TaskRecord(
+            key=str(uuid.uuid4()), request=request.model_copy(update={"images": tuple(urls)}), offline=self.offline
+        )
+        # The row (with its idempotency key) exists before the create is sent, and the runner has it before
+        # this call can be cancelled: whatever happens next, the task is made once, followed and saved.
+        with anyio.CancelScope(shield=True):
+            await self.ledger.add(record)
+            runner.follow(record.key)
+        return record
+
+    async def generate(
+        self,
+        request: GenerateRequest,
+        wait_seconds: float,
+        on_progress: ProgressCallback | None = None,
+        client_roots: RootsProvider | None = None,
+    ) -> TaskResult:
+        """Submit, then wait. A create the API refused for good (nothing made) is raised as ``MonetError``."""
+        record = await self.submit(request, client_roots)
+        result = await self.wait(record.key, wait_seconds, on_progress)
+        if result.status == "failed" and result.task_id == record.key:
+            raise MonetError(result.error or "The Monet API refused the request.")
+        return result
+
+    async def wait(self, handle: str, wait_seconds: float, on_progress: ProgressCallback | None = None) -> TaskResult:
+        """Wait up to ``wait_seconds`` for the task to finish (images saved), reporting progress."""
+        record = await self.ledger.find(handle)
+        if record is None:
+            return await self.get(handle)
+        key = record.key
+        self._resume(record)
+        last: tuple[str, float | None] | None = None
+        with anyio.move_on_after(wait_seconds):
+            while True:
+                following = self.runner is not None and self.runner.is_following(key)
+                changed = self.runner.changed(key) if self.runner is not None and following else None
+                record = await self._current(key) or record
+                if on_progress is not None and (record.status, record.progress) != last:
+                    last = (record.status, record.progress)
+                    await on_progress(record.progress or 0.0, 100.0, f"{record.status} {record.progress or 0:.0f}%")
+                if record.finished:
+                    break
+                if record.error and self.runner is not None and not following:
+                    break  # stuck (e.g. no disk space) and nobody here is working on it: say why now
+                if changed is not None:
+                    await changed.wait()
+                else:
+                    await anyio.sleep(_LEDGER_POLL)  # another process works on it; its writes reach the ledger
+        return self.result(await self._current(key) or record)
+
+    # -- look-ups ------------------------------------------------------------------------------
+
+    async def get(self, handle: str) -> TaskResult:
+        """A task by id: from the ledger when known, else from the API (tasks made elsewhere)."""
+        record = await self.ledger.find(handle)
+        if record is not None:
+            self._resume(record)
+            return self.result(await self._current(record.key) or record)
+        client, _ = self._require_client()
+        try:
+            task = await client.get_task(handle)
+        except NotFound as err:
+            raise TaskNotFound(
+                f"No task {handle!r} is known here or at the API. Use list_tasks to see recent tasks."
+            ) from err
+        return self._foreign_result(task)
+
+    async def list_tasks(self, page: int = 1, page_size: int = 20, status: Status | None = None) -> TaskList:
+        """Tasks newest first: this data dir's ledger (filtered in SQL), plus the API's own list."""
+        records = await self.ledger.recent(page_size, (page - 1) * page_size, status)
+        results = [self.result(await self._current(r.key) or r) for r in records]
+        total_local = await self.ledger.count(status)
+        total_api, api_error = None, None
+        if self.client is not None:
+            try:
+                api_page = await self.client.list_tasks(page, page_size)
+            except MonetError as err:
+                api_error = f"The API's task list is unavailable ({err}); showing this machine's tasks only."
+            else:
+                total_api = api_page.total
+                for task in api_page.tasks:
+                    if await self.ledger.find(task.id) is None:
+                        foreign = self._foreign_result(task)
+                        if status is None or foreign.status == status:
+                            results.append(foreign)
+        results.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return TaskList(
+            tasks=[TaskSummary.of(r) for r in results[:page_size]],
+            page=page,
+            page_size=page_size,
+            total_local=total_local,
+            total_api=total_api,
+            api_error=api_error,
+        )
+
+    async def upload(self, path: str, client_roots: RootsProvider | None = None) -> UploadedReference:
+        """Upload one local reference image (checked first); reuse a still-valid earlier upload."""
+        self._require_client()
+        roots = await self._roots(client_roots)
+        ref = await anyio.to_thread.run_sync(self._check_one, path, roots)
+        url, expires = await self._upload_cached(ref), await self.ledger.cached_upload(ref.sha256)
+        assert expires is not None
+        return UploadedReference(
+            url=url, expires_at=expires[1], sha256=ref.sha256, mime_type=ref.mime_type, size_bytes=len(ref.data)
+        )
+
+    async def thumbnail(self, path: Path) -> tuple[bytes, str]:
+        """A small JPEG preview of a saved image (see ``images.thumbnail``), made off the event loop."""
+        return await anyio.to_thread.run_sync(thumbnail, path, limiter=self.image_work)
+
+    async def image_file(self, handle: str, index: int) -> Path:
+        """The saved file of one output, only if it lies inside the output folder (the ledger is not trusted)."""
+        result = await self.get(handle)
+        if not 0 <= index < len(result.images):
+            raise TaskNotFound(f"Task {handle} has no image {index}.")
+        path = result.images[index].path
+        if path is None:
+            raise TaskNotFound(f"Image {index} of task {handle} is not saved yet; try get_task first.")
+        resolved = await anyio.Path(path).resolve()
+        if not Path(resolved).is_relative_to(self.settings.output_dir):
+            raise TaskNotFound(f"Image {index} of task {handle} is not in the output folder; it is not served.")
+        return Path(resolved)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def result(self, record: TaskRecord) -> TaskResult:
+        status = record.status
+        next_step = None
+        if record.phase == "submitting":
+            next_step = (
+                f'The request is saved as "{record.key}" and is sent again with the same idempotency key until the '
+                "API confirms it, so it is never charged twice. Do not generate again: call "
+                f'get_task(task_id="{record.key}", wait_seconds={COLLECT_WAIT}) to collect it.'
+            )
+        elif status in ("pending", "running"):
+            next_step = (
+                f"It keeps running in the background and its images will be saved to {self.settings.output_dir}. "
+                f'Call get_task(task_id="{record.handle}", wait_seconds={COLLECT_WAIT}) to collect it.'
+            )
+        return TaskResult(
+            task_id=record.handle,
+            status=status,
+            model=record.request.model,
+            prompt=record.request.prompt,
+            progress=100.0 if status == "success" else record.progress,
+            images=record.images,
+            error=record.error,
+            output_dir=str(self.settings.output_dir),
+            offline=record.offline,
+            created_at=record.created_at,
+            next_step=next_step,
+        )
+
+    async def _current(self, key: str) -> TaskRecord | None:
+        """The freshest state of a row: the runner's working copy when this process works on it, else the ledger's."""
+        live = self.runner.live(key) if self.runner is not None else None
+        return live or await self.ledger.get(key)
+
+    def _foreign_result(self, task: Task) -> TaskResult:
+        status: Status = "running"
+        if task.status in ("pending", "success", "failed"):
+            status = task.status  # type: ignore[assignment]  # narrowed by the check above
+        model = next((o.model for o in task.outputs if o.model), None) or "unknown"
+        created = None
+        if task.created_at:
+            with contextlib.suppress(ValueError):
+                created = datetime.fromisoformat(task.created_at)
+        return TaskResult(
+            task_id=task.id,
+            status=status,
+            model=model,
+            prompt="",
+            progress=task.progress,
+            images=[SavedImage(path=None, url=u) for u in task.urls],
+            error=task.error_message() if status == "failed" else None,
+            output_dir=str(self.settings.output_dir),
+            offline=self.offline,
+            created_at=created,
+            next_step="Not created from this machine, so its images are not saved here; use the URLs.",
+        )
+
+    def _resume(self, record: TaskRecord) -> None:
+        """Make sure an unfinished task of ours is being carried on (e.g. after a failed download)."""
+        if not record.finished and self.runner is not None:
+            self.runner.follow(record.key)
+
+    def _require_client(self) -> tuple[MonetClient, Runner]:
+        if self.client is None or self.runner is None:
+            self.settings.require_key()  # raises ConfigError naming MONET_API_KEY
+            raise AssertionError("a key is set but no client was built")
+        return self.client, self.runner
+
+    def _check_one(self, path: str, roots: Sequence[Path]) -> ReferenceFile:
+        return check_reference(path, max_bytes=self.settings.max_reference_bytes, roots=roots)
+
+    async def _roots(self, client_roots: RootsProvider | None) -> list[Path]:
+        extra = await client_roots() if client_roots is not None else []
+        return [*self.settings.reference_roots(), *extra]
+
+    async def _check_references(
+        self, images: Sequence[str], client_roots: RootsProvider | None
+    ) -> dict[int, ReferenceFile]:
+        """Check every reference before uploading any: local paths are read, URLs must be https."""
+        local: dict[int, ReferenceFile] = {}
+        roots: list[Path] | None = None
+        for index, ref in enumerate(images):
+            if ref.startswith("https://") or self._is_own_upload(ref):
+                continue
+            if "://" in ref or ref.startswith(("data:", "file:")):
+                raise InvalidRequest(
+                    f"images[{index}] {ref[:80]!r} is not usable: pass an https:// URL, a URL from "
+                    "upload_reference, or a local file path."
+                )
+            if roots is None:
+                roots = await self._roots(client_roots)
+            local[index] = await anyio.to_thread.run_sync(self._check_one, ref, roots)
+        return local
+
+    def _is_own_upload(self, ref: str) -> bool:
+        # The offline emulator serves plain http on loopback; its upload URLs are fine to pass back.
+        return self.client is not None and ref.startswith(self.client.base_url + "/")
+
+    async def _upload_cached(self, ref: ReferenceFile) -> str:
+        cached = await self.ledger.cached_upload(ref.sha256)
+        if cached is not None and cached[1] - UPLOAD_REUSE_MARGIN > now():
+            return cached[0]
+        client, _ = self._require_client()
+        uploaded = await client.upload_file(ref.data, ref.upload_name, ref.mime_type)
+        await self.ledger.remember_upload(ref.sha256, uploaded.url, now() + UPLOAD_LIFETIME)
+        return uploaded.url

@@ -1,0 +1,191 @@
+"""The real `nano-banana-mcp` process: every subcommand, in text and in --json, and the stdio server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mcp import Client, StdioServerParameters
+from PIL import Image
+
+from nano_banana_mcp import catalog
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def run_cli(command: str):
+    def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([command, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    return run
+
+
+@pytest.fixture
+def offline_env(process_env: dict[str, str]) -> dict[str, str]:
+    """The test process environment without a key or API URL: what a newcomer has."""
+    env = {k: v for k, v in process_env.items() if k not in ("MONET_API_KEY", "MONET_BASE_URL")}
+    return env | {"NANO_BANANA_EMULATOR_TASK_SECONDS": "0.2"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_serve_over_stdio_generates_an_image(
+    emulator, process_env: dict[str, str], tmp_path: Path, mode: str, command: str
+) -> None:
+    """A host spawning the console script gets tools, and generate_image saves a real image."""
+    params = StdioServerParameters(command=command, args=[], env=process_env)
+    async with Client(params, mode=mode, read_timeout_seconds=30) as client:
+        tools = await client.list_tools()
+        assert "generate_image" in {t.name for t in tools.tools}
+        result = await client.call_tool("generate_image", {"prompt": "a harbour", "aspect_ratio": "3:2"})
+    assert not result.is_error, result.content
+    [image] = result.structured_content["images"]
+    path = Path(image["path"])
+    assert path.parent == tmp_path / "out"
+    with Image.open(path) as im:
+        assert im.size == (1024, 683)
+    assert emulator.creates == 1
+
+
+def test_serve_http_answers_mcp(process_env: dict[str, str], command: str) -> None:
+    """`serve --http` starts streamable HTTP on loopback and says where on stderr."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [command, "serve", "--http", "--port", str(port)], env=process_env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/mcp",
+                    json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                    headers={"Accept": "application/json, text/event-stream"},
+                )
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the HTTP server did not start"
+                time.sleep(0.1)
+        assert answer.status_code < 500
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert f"http://127.0.0.1:{port}/mcp" in err
+
+
+def test_generate_prints_the_saved_path(tmp_path: Path, offline_env: dict[str, str], run_cli) -> None:
+    """`generate --offline` with no key runs the built-in emulator and prints the image path."""
+    proc = run_cli(["generate", "--offline", "a cute cat", "--aspect-ratio", "16:9"], offline_env)
+    assert proc.returncode == 0, proc.stderr
+    [line] = proc.stdout.splitlines()
+    path = Path(line)
+    assert path.parent == tmp_path / "out"
+    with Image.open(path) as im:
+        assert im.size == (1024, 576)
+    assert "placeholder" in proc.stderr
+
+
+def test_generate_json(offline_env: dict[str, str], run_cli) -> None:
+    """`--json` prints the same structured result the MCP tool returns."""
+    proc = run_cli(["generate", "--offline", "--json", "a dog", "--model", "nano-banana-1"], offline_env)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["status"] == "success"
+    assert data["offline"] is True
+    assert Path(data["images"][0]["path"]).is_file()
+
+
+def test_tasks_lists_what_was_generated(offline_env: dict[str, str], run_cli) -> None:
+    """`tasks` and `tasks --json` list a saved task (with its file) and a failed one."""
+    made = json.loads(run_cli(["generate", "--offline", "--json", "listed"], offline_env).stdout)
+    text = run_cli(["tasks", "--offline"], offline_env)
+    assert text.returncode == 0, text.stderr
+    [line] = text.stdout.splitlines()
+    assert made["task_id"] in line
+    assert "success" in line
+    assert made["images"][0]["path"] in line
+
+    listing = json.loads(run_cli(["tasks", "--offline", "--json"], offline_env).stdout)
+    [task] = listing["tasks"]
+    assert task["task_id"] == made["task_id"]
+    assert task["paths"] == [made["images"][0]["path"]]
+    assert listing["total_local"] == 1
+    only_failed = json.loads(run_cli(["tasks", "--offline", "--json", "--status", "failed"], offline_env).stdout)
+    assert only_failed["tasks"] == []
+    assert only_failed["total_local"] == 0
+
+
+def test_tasks_with_none_says_how_to_start(offline_env: dict[str, str], run_cli) -> None:
+    """`tasks` on a fresh machine prints nothing on stdout and a hint on stderr."""
+    proc = run_cli(["tasks", "--offline"], offline_env)
+    assert proc.returncode == 0
+    assert proc.stdout == ""
+    assert "generate" in proc.stderr
+
+
+def test_models_text_and_json(offline_env: dict[str, str], run_cli) -> None:
+    """`models` prints the catalogue's table; `models --json` the same models as data."""
+    text = run_cli(["models"], offline_env)
+    assert text.stdout.strip() == catalog.markdown_table()
+    data = json.loads(run_cli(["models", "--json"], offline_env).stdout)
+    assert [m["name"] for m in data] == list(catalog.MODELS)
+    assert [m["max_reference_images"] for m in data] == [m.max_images for m in catalog.MODELS.values()]
+
+
+def test_emulator_serves_the_api(offline_env: dict[str, str], command: str) -> None:
+    """`emulator` serves the Monet API on loopback with the key it prints."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [command, "emulator", "--port", str(port), "--task-seconds", "0"],
+        env=offline_env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/tasks/list", headers={"Authorization": "Bearer monet_offline"}
+                )
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the emulator did not start"
+                time.sleep(0.1)
+        assert answer.status_code == 200
+        assert answer.json()["tasks"] == []
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert f"http://127.0.0.1:{port}" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["generate", "a cat"], 3, "MONET_API_KEY"),
+        (["generate", "--offline", "a cat", "--model", "nano-banana-1", "--resolution", "4K"], 2, "no resolution"),
+        (["tasks", "--data-dir", "/proc/nope"], 3, "NANO_BANANA_DATA_DIR"),
+    ],
+    ids=["no-key", "invalid-option", "unusable-data-dir"],
+)
+def test_errors_are_one_line_with_an_exit_code(
+    offline_env: dict[str, str], args: list[str], code: int, message: str, run_cli
+) -> None:
+    """Errors print one clear line on stderr and exit with a meaningful code; nothing on stdout."""
+    proc = run_cli(args, offline_env)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout == ""
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
