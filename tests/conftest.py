@@ -29,11 +29,18 @@ def emulator_server() -> Iterator[Emulator]:
         yield emulator
 
 
+EMULATOR_TESTS = Path(__file__).parent / "emulator"
+
+
 @pytest.fixture(autouse=True)
-def emulator(emulator_server: Emulator) -> Emulator:
-    """The session's emulator with no tasks, uploads, requests or faults."""
+def emulator(emulator_server: Emulator, request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """The session's emulator with no tasks, uploads, requests or faults, in strict idempotency (a key dedupes only
+    on the endpoint it was first sent to). After every test of the product, no key has gone to a second endpoint:
+    against an API that scopes keys per endpoint, that would have charged a task twice."""
     emulator_server.reset()
-    return emulator_server
+    yield emulator_server
+    if not request.node.path.is_relative_to(EMULATOR_TESTS):  # the emulator's own tests do it on purpose
+        assert emulator_server.keys_on_two_endpoints() == set(), "an idempotency key was sent to two endpoints"
 
 
 @pytest.fixture
@@ -63,7 +70,7 @@ def settings(tmp_path: Path, emulator: Emulator) -> Settings:
     return _make_settings(emulator.base_url, tmp_path)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_settings() -> Callable[[str | None, Path], Settings]:
     """Settings for another API URL or folder: ``make_settings(base_url, root)``."""
     return _make_settings

@@ -15,13 +15,12 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp_types import CallToolResult
 
-from conftest import API_KEY, make_settings
 from nano_banana_mcp import catalog
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ReferenceImageError
 from nano_banana_mcp.images import check_reference
-from nano_banana_mcp.server import create_server
+from nano_banana_mcp.mcp import create_server
 
 # -- tool arguments (property-based) -------------------------------------------------------------
 
@@ -91,7 +90,7 @@ def tool_calls(draw: st.DrawFn) -> tuple[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def live(emulator_server: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+def live(emulator_server: Emulator, tmp_path_factory: pytest.TempPathFactory, make_settings) -> Iterator[tuple]:
     """One server for every generated case, driven from a blocking portal (hypothesis runs synchronously)."""
     settings = make_settings(emulator_server.base_url, tmp_path_factory.mktemp("hostile"))
     with (
@@ -132,11 +131,13 @@ def text_of(result) -> str:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["malformed_json", "missing_fields", "wrong_types", "huge_body", "html_error"])
-async def test_a_garbled_create_answer_still_makes_one_task(mcp_client: Client, emulator: Emulator, kind: str) -> None:
-    """An unreadable answer to the create is asked again with the same key: images saved, one task."""
+async def test_a_garbled_create_answer_still_makes_one_task(settings: Settings, emulator: Emulator, kind: str) -> None:
+    """An unreadable answer to a /tasks/async create is asked again with the same key: images saved, one task."""
     emulator.faults.hostile_kind = kind
     emulator.faults.hostile = 1
-    result = await mcp_client.call_tool("generate_image", {"prompt": "despite it all"})
+    polled = settings.model_copy(update={"max_streams": 0})  # every create through /tasks/async
+    async with Client(create_server(polled)) as client:
+        result = await client.call_tool("generate_image", {"prompt": "despite it all"})
     assert result.structured_content["status"] == "success", text_of(result)
     assert emulator.creates == 1
     assert emulator.hostile_fired[kind] == 1
@@ -144,11 +145,13 @@ async def test_a_garbled_create_answer_still_makes_one_task(mcp_client: Client, 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["malformed_json", "missing_fields", "wrong_types", "huge_body", "html_error"])
-async def test_a_persistently_garbled_api_is_a_clear_error(mcp_client: Client, emulator: Emulator, kind: str) -> None:
+async def test_a_persistently_garbled_api_is_a_clear_error(
+    mcp_client: Client, emulator: Emulator, kind: str, api_key: str
+) -> None:
     """When every answer is unreadable, get_task says so plainly and the server stays up."""
     elsewhere = httpx.post(  # a task made by another tool, so get_task must ask the API
         f"{emulator.base_url}/api/v1/tasks/async",
-        headers={"Authorization": f"Bearer {API_KEY}"},
+        headers={"Authorization": f"Bearer {api_key}"},
         json={"type": "image", "input": {"prompt": "x"}, "idempotency_key": "k-" + kind},
     ).json()
     emulator.faults.hostile_kind = kind

@@ -20,12 +20,11 @@ from mcp_types import ListRootsResult, Root
 from PIL import Image
 from pydantic import SecretStr
 
-from conftest import API_KEY, COMMAND
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError, DownloadError
 from nano_banana_mcp.images import output_path
+from nano_banana_mcp.mcp import create_server, http_app
 from nano_banana_mcp.monet import MonetClient
-from nano_banana_mcp.server import create_server, http_app
 
 pytestmark = pytest.mark.anyio
 
@@ -176,9 +175,9 @@ def test_output_path_stays_in_the_folder(tmp_path: Path, local_id: str) -> None:
 
 
 @pytest.fixture
-async def monet(emulator) -> Iterator[MonetClient]:
+async def monet(emulator, api_key: str) -> Iterator[MonetClient]:
     async with httpx.AsyncClient() as http:
-        yield MonetClient(http, base_url=emulator.base_url, api_key=SecretStr(API_KEY), timeout=5)
+        yield MonetClient(http, base_url=emulator.base_url, api_key=SecretStr(api_key), timeout=5)
 
 
 @pytest.mark.parametrize(
@@ -206,7 +205,7 @@ def test_monet_hosts_and_configured_hosts_are_allowed(emulator) -> None:
         httpx.AsyncClient(), base_url="https://monet.vision", api_key=SecretStr("k"), download_hosts=["cdn.mine.org"]
     )
     for url in ("https://files.monet.vision/a.png", "https://monet.vision/a.png", "https://cdn.mine.org/x.png"):
-        client._check_download_url(url)  # no error
+        client.downloads.check_url(url)  # no error
 
 
 @pytest.mark.parametrize(
@@ -254,7 +253,7 @@ async def test_endless_download_stops_at_the_size_cap(settings: Settings, emulat
 
 
 async def test_the_key_never_appears_anywhere(
-    settings: Settings, emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    settings: Settings, emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture, api_key: str
 ) -> None:
     """A full run (successes, failures, a refused key) leaves the key in no log, result, file or repr."""
     caplog.set_level(logging.DEBUG)
@@ -280,24 +279,25 @@ async def test_the_key_never_appears_anywhere(
     seen.extend(record.getMessage() + (record.exc_text or "") for record in caplog.records)
     files = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
 
-    for secret in (API_KEY, "monet_wrong_" + "z" * 20):
+    for secret in (api_key, "monet_wrong_" + "z" * 20):
         assert not any(secret in text for text in seen)
         assert not any(secret.encode() in blob for blob in files)  # ledger, its WAL, images
 
 
-def test_cli_crash_output_has_no_key(tmp_path: Path, process_env: dict[str, str]) -> None:
-    """Even a failing CLI run (bad base URL, no server) prints nothing of the key."""
+def test_cli_failure_output_has_no_key(process_env: dict[str, str], api_key: str, command: str) -> None:
+    """Even a failing CLI run (bad base URL, no server), logging everything, prints nothing of the key."""
     env = process_env | {"MONET_BASE_URL": "http://127.0.0.1:9", "NANO_BANANA_MAX_RETRIES": "0"}
     proc = subprocess.run(
-        [COMMAND, "generate", "x", "--log-level", "DEBUG"],
+        [command, "generate", "x", "--log-level", "DEBUG", "--wait", "2"],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert proc.returncode != 0
-    assert API_KEY not in proc.stdout + proc.stderr
+    assert proc.returncode == 5  # still pending: the request is kept and sent again later
+    assert "Could not reach the Monet API" in proc.stderr
+    assert api_key not in proc.stdout + proc.stderr
 
 
 # -- 5. the HTTP transport -----------------------------------------------------------------------
@@ -361,10 +361,10 @@ def test_http_off_loopback_needs_a_token(settings: Settings) -> None:
     http_app(settings.model_copy(update={"http_token": SecretStr("t")}), "0.0.0.0", 8000)
 
 
-def test_cli_refuses_to_serve_publicly_without_a_token(process_env: dict[str, str]) -> None:
+def test_cli_refuses_to_serve_publicly_without_a_token(process_env: dict[str, str], command: str) -> None:
     """`serve --http --host 0.0.0.0` with no token exits at once with a one-line reason."""
     proc = subprocess.run(
-        [COMMAND, "serve", "--http", "--host", "0.0.0.0", "--port", "0"],
+        [command, "serve", "--http", "--host", "0.0.0.0", "--port", "0"],
         env=process_env,
         capture_output=True,
         text=True,

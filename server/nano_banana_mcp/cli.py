@@ -287,8 +287,15 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
             print(image.path or image.url)
         if result.offline:
             print("note: offline mode, these are emulator placeholders", file=sys.stderr)
-    else:
+    elif result.status == "failed":
         print(result.summary(), file=sys.stderr)
+    else:
+        problem = f" Problem: {result.error}" if result.error else ""
+        print(
+            f"Task {result.task_id} is still {result.status}.{problem} It is kept in the ledger and finished by the "
+            "next nano-banana-mcp that runs here (never charged twice); `nano-banana-mcp tasks` lists it.",
+            file=sys.stderr,
+        )
     if result.status == "success":
         return EXIT_OK
     return EXIT_FAILED if result.status == "failed" else EXIT_PENDING

@@ -95,7 +95,12 @@ class Settings(BaseSettings):
     poll_interval: Seconds = Field(default=1.0, description="First polling interval when streaming fails.")
     poll_max_interval: Seconds = Field(default=5.0, description="Longest polling interval.")
     task_timeout: Seconds = Field(default=1800.0, description="Give up following a task after this long.")
-    max_streams: int = Field(default=100, ge=1, description="Tasks followed by event stream at once; the rest poll.")
+    max_streams: int = Field(
+        default=100,
+        ge=0,
+        description="Tasks created with an event stream at once; the rest are created through /tasks/async and polled "
+        "(0: never stream, e.g. behind a proxy that breaks event streams).",
+    )
     sweep_interval: float = Field(
         default=5.0, gt=0, description="How often unfinished tasks of stopped processes are picked up."
     )

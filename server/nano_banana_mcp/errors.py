@@ -8,7 +8,8 @@ No error ever carries the API key or request headers.
   + InvalidRequest         refused before anything is uploaded or paid for
   + ReferenceImageError    a reference image is missing, not an image, or too large
   + TaskNotFound           this server knows no task with that id
-  + DownloadError          a finished image could not be saved
+  + DownloadError          a finished image could not be saved (yet: it is tried again)
+    x UnsavableImage       ... and never will be: not an allowed host, too large, not an image
   + MonetError             the API answered with an error (``.status_code``, ``.code``, ``.body``)
     x MonetConnectionError the API could not be reached (no status)
     x AuthError            401/403: the key is missing or refused
@@ -37,6 +38,7 @@ __all__ = [
     "ReferenceImageError",
     "ServerError",
     "TaskNotFound",
+    "UnsavableImage",
 ]
 
 OFFLINE_HINT = "To try everything without a key, run with --offline (or set NANO_BANANA_OFFLINE=1)."
@@ -64,6 +66,10 @@ class TaskNotFound(NanoBananaError):
 
 class DownloadError(NanoBananaError):
     """A finished image could not be downloaded or saved."""
+
+
+class UnsavableImage(DownloadError):
+    """A finished image that can never be saved, so it is not downloaded again: the task fails with this reason."""
 
 
 class MonetError(NanoBananaError):

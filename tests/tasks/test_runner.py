@@ -351,3 +351,17 @@ async def test_sigkill_then_restart_saves_the_orphan_quickly(
     assert anyio.current_time() - started < 5
     assert saved.is_file()
     assert emulator.creates == 1
+
+
+@pytest.mark.parametrize("kind", ["bad_gzip", "redirect_data_url", "nested_error"])
+async def test_unreadable_create_answers_are_sent_again_not_lost(mcp_client: Client, emulator, kind: str) -> None:
+    """The create is made but its answer cannot be read (a false gzip header, a redirect to a data: URL, an error
+    nested too deep to parse): the same request is sent again with the same key, the task followed and saved."""
+    emulator.faults.hostile = 1
+    emulator.faults.hostile_kind = kind
+    result = await mcp_client.call_tool("generate_image", {"prompt": f"despite {kind}"})
+    assert not result.is_error, result.content
+    assert result.structured_content["status"] == "success"
+    assert emulator.hostile_fired[kind] == 1
+    assert emulator.creates == 1
+    assert emulator.keys_on_two_endpoints() == set()

@@ -125,7 +125,7 @@ class MonetClient:
                 async with aclosing(events):
                     yield events
         except httpx.HTTPError as err:
-            raise _transport_error(err, "The progress stream from Monet broke") from err
+            raise _transport_error(err, "The progress stream from Monet broke", self.base_url) from err
 
     async def get_task(self, task_id: str) -> Task:
         """``GET /tasks/{id}``."""
@@ -177,12 +177,8 @@ class MonetClient:
                 timeout=self._timeout,
             ) as streamed:
                 response = await buffered(streamed, self._max_response)
-        except httpx.TimeoutException as err:
-            raise MonetConnectionError(
-                f"The Monet API at {self.base_url} did not answer within {self._timeout:g}s."
-            ) from err
         except httpx.HTTPError as err:
-            raise _transport_error(err, f"Could not reach the Monet API at {self.base_url}") from err
+            raise _transport_error(err, f"{method} {path} failed", self.base_url) from err
         if not response.is_success:
             raise status_error(response, self.base_url)
         return self._parse(model, response)
@@ -216,7 +212,7 @@ class MonetClient:
                 if task.is_terminal:
                     return
         except httpx.HTTPError as err:
-            raise _transport_error(err, "The progress stream from Monet broke") from err
+            raise _transport_error(err, "The progress stream from Monet broke", self.base_url) from err
         raise MonetConnectionError("The progress stream from Monet ended before the task finished.")
 
 
@@ -224,12 +220,18 @@ async def _single(task: Task) -> AsyncIterator[Task]:
     yield task
 
 
-def _transport_error(err: httpx.HTTPError, what: str) -> MonetError:
+def _transport_error(err: httpx.HTTPError, what: str, api: str) -> MonetError:
     """A failed exchange as a retryable error: unreadable bytes are a malformed answer, the rest a lost one."""
     if isinstance(err, httpx.DecodingError):
         return MalformedResponse(f"{what}: the answer could not be decoded ({type(err).__name__}).")
-    hint = " Check the network connection and MONET_BASE_URL." if isinstance(err, httpx.ConnectError) else ""
-    return MonetConnectionError(f"{what} ({type(err).__name__}).{hint}")
+    if isinstance(err, httpx.ConnectError):
+        return MonetConnectionError(
+            f"Could not reach the Monet API at {api} ({type(err).__name__}). "
+            "Check the network connection and MONET_BASE_URL."
+        )
+    if isinstance(err, httpx.TimeoutException):
+        return MonetConnectionError(f"{what}: the Monet API at {api} did not answer in time.")
+    return MonetConnectionError(f"{what} ({type(err).__name__}).")
 
 
 def _event_task(data: str, last: Task | None) -> Task | None:

@@ -12,7 +12,7 @@ import anyio.to_thread
 import httpx
 
 from nano_banana_mcp.config import DEFAULT_DOWNLOAD_HOSTS, is_loopback
-from nano_banana_mcp.errors import DownloadError, MonetConnectionError, MonetError
+from nano_banana_mcp.errors import DownloadError, MonetConnectionError, MonetError, UnsavableImage
 from nano_banana_mcp.monet.responses import buffered, origin, status_error
 from nano_banana_mcp.monet.retry import RetryPolicy
 
@@ -66,15 +66,15 @@ class Downloader:
         try:
             parsed = httpx.URL(url)
         except httpx.InvalidURL as err:
-            raise DownloadError(f"The API gave an image URL that is not a valid URL ({err}).") from err
+            raise UnsavableImage(f"The API gave an image URL that is not a valid URL ({err}).") from err
         host = (parsed.host or "").lower()
         if parsed.scheme != "https" and not (parsed.scheme == "http" and is_loopback(host)):
-            raise DownloadError(
+            raise UnsavableImage(
                 f"Refused to download from {origin(parsed)}: images are fetched only over https "
                 "(plain http only from this machine)."
             )
         if not any(_host_matches(host, pattern) for pattern in self.allowed_hosts):
-            raise DownloadError(
+            raise UnsavableImage(
                 f"Refused to download from {origin(parsed)}: the host is not on the download allowlist "
                 f"({', '.join(self.allowed_hosts)}). Add it to NANO_BANANA_DOWNLOAD_HOSTS if you trust it."
             )
@@ -123,14 +123,14 @@ class Downloader:
                 size = have if resumed else 0
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and size + int(declared) > max_bytes:
-                    raise DownloadError(
+                    raise UnsavableImage(
                         f"The image is {size + int(declared):,} bytes, over the {max_bytes:,} byte limit."
                     )
                 async with await anyio.open_file(tmp, "ab" if resumed else "wb") as out:
                     async for chunk in response.aiter_bytes():  # as it arrives, so a cut keeps what came
                         size += len(chunk)
                         if size > max_bytes:
-                            raise DownloadError(f"The image is larger than the {max_bytes:,} byte limit.")
+                            raise UnsavableImage(f"The image is larger than the {max_bytes:,} byte limit.")
                         await out.write(chunk)
                 return size, response.headers.get("content-type")
         except httpx.HTTPError as err:
@@ -151,5 +151,5 @@ class Downloader:
                 try:
                     url = str(response.url.join(location))
                 except httpx.InvalidURL as err:
-                    raise DownloadError(f"The image URL redirected to an invalid URL ({err}).") from err
-        raise DownloadError(f"The image URL redirected more than {_MAX_REDIRECTS} times; not followed further.")
+                    raise UnsavableImage(f"The image URL redirected to an invalid URL ({err}).") from err
+        raise UnsavableImage(f"The image URL redirected more than {_MAX_REDIRECTS} times; not followed further.")

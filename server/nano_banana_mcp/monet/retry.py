@@ -89,7 +89,7 @@ def _install_log_hook() -> None:
     from stamina.instrumentation import set_on_retry_hooks  # noqa: PLC0415
 
     def log_retry(details: RetryDetails) -> None:
-        log.info("retry %d in %.2fs after: %s", details.retry_num, details.wait_for, details.caused_by)
+        log.debug("retry %d in %.2fs after: %s", details.retry_num, details.wait_for, details.caused_by)
 
     set_on_retry_hooks([log_retry])
     _hook_installed = True

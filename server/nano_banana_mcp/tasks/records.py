@@ -8,8 +8,9 @@ mapping between them, and the ledger stores its value in a column so that lists 
     created      the API named the task (task_id known)    pending, then running once the API says so
     succeeded    finished at the API, images not saved     running
     downloaded   every image saved on disk                 success
-    failed       the task failed, or the create was        failed
-                 refused (nothing was made)
+    failed       the task failed, the create was refused   failed
+                 (nothing made), or an image can never be
+                 saved (its URL is kept)
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ class TaskRecord(BaseModel):
 
     def lost(self, reason: str) -> None:
         """The API no longer knows the task: it cannot be finished."""
+        self.phase, self.error = "failed", reason
+
+    def unsavable(self, reason: str) -> None:
+        """An image that can never be saved (refused host, too large, not an image): the task ends failed."""
         self.phase, self.error = "failed", reason
 
     def saved(self, index: int, image: SavedImage) -> None:

@@ -27,7 +27,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.errors import DownloadError, MonetError, NanoBananaError, NotFound
+from nano_banana_mcp.errors import MonetError, NanoBananaError, NotFound, UnsavableImage
 from nano_banana_mcp.images import ImageMeta, image_meta, output_path
 from nano_banana_mcp.monet import MonetClient, Task, is_transient
 from nano_banana_mcp.tasks.ledger import Ledger
@@ -60,7 +60,7 @@ class Runner:
         self._active: set[str] = set()
         self._live: dict[str, TaskRecord] = {}
         self._events: dict[str, anyio.Event] = {}
-        self._streams = anyio.CapacityLimiter(settings.max_streams)  # each open stream holds a connection
+        self._streams = anyio.CapacityLimiter(max(settings.max_streams, 1))  # each open stream holds a connection
         # A row is worked until it is finished: every failure is tried again, with the policy's backoff.
         self._persist = client.retry.with_(attempts=None, retry_on=lambda _err: True)
 
@@ -141,6 +141,9 @@ class Runner:
                     await self._poll(record)
                 if record.phase == "succeeded":
                     await self._download(record)
+        except UnsavableImage as err:  # trying again cannot help: the task ends, its URLs kept
+            record.unsavable(f"The task finished at the API, but its image could not be saved: {err}")
+            await self._save(record)
         except Exception as err:  # the one broad catch: a row is retried whatever went wrong
             reason = self._describe(err)
             log.warning("task %s: %s; trying again", record.handle, reason)
@@ -178,6 +181,8 @@ class Runner:
                 self._streams.release()
 
     def _take_stream_slot(self) -> bool:
+        if self._settings.max_streams == 0:
+            return False
         try:
             self._streams.acquire_nowait()
         except anyio.WouldBlock:
@@ -266,7 +271,7 @@ def _verified_meta(path: Path) -> ImageMeta:
     try:
         return image_meta(path, verify=True)
     except ValueError as err:
-        raise DownloadError(f"The API sent a file that is not an image ({err}).") from err
+        raise UnsavableImage(f"The API sent a file that is not an image ({err}).") from err
 
 
 def _disk_error(out_dir: Path, err: OSError) -> str:
