@@ -1,0 +1,495 @@
+"""Switchable misbehaviour of the emulator: counting faults, chaos, hostile answers and the control endpoints.
+
+The contract calls a :class:`FaultInjector` at a few points (the gate, a create, a stream, a download,
+every JSON answer); with every :class:`Faults` field at its default each call lets the request be answered
+normally. Nothing here fires unless a test, a benchmark or ``POST /_emulator/faults`` switched it on.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from nano_banana_mcp.emulator.wire import API_PREFIX, ConnectionAborted, error, invalid, sse, sse_response
+
+__all__ = [
+    "CHAOS_KINDS",
+    "CONTROL_PREFIX",
+    "HOSTILE_KINDS",
+    "CutResponse",
+    "FaultInjector",
+    "Faults",
+]
+
+CONTROL_PREFIX = "/_emulator"
+"""Path prefix of the control endpoints (served only by ``Emulator(control=True)``)."""
+CHAOS_KINDS = ("rate_limit", "server_error", "lost_create", "dropped_stream", "cut_download")
+"""The faults chaos mode picks from (never a failed task: that is a legitimate result, not a fault)."""
+_CHAOS_SCOPE_KEY = "nano_banana.chaos"
+"""Where the gate leaves a chaos fault that only the handler can apply (``lost_create``, ``dropped_stream``)."""
+_HOSTILE_API = ("malformed_json", "missing_fields", "wrong_types", "huge_body", "html_error")
+"""Hostile kinds for the JSON endpoints: create async, get task, list, upload."""
+_HOSTILE_STREAM = ("endless_stream", "garbage_stream", "huge_event")
+"""Hostile kinds for the SSE stream of ``POST /api/v1/tasks/sync``."""
+_HOSTILE_CREATE = ("bad_gzip", "redirect_data_url", "nested_error")
+"""Hostile kinds for both create endpoints, sent after the task is made: a body that claims gzip but is not,
+a redirect to a ``data:`` URL, and an error body nested too deep for a JSON parser."""
+_HOSTILE_DOWNLOAD = ("not_image", "endless_download", "redirect_offsite", "redirect_loopback", "redirect_loop")
+"""Hostile kinds for ``GET /files/outputs/...``."""
+HOSTILE_KINDS = _HOSTILE_API + _HOSTILE_STREAM + _HOSTILE_CREATE + _HOSTILE_DOWNLOAD
+"""The values of :attr:`Faults.hostile_kind`; each applies only to the requests named above."""
+
+
+@dataclass
+class Faults:
+    """Switchable misbehaviour; each counter is consumed (decremented) as it fires."""
+
+    latency: float = 0.0
+    """Seconds added before every ``/api/v1`` response."""
+    rate_limit: int = 0
+    """The next N ``/api/v1`` requests answer 429 with ``Retry-After``."""
+    retry_after: float = 0.05
+    """The ``Retry-After`` value of those 429s, in (possibly fractional) seconds."""
+    server_errors: int = 0
+    """The next N ``/api/v1`` requests answer 503."""
+    lose_create_responses: int = 0
+    """The next N create requests (async or sync, new or replayed) make the task, then break the connection."""
+    drop_streams: int = 0
+    """The next N SSE streams send their first event, then break the connection."""
+    fail_tasks: int = 0
+    """The next N newly created tasks end ``failed``."""
+    refuse_creates: int = 0
+    """The next N creates of a new task answer 400 VALIDATION_ERROR although the request is valid."""
+    cut_downloads: int = 0
+    """The next N file downloads send half the body (or half the requested range), then break the connection."""
+    chaos: float = 0.0
+    """Probability (0..1) that any one request gets a random fault of a kind that applies to it (see
+    :data:`CHAOS_KINDS`): any ``/api/v1`` request 429 or 503, a create also a lost response, a sync create
+    also a dropped stream, a file download a cut download. Counting faults above fire first."""
+    chaos_seed: int | None = None
+    """Seed of the chaos dice, for a reproducible run; applied by ``Emulator.set_chaos``, by
+    ``POST /_emulator/faults`` and by ``Emulator.reset``."""
+    hostile: int = 0
+    """The next N responses to which ``hostile_kind`` applies are hostile (see :data:`HOSTILE_KINDS`).
+    The request is handled first (a create makes its task, an upload is stored) and only a successful
+    answer is replaced; refusals by the gate (auth, 429, 503, chaos), errors, lost creates and ``HEAD``
+    requests are left alone and consume nothing."""
+    hostile_kind: str = "malformed_json"
+    """Which hostile answer :attr:`hostile` sends; one of :data:`HOSTILE_KINDS`."""
+
+    def reset(self) -> None:
+        """Switch every fault off."""
+        for f in fields(self):
+            setattr(self, f.name, f.default)
+
+
+class CutResponse(Response):
+    """Announces the full body, sends half of it, then breaks the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
+        raise ConnectionAborted
+
+
+class FaultInjector:
+    """Applies :attr:`faults` where the contract asks, and counts what fired."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self.chaos_fired: Counter[str] = Counter()
+        """Chaos faults that fired, by kind (see :data:`CHAOS_KINDS`)."""
+        self.hostile_fired: Counter[str] = Counter()
+        """Hostile answers sent, by kind (see :data:`HOSTILE_KINDS`)."""
+        self.hostile_streams = 0
+        """Hostile bodies being streamed right now (a live gauge: :meth:`reset` leaves it alone)."""
+        self._rng = random.Random(faults.chaos_seed)  # noqa: S311 - fault dice, not secrets
+
+    def reset(self) -> None:
+        """Switch every fault off, forget what fired and reseed the chaos dice."""
+        self.faults.reset()
+        self.chaos_fired = Counter()
+        self.hostile_fired = Counter()
+        self._rng.seed(self.faults.chaos_seed)
+
+    def configure(self, changes: Mapping[str, Any]) -> None:
+        """Check every change, then apply them all; setting ``chaos_seed`` reseeds the chaos dice.
+
+        Raises ValueError naming the first bad field, and then changes nothing.
+        """
+        known = {f.name for f in fields(Faults)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"Unknown fault field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+        checked = {name: _check_fault(name, value) for name, value in changes.items()}
+        for name, value in checked.items():
+            setattr(self.faults, name, value)
+        if "chaos_seed" in checked:
+            self._rng.seed(self.faults.chaos_seed)
+
+    # --- the gate: every /api/v1 request -------------------------------------------------------
+
+    async def delay(self) -> None:
+        """Wait out the latency fault."""
+        if self.faults.latency > 0:
+            await anyio.sleep(self.faults.latency)
+
+    def refusal(self, scope: Scope) -> Response | None:
+        """A 429 or 503 for an authorised ``/api/v1`` request, or None; leaves other chaos to the handler."""
+        if self._take("rate_limit"):
+            return self._rate_limited()
+        if self._take("server_errors"):
+            return self._unavailable()
+        kind = self._roll_chaos(_chaos_kinds(scope["method"], scope["path"]))
+        if kind == "rate_limit":
+            self.chaos_fired[kind] += 1
+            return self._rate_limited()
+        if kind == "server_error":
+            self.chaos_fired[kind] += 1
+            return self._unavailable()
+        if kind is not None:  # applied, and counted, only if the handler gets that far
+            scope[_CHAOS_SCOPE_KEY] = kind
+        return None
+
+    def _rate_limited(self) -> Response:
+        wait = f"{self.faults.retry_after:f}".rstrip("0").rstrip(".")  # "0.05", "2": never "5e-05"
+        return error(
+            429,
+            "rate_limited",
+            f"Too many requests (emulated); retry after {wait} seconds.",
+            headers={"Retry-After": wait},
+        )
+
+    @staticmethod
+    def _unavailable() -> Response:
+        return error(503, "unavailable", "The service is temporarily unavailable (emulated); try again.")
+
+    # --- creates ---------------------------------------------------------------------------------
+
+    def refuse_create(self) -> None:
+        """Raise the emulated 400 of the ``refuse_creates`` fault, if it fires."""
+        if self._take("refuse_creates"):
+            raise invalid("The API refused this request although it is valid (emulated refusal).")
+
+    def fail_task(self) -> bool:
+        """Whether the task being created is to end ``failed``."""
+        return self._take("fail_tasks")
+
+    def lose_create(self, request: Request) -> bool:
+        """Whether the answer to this create (new or replayed) is to be lost after the task exists."""
+        return self._take("lose_create_responses") or self._chaos_hit(request, "lost_create")
+
+    @staticmethod
+    def lost_answer(body: bytes) -> Response:
+        """A create answer that breaks halfway."""
+        return CutResponse(body, media_type="application/json")
+
+    @staticmethod
+    def lost_stream() -> Response:
+        """A create stream that breaks before its first event."""
+        return sse_response(_lost_stream())
+
+    # --- answers ---------------------------------------------------------------------------------
+
+    def api_answer(self, request: Request, shape: str, body: dict[str, Any]) -> Response:
+        """``body`` as JSON, unless a hostile fault replaces it (``shape``: task, list or upload)."""
+        kind = self._take_hostile(request, _HOSTILE_API)
+        if kind is None:
+            return JSONResponse(body)
+        if kind == "malformed_json":
+            return Response(b'{"id": "task_', media_type="application/json")
+        if kind == "missing_fields":
+            return JSONResponse(_MISSING_FIELDS[shape])
+        if kind == "wrong_types":
+            return JSONResponse(_WRONG_TYPES[shape])
+        if kind == "huge_body":
+            return StreamingResponse(self._streaming(_huge_body()), media_type="application/json")
+        return Response(_BAD_GATEWAY_HTML, status_code=502, media_type="text/html")
+
+    def hostile_create(self, request: Request) -> Response | None:
+        """A hostile answer to a create whose task is already made (see ``_HOSTILE_CREATE``), or None."""
+        kind = self._take_hostile(request, _HOSTILE_CREATE)
+        if kind == "bad_gzip":
+            return Response(
+                b'{"id": "plain, not gzip"}', media_type="application/json", headers={"Content-Encoding": "gzip"}
+            )
+        if kind == "redirect_data_url":
+            return Response(status_code=302, headers={"Location": "data:text/plain;base64,Z290Y2hh"})
+        if kind == "nested_error":
+            depth = 100_000
+            body = b'{"error":' * depth + b"1" + b"}" * depth
+            return Response(body, status_code=500, media_type="application/json")
+        return None
+
+    def sync_stream(
+        self,
+        request: Request,
+        events: AsyncGenerator[bytes, None],
+        *,
+        task_id: str,
+        model: str,
+        created_at: str,
+        interval: float,
+    ) -> Response:
+        """The SSE answer of a sync create: ``events``, dropped after the first one, or a hostile stream."""
+        kind = self._take_hostile(request, _HOSTILE_STREAM)
+        if kind == "endless_stream":
+            return sse_response(self._streaming(_endless_events(task_id, model, created_at, interval)))
+        if kind == "garbage_stream":
+            return sse_response(self._streaming(_garbage_events()))
+        if kind == "huge_event":
+            return sse_response(self._streaming(_huge_event(task_id)))
+        if self._take("drop_streams") or self._chaos_hit(request, "dropped_stream"):
+            return sse_response(_first_only(events))
+        return sse_response(events)
+
+    def hostile_download(self, request: Request, base: str) -> Response | None:
+        """A hostile answer to an output download (``base``: this emulator's URL), or None."""
+        kind = self._take_hostile(request, _HOSTILE_DOWNLOAD)
+        if kind is None:
+            return None
+        if kind == "not_image":
+            return Response(_NOT_IMAGE_HTML, media_type="image/png")
+        if kind == "endless_download":
+            return StreamingResponse(self._streaming(_endless_png()), media_type="image/png")
+        if kind == "redirect_offsite":
+            location = _OFFSITE_URL
+        elif kind == "redirect_loopback":
+            task_id, name = request.path_params["task_id"], request.path_params["name"]
+            location = f"{base}/files/mirror/outputs/{task_id}/{name}"
+        else:  # redirect_loop: this very URL again
+            query = request.url.query
+            location = f"{base}{request.url.path}{'?' + query if query else ''}"
+        return Response(status_code=302, headers={"Location": location})
+
+    def cut_download(self, body: bytes, status: int, headers: Mapping[str, str], media_type: str) -> Response | None:
+        """A file answer that breaks halfway, if the ``cut_downloads`` fault or chaos fires; else None."""
+        if self._take("cut_downloads") or self._fire_chaos("cut_download"):
+            return CutResponse(body, status_code=status, headers=headers, media_type=media_type)
+        return None
+
+    # --- control ---------------------------------------------------------------------------------
+
+    def control_routes(self, snapshot: Callable[[], dict[str, Any]]) -> list[Route]:
+        """``GET /_emulator/state`` (answers ``snapshot()``) and ``POST /_emulator/faults`` (sets faults)."""
+
+        async def state(_request: Request) -> Response:
+            return JSONResponse(snapshot())
+
+        async def set_faults(request: Request) -> Response:
+            try:
+                changes = await request.json()
+            except ValueError:
+                raise invalid("The request body must be a JSON object of Faults fields.") from None
+            if not isinstance(changes, dict):
+                raise invalid("The request body must be a JSON object of Faults fields.")
+            try:
+                self.configure(changes)
+            except ValueError as e:
+                raise invalid(str(e)) from None
+            return JSONResponse(snapshot())
+
+        return [
+            Route(f"{CONTROL_PREFIX}/state", state, methods=["GET"]),
+            Route(f"{CONTROL_PREFIX}/faults", set_faults, methods=["POST"]),
+        ]
+
+    def state(self) -> dict[str, Any]:
+        """What fired and the current faults, for ``GET /_emulator/state``."""
+        return {
+            "chaos_fired": dict(self.chaos_fired),
+            "hostile_fired": dict(self.hostile_fired),
+            "faults": asdict(self.faults),
+        }
+
+    # --- machinery -------------------------------------------------------------------------------
+
+    def _take(self, fault: str) -> bool:
+        """Consume one unit of a counting fault; True when it fires."""
+        left: int = getattr(self.faults, fault)
+        if left <= 0:
+            return False
+        setattr(self.faults, fault, left - 1)
+        return True
+
+    def _roll_chaos(self, kinds: tuple[str, ...]) -> str | None:
+        """With probability ``faults.chaos``, one of ``kinds`` picked uniformly; else None."""
+        rate = self.faults.chaos
+        if rate <= 0 or not kinds or self._rng.random() >= rate:
+            return None
+        return self._rng.choice(kinds)
+
+    def _chaos_hit(self, request: Request, kind: str) -> bool:
+        """True (and counted) when the gate chose chaos fault ``kind`` for this request."""
+        if request.scope.get(_CHAOS_SCOPE_KEY) != kind:
+            return False
+        del request.scope[_CHAOS_SCOPE_KEY]
+        self.chaos_fired[kind] += 1
+        return True
+
+    def _fire_chaos(self, kind: str) -> bool:
+        """Roll the chaos dice for a request to which only ``kind`` applies; True (and counted) if it fires."""
+        if self._roll_chaos((kind,)) is None:
+            return False
+        self.chaos_fired[kind] += 1
+        return True
+
+    def _take_hostile(self, request: Request, applicable: tuple[str, ...]) -> str | None:
+        """The hostile kind to answer ``request`` with (consumed and counted), or None to answer normally."""
+        kind = self.faults.hostile_kind
+        if request.method == "HEAD" or kind not in applicable or not self._take("hostile"):
+            return None
+        self.hostile_fired[kind] += 1
+        return kind
+
+    async def _streaming(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``chunks``, counted in :attr:`hostile_streams` while they flow; each chunk is a checkpoint.
+
+        The checkpoint lets the event loop serve other requests and lets Starlette cancel the stream
+        the moment the client disconnects (uvicorn silently drops writes to a closed connection).
+        """
+        self.hostile_streams += 1
+        try:
+            async for chunk in chunks:
+                yield chunk
+                await anyio.lowlevel.checkpoint()
+        finally:
+            self.hostile_streams -= 1
+
+
+def _chaos_kinds(method: str, path: str) -> tuple[str, ...]:
+    """The chaos faults that apply to an ``/api/v1`` request."""
+    if method == "POST" and path == f"{API_PREFIX}/tasks/async":
+        return ("rate_limit", "server_error", "lost_create")
+    if method == "POST" and path == f"{API_PREFIX}/tasks/sync":
+        return ("rate_limit", "server_error", "lost_create", "dropped_stream")
+    return ("rate_limit", "server_error")
+
+
+def _check_fault(name: str, value: Any) -> Any:
+    """``value`` if it is a valid setting of fault ``name``; else ValueError saying why."""
+    if name == "hostile_kind":
+        if isinstance(value, str) and value in HOSTILE_KINDS:
+            return value
+        raise ValueError(f"hostile_kind must be one of {', '.join(HOSTILE_KINDS)}; got {value!r}.")
+    if name == "chaos_seed":
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise ValueError(f"chaos_seed must be an integer or null, got {value!r}.")
+    if isinstance(Faults.__dataclass_fields__[name].default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
+        if name == "chaos" and value > 1:
+            raise ValueError(f"chaos is a probability from 0 to 1, got {value!r}.")
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+    return value
+
+
+# --- broken streams --------------------------------------------------------------------------------
+
+
+async def _lost_stream() -> AsyncIterator[bytes]:
+    """A stream that breaks before its first event."""
+    raise ConnectionAborted
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+async def _first_only(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """The first chunk of ``events``, then a broken connection."""
+    async with aclosing(events):
+        async for chunk in events:
+            yield chunk
+            raise ConnectionAborted
+
+
+# --- hostile payloads ------------------------------------------------------------------------------
+
+_HOSTILE_CHUNK = 64 * 1024
+_HUGE_BODY_BYTES = 64 * 1024 * 1024
+_HUGE_EVENT_BYTES = 16 * 1024 * 1024
+_OFFSITE_URL = "https://evil.example.invalid/steal.png"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_MISSING_FIELDS: dict[str, dict[str, Any]] = {"task": {}, "list": {"page": 1}, "upload": {"id": "file_x"}}
+_WRONG_TYPES: dict[str, dict[str, Any]] = {
+    "task": {"id": 12345, "status": ["success"], "outputs": "nope", "created_at": 7},
+    "list": {"tasks": "many", "total": "lots"},
+    "upload": {"url": 42},
+}
+_BAD_GATEWAY_HTML = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>"
+    b"<p>The proxy server received an invalid response from an upstream server.</p><hr>"
+    b"<address>nginx (emulated)</address></body></html>"
+)
+_NOT_IMAGE_HTML = (
+    b"<!DOCTYPE html><html><head><title>Sign in</title></head><body><h1>Please sign in</h1>"
+    b"<p>This HTML page is served as image/png by the emulator's not_image fault.</p></body></html>"
+)
+_GARBAGE_DATA = (
+    b"this is not JSON",
+    b'{"id": "task_',
+    b"[1, 2, 3]",
+    b'["success"]',
+    b'{"status": "processing", "outputs": [{"progress": 50}]}',
+    b'{"progress": 60}',
+)
+
+
+async def _padded(head: bytes, tail: bytes, total: int) -> AsyncIterator[bytes]:
+    """``head``, then ``x`` up to ``total`` bytes in all, then ``tail``: 64 KB at a time, never all at once."""
+    pad = b"x" * _HOSTILE_CHUNK
+    yield head
+    left = total - len(head) - len(tail)
+    while left > 0:
+        yield pad if left >= len(pad) else pad[:left]
+        left -= len(pad)
+    yield tail
+
+
+def _huge_body() -> AsyncIterator[bytes]:
+    """A valid JSON object of 64 MiB."""
+    return _padded(b'{"id":"task_x","pad":"', b'"}', _HUGE_BODY_BYTES)
+
+
+def _huge_event(task_id: str) -> AsyncIterator[bytes]:
+    """An event line, then one ``data:`` line of 16 MiB that never ends in a newline."""
+    event = b"event: progress\n"
+    data = f'data: {{"id":"{task_id}","status":"processing","pad":"'.encode()
+    return _padded(event + data, b'"}', len(event) + _HUGE_EVENT_BYTES)
+
+
+async def _garbage_events() -> AsyncIterator[bytes]:
+    """Events whose data is not JSON, a JSON array, or an object without an id; then the end, untimely."""
+    for data in _GARBAGE_DATA:
+        yield b"event: progress\ndata: " + data + b"\n\n"
+
+
+async def _endless_events(task_id: str, model: str, created_at: str, interval: float) -> AsyncIterator[bytes]:
+    """A ``progress`` event stuck at 50% every ``interval`` seconds, until the client goes away."""
+    output = {"model": model, "status": "processing", "progress": 50}
+    body = {"id": task_id, "status": "processing", "type": "image", "outputs": [output], "created_at": created_at}
+    event = sse("progress", body | {"updated_at": created_at})
+    while True:
+        yield event
+        await anyio.sleep(interval)
+
+
+async def _endless_png() -> AsyncIterator[bytes]:
+    """A PNG signature, then zeros, 64 KB at a time, forever."""
+    yield _PNG_SIGNATURE + bytes(_HOSTILE_CHUNK - len(_PNG_SIGNATURE))
+    zeros = bytes(_HOSTILE_CHUNK)
+    while True:
+        yield zeros

@@ -1,0 +1,137 @@
+"""Render the placeholder PNG of an emulated task: the requested size, and plainly not a generated image."""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import io
+import textwrap
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
+
+__all__ = ["PLACEHOLDER_DESCRIPTION", "PLACEHOLDER_TITLE", "output_size", "render_placeholder"]
+
+PLACEHOLDER_TITLE = "OFFLINE PLACEHOLDER — nano-banana emulator"
+PLACEHOLDER_DESCRIPTION = "Offline placeholder from the nano-banana-mcp emulator; not a generated image."
+
+_LONG_SIDE = {"1K": 1024, "2K": 2048, "4K": 4096}
+_Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+_DASH = "—"  # Pillow's built-in font has no em dash: it is drawn as a bar
+_DETAIL_SCALE = 0.7
+_LINE_HEIGHT = 1.35
+_WRAP_WIDTHS = (80, 48, 32, 22, 16, 11)
+_WRAP_GAIN = 1.3
+
+
+def output_size(aspect_ratio: str | None, resolution: str | None) -> tuple[int, int]:
+    """Pixel size of an output: long side 1024/2048/4096 for 1K/2K/4K, short side from the ratio."""
+    long_side = _LONG_SIDE.get(resolution or "1K")
+    if long_side is None:
+        raise ValueError(f"Unknown resolution {resolution!r}; expected one of {', '.join(_LONG_SIDE)}.")
+    width, _, height = (aspect_ratio or "1:1").partition(":")
+    w, h = int(width), int(height)
+    if w >= h:
+        return long_side, round(long_side * h / w)
+    return round(long_side * w / h), long_side
+
+
+def render_placeholder(
+    *, model: str, prompt: str, aspect_ratio: str | None, resolution: str | None, seed: str
+) -> bytes:
+    """A PNG of the output size that says, large and plainly, that it is an offline placeholder.
+
+    Deterministic: the same arguments give the same bytes (``seed`` picks the colours).
+    """
+    width, height = output_size(aspect_ratio, resolution)
+    hue = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:2], "big") / 65_535
+    top = _rgb(hue, 0.55, 0.35)
+    bottom = _rgb((hue + 0.15) % 1.0, 0.45, 0.85)
+    # A 1-pixel-wide gradient stretched to size: cheap to make, and flat rows compress fast.
+    column = ImageOps.colorize(Image.linear_gradient("L").resize((1, 256)), black=top, white=bottom)
+    image = column.resize((width, height), Image.Resampling.BILINEAR)
+
+    head = " ".join(prompt.split())
+    head = head if len(head) <= 60 else f"{head[:59]}…"
+    details = [
+        f"{model} · {aspect_ratio or '1:1'} · {resolution or '1K'} · {width}x{height} px",
+        f"“{head}”",
+        "Not a generated image.",
+    ]
+    size, title_lines, detail_lines = _layout(width, height, details)
+    title_font = ImageFont.load_default(size=size)
+    detail_font = ImageFont.load_default(size=max(round(size * _DETAIL_SCALE), 6))
+
+    draw = ImageDraw.Draw(image)
+    border = max(min(width, height) // 64, 2)
+    draw.rectangle((0, 0, width - 1, height - 1), outline=(20, 20, 20), width=border)
+    step = size * _LINE_HEIGHT
+    block = step * (len(title_lines) + _DETAIL_SCALE * len(detail_lines))
+    y = (height - block) / 2
+    pad = size * 0.5
+    draw.rectangle((0, y - pad, width, y + block + pad), fill=(15, 15, 20))
+    for line in title_lines:
+        _draw_centered(draw, width / 2, y, line, title_font, (255, 214, 10))
+        y += step
+    for line in detail_lines:
+        _draw_centered(draw, width / 2, y, line, detail_font, (235, 235, 235))
+        y += step * _DETAIL_SCALE
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Description", PLACEHOLDER_DESCRIPTION)
+    info.add_text("Software", "nano-banana-mcp emulator")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1, pnginfo=info)
+    return buffer.getvalue()
+
+
+def _layout(width: int, height: int, details: list[str]) -> tuple[int, list[str], list[str]]:
+    """The largest title size, and the wrapped lines, at which the text fits the image.
+
+    Lines fill at most 90% of the width and the block 70% of the height; narrow images get
+    more, shorter lines (a narrower wrap is taken only when it makes the text clearly larger).
+    """
+    probe = 100
+    probe_font = ImageFont.load_default(size=probe)
+    best: tuple[int, list[str], list[str]] = (0, [PLACEHOLDER_TITLE], details)
+    for chars in _WRAP_WIDTHS:
+        title_lines = _wrap(PLACEHOLDER_TITLE, chars)
+        detail_lines = [piece for line in details for piece in _wrap(line, chars)]
+        widest = max(
+            *(_text_width(probe_font, line) for line in title_lines),
+            *(_text_width(probe_font, line) * _DETAIL_SCALE for line in detail_lines),
+        )
+        lines = len(title_lines) + _DETAIL_SCALE * len(detail_lines)
+        scale = min(0.9 * width / widest, 0.7 * height / (_LINE_HEIGHT * probe * lines))
+        if int(probe * scale) > best[0] * _WRAP_GAIN:
+            best = (int(probe * scale), title_lines, detail_lines)
+    return max(best[0], 6), best[1], best[2]
+
+
+def _wrap(text: str, chars: int) -> list[str]:
+    return textwrap.wrap(text, chars, break_long_words=False, break_on_hyphens=False) or [text]
+
+
+def _text_width(font: _Font, text: str) -> float:
+    parts = text.split(_DASH)
+    return sum(font.getlength(part) for part in parts) + (len(parts) - 1) * font.getlength("M")
+
+
+def _draw_centered(
+    draw: ImageDraw.ImageDraw, center: float, top: float, text: str, font: _Font, fill: tuple[int, int, int]
+) -> None:
+    """Draw one line centred on ``center``, with any em dash drawn as a bar at hyphen height."""
+    x = center - _text_width(font, text) / 2
+    em = font.getlength("M")
+    _, bar_top, _, bar_bottom = font.getbbox("-")
+    middle, half = top + (bar_top + bar_bottom) / 2, max(em * 0.04, 0.5)
+    for i, part in enumerate(text.split(_DASH)):
+        if i:
+            draw.rectangle((x + em * 0.1, middle - half, x + em * 0.9, middle + half), fill=fill)
+            x += em
+        draw.text((x, top), part, font=font, fill=fill)
+        x += font.getlength(part)
+
+
+def _rgb(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
+    return round(r * 255), round(g * 255), round(b * 255)

@@ -1,0 +1,108 @@
+"""Serve an emulator over HTTP with uvicorn: in a background thread, or until cancelled."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+import uvicorn
+
+from nano_banana_mcp.emulator.contract import Emulator
+from nano_banana_mcp.emulator.wire import is_abort
+
+__all__ = ["serve", "serve_in_thread"]
+
+_GRACEFUL_SHUTDOWN_SECONDS = 2
+
+logger = logging.getLogger(__name__)
+
+
+class _QuietAborts(logging.Filter):
+    """Keeps uvicorn from logging a traceback for every connection broken on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and is_abort(record.exc_info[1]))
+
+
+_QUIET_ABORTS = _QuietAborts()
+
+
+@contextmanager
+def serve_in_thread(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run uvicorn in a daemon thread on a pre-bound socket (port 0 = free port); yield the base URL."""
+    sock = _bind(host, port)
+    server = uvicorn.Server(_config(emulator))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="nano-banana-emulator", daemon=True)
+    emulator.base_url = _url(host, sock.getsockname()[1])
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("The emulator did not start; see the log on stderr.")
+            time.sleep(0.002)
+        yield emulator.base_url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=_GRACEFUL_SHUTDOWN_SECONDS + 5)
+        sock.close()
+        emulator.base_url = None
+
+
+async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 8787) -> None:
+    """Serve until cancelled (the ``nano-banana-mcp emulator`` command)."""
+    sock = _bind(host, port)
+    server = uvicorn.Server(_config(emulator))
+    emulator.base_url = _url(host, sock.getsockname()[1])
+    logger.info("Monet emulator (offline placeholders) listening on %s", emulator.base_url)
+    try:
+        await server.serve(sockets=[sock])
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True):
+            await server.shutdown(sockets=[sock])
+        raise
+    finally:
+        sock.close()
+        emulator.base_url = None
+
+
+def _config(emulator: Emulator) -> uvicorn.Config:
+    config = uvicorn.Config(
+        emulator.app,
+        http="h11",
+        ws="none",
+        lifespan="off",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    logging.getLogger("uvicorn.error").addFilter(_QUIET_ABORTS)
+    return config
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without
+    # it each keep-alive answer (headers, then body) waits ~40 ms on Nagle and the delayed ACK.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        if sys.platform != "win32":  # on Windows SO_REUSEADDR lets another process steal the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
