@@ -8,20 +8,26 @@ from pathlib import Path
 import jsonschema
 import pytest
 import strictyaml
+from mcp import Client
 from skills_ref.parser import parse_frontmatter
 from skills_ref.validator import validate
 
 from nano_banana_mcp import catalog
+from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest
-from nano_banana_mcp.server import _tools
+from nano_banana_mcp.mcp import create_server
 
 MODELS = list(catalog.MODELS.values())
 
 
 @pytest.fixture(scope="module")
-def generate_schema() -> dict:
-    tool = next(t for t in _tools() if t.name == "generate_image")
-    return tool.parameters
+async def generate_schema(tmp_path_factory: pytest.TempPathFactory, anyio_backend: str) -> dict:
+    """generate_image's input schema as a host reads it from tools/list."""
+    root = tmp_path_factory.mktemp("catalog")
+    settings = Settings(api_key=None, base_url="https://monet.vision", output_dir=root, data_dir=root)
+    async with Client(create_server(settings)) as client:
+        tools = await client.list_tools()
+    return next(t for t in tools.tools if t.name == "generate_image").input_schema
 
 
 def _valid(schema: dict, arguments: dict) -> bool:

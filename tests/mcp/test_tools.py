@@ -1,4 +1,4 @@
-"""The MCP tools end to end: SDK client → server → Monet client → emulator over HTTP → files on disk."""
+"""The five tools end to end: SDK client → server → Monet client → emulator over HTTP → files on disk."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from nano_banana_mcp import catalog
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import output_size
 from nano_banana_mcp.images import thumbnail
-from nano_banana_mcp.server import create_server
+from nano_banana_mcp.mcp import create_server
 
 pytestmark = pytest.mark.anyio
 
@@ -292,42 +292,6 @@ async def test_without_a_key_tools_list_and_calls_explain(tmp_path: Path, mode: 
     assert result.is_error
     assert "MONET_API_KEY" in text_of(result)
     assert "--offline" in text_of(result)
-
-
-@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
-async def test_background_finish_notifies_subscribers(settings: Settings, emulator, mode: str) -> None:
-    """A client subscribed to a task's resource hears when it finishes after the call returned."""
-    emulator.task_seconds = 0.5
-    updates: list[str] = []
-    updated = anyio.Event()
-
-    async def on_message(message) -> None:
-        uri = getattr(getattr(message, "params", None), "uri", None)
-        if type(message).__name__ == "ResourceUpdatedNotification" and uri:
-            updates.append(str(uri))
-            updated.set()
-
-    async with Client(create_server(settings), mode=mode, message_handler=on_message) as client:
-        first = await client.call_tool("generate_image", {"prompt": "notify me", "wait_seconds": 0})
-        uri = f"nano-banana://tasks/{first.structured_content['task_id']}"
-        with anyio.fail_after(10):
-            if mode == "legacy":
-                await client.subscribe_resource(uri)
-                await updated.wait()
-            else:
-                async with client.listen(resource_subscriptions=[uri]) as sub:
-                    async for event in sub:
-                        updates = [event.uri]  # the listen stream itself, not the message tee
-                        break
-        task = await client.read_resource(uri)
-    assert updates == [uri]
-    assert '"status": "success"' in task.contents[0].text
-
-
-async def test_tool_list_costs_the_agent_little(mcp_client: Client) -> None:
-    """Every connection pays for tools/list in context: the whole answer stays within 8 KB."""
-    tools = await mcp_client.list_tools()
-    assert len(tools.model_dump_json(by_alias=True, exclude_none=True)) <= 8 * 1024
 
 
 def test_thumbnail_of_a_busy_photo_fits_the_result_budget(tmp_path: Path) -> None:

@@ -1,0 +1,10 @@
+"""The MCP face of nano-banana: the server factory, its HTTP app and bearer auth, and the tools' state.
+
+``app`` builds the server, ``tools`` holds the five tools, ``schema`` compacts their JSON schemas, and
+``legacy`` keeps the shims that only 2025-era connections need.
+"""
+
+from nano_banana_mcp.mcp.app import StaticTokenVerifier, create_server, http_app
+from nano_banana_mcp.mcp.tools import App, build_tools
+
+__all__ = ["App", "StaticTokenVerifier", "build_tools", "create_server", "http_app"]

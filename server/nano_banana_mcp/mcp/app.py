@@ -1,0 +1,145 @@
+"""The app factory: the MCP server, its lifespan, resources for results, and the HTTP transport with its auth."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from pydantic import AnyHttpUrl, SecretStr
+from starlette.applications import Starlette
+
+from nano_banana_mcp import __version__, catalog
+from nano_banana_mcp.config import Settings, is_loopback
+from nano_banana_mcp.errors import ConfigError, NanoBananaError
+from nano_banana_mcp.mcp.legacy import LegacySubscribers
+from nano_banana_mcp.mcp.tools import IMAGE_URI, App, build_tools, service_of
+from nano_banana_mcp.service import open_service
+from nano_banana_mcp.store import TaskRecord
+
+__all__ = ["INSTRUCTIONS", "SERVER_NAME", "TASK_URI", "StaticTokenVerifier", "create_server", "http_app"]
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "nano-banana"
+TASK_URI = "nano-banana://tasks/{task_id}"
+
+INSTRUCTIONS = f"""Generate and edit images with Google's Nano Banana models through the Monet AI API.
+Call generate_image with a prompt; it returns when the images are saved on disk (paths in the result),
+or after wait_seconds with a task_id: the task keeps running in the background, and get_task(task_id,
+wait_seconds=60) collects it later. Nothing is lost and nothing is charged twice.
+Models:
+{catalog.summary()}"""
+
+
+def create_server(settings: Settings, *, public_url: str | None = None) -> MCPServer[App]:
+    """The MCP server for these settings; its lifespan owns the HTTP client and the watcher.
+
+    With ``public_url`` (HTTP only) and a token in the settings, every request needs that bearer token.
+    """
+
+    bus = InMemorySubscriptionBus()
+    subscribers = LegacySubscribers()
+
+    async def on_finished(record: TaskRecord) -> None:
+        """Tell subscribed clients that a task's resource changed (finished in the background)."""
+        if record.task_id is None:
+            return
+        uri = TASK_URI.format(task_id=record.task_id)
+        await bus.publish(ResourceUpdated(uri=uri))
+        await subscribers.notify(uri)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
+        async with open_service(settings, on_finished=on_finished) as service:
+            yield App(service=service, settings=settings)
+
+    mcp: MCPServer[App] = MCPServer(
+        SERVER_NAME,
+        title="Nano Banana",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        website_url="https://monet.vision",
+        lifespan=lifespan,
+        tools=build_tools(),
+        subscriptions=bus,
+        **_auth(settings, public_url),
+    )
+    subscribers.install(mcp)
+
+    @mcp.resource(TASK_URI, name="task", mime_type="application/json", description="A task's status and files.")
+    async def task_resource(task_id: str, ctx: Context[App]) -> str:
+        try:
+            result = await service_of(ctx).get(task_id)
+        except NanoBananaError as err:
+            raise ResourceError(str(err)) from err
+        return result.model_dump_json(indent=2)
+
+    @mcp.resource(IMAGE_URI, name="image", description="A saved output image, full size.")
+    async def image_resource(task_id: str, index: str, ctx: Context[App]) -> bytes:
+        try:
+            result = await service_of(ctx).get(task_id)
+        except NanoBananaError as err:
+            raise ResourceError(str(err)) from err
+        if not index.isdigit() or int(index) >= len(result.images):
+            raise ResourceError(f"Task {task_id} has no image {index}.")
+        path = result.images[int(index)].path
+        if path is None:
+            raise ResourceError(f"Image {index} of task {task_id} is not saved yet; try get_task first.")
+        return await anyio.Path(path).read_bytes()
+
+    return mcp
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+
+
+def http_app(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> Starlette:
+    """The streamable-HTTP app at ``/mcp``.
+
+    On loopback, DNS-rebinding protection is on (foreign Host or Origin headers are refused). Any other
+    address requires a bearer token (``NANO_BANANA_HTTP_TOKEN``); without one this refuses to build.
+    A token, when set, is required on loopback too.
+    """
+    if not is_loopback(host) and settings.http_token is None:
+        raise ConfigError(
+            f"Refusing to serve HTTP on {host} without a bearer token: anyone who can reach that address could "
+            "generate images on your account. Set NANO_BANANA_HTTP_TOKEN (or --auth-token), or serve on 127.0.0.1."
+        )
+    shown_host = f"[{host}]" if ":" in host else host
+    mcp = create_server(settings, public_url=f"http://{shown_host}:{port}")
+    return mcp.streamable_http_app(host=host)
+
+
+class StaticTokenVerifier(TokenVerifier):
+    """Accepts exactly one bearer token, compared in constant time."""
+
+    def __init__(self, token: SecretStr) -> None:
+        self._token = token.get_secret_value().encode()
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if hmac.compare_digest(token.encode(), self._token):
+            return AccessToken(token="<bearer>", client_id="nano-banana-http", scopes=[])  # noqa: S106 - a label
+        return None
+
+
+def _auth(settings: Settings, public_url: str | None) -> dict[str, Any]:
+    """``MCPServer`` arguments that require the settings' bearer token, when serving HTTP with one."""
+    if public_url is None or settings.http_token is None:
+        return {}
+    return {
+        "token_verifier": StaticTokenVerifier(settings.http_token),
+        "auth": AuthSettings(
+            issuer_url=AnyHttpUrl(public_url),
+            resource_server_url=AnyHttpUrl(f"{public_url}/mcp"),
+            validate_token_resource=False,  # one static token for this server; it carries no audience
+        ),
+    }

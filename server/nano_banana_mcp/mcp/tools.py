@@ -1,0 +1,222 @@
+"""The five MCP tools: thin signatures that build a request, delegate to the service and shape the result."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from nano_banana_mcp import catalog
+from nano_banana_mcp.catalog import AspectRatio, GenerateRequest, ModelInfo, ModelName, Resolution
+from nano_banana_mcp.config import Settings
+from nano_banana_mcp.errors import NanoBananaError
+from nano_banana_mcp.mcp.legacy import client_roots
+from nano_banana_mcp.mcp.schema import slim_tool
+from nano_banana_mcp.service import Service, Status, TaskList, TaskResult, UploadedReference
+
+__all__ = [
+    "IMAGE_URI",
+    "MAX_WAIT",
+    "App",
+    "ModelList",
+    "agent_errors",
+    "build_tools",
+    "generate_image",
+    "get_task",
+    "list_models",
+    "list_tasks",
+    "service_of",
+    "upload_reference",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_URI = "nano-banana://tasks/{task_id}/images/{index}"
+MAX_WAIT = 600.0
+
+
+@dataclass
+class App:
+    """What the lifespan builds once and every tool reads."""
+
+    service: Service
+    settings: Settings
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+    default: str
+
+
+@contextmanager
+def agent_errors() -> Iterator[None]:
+    """Our errors are meant for the agent: hand their text over as a tool error."""
+    try:
+        yield
+    except NanoBananaError as err:
+        raise ToolError(str(err)) from err
+
+
+def service_of(ctx: Context[App]) -> Service:
+    """The service the lifespan built, as a tool or resource sees it."""
+    return ctx.request_context.lifespan_context.service
+
+
+async def _tool_result(service: Service, result: TaskResult) -> Annotated[CallToolResult, TaskResult]:
+    """Summary line, a small thumbnail per saved image, a resource link per image, structured content."""
+    content: list[ContentBlock] = [TextContent(type="text", text=result.summary())]
+    for index, image in enumerate(result.images):
+        if image.path is None:
+            continue
+        path = Path(image.path)
+        try:
+            data, mime = await service.thumbnail(path)
+        except OSError:
+            log.warning("no thumbnail for %s", path)
+        else:
+            content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime))
+        content.append(
+            ResourceLink(
+                type="resource_link",
+                name=path.name,
+                uri=IMAGE_URI.format(task_id=result.task_id, index=index),
+                mime_type=image.mime_type,
+                size=image.size_bytes,
+                description=f"Full-size image ({image.width}x{image.height}) saved at {path}",
+            )
+        )
+    return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
+
+
+# -- tools -------------------------------------------------------------------------------------
+
+
+async def generate_image(
+    prompt: Annotated[str, Field(description="What to draw, or how to change the references.")],
+    ctx: Context[App],
+    model: Annotated[ModelName, Field(description="See the list above.")] = catalog.DEFAULT,
+    aspect_ratio: Annotated[AspectRatio | None, Field(description="Width:height; each model has its own set.")] = None,
+    resolution: Annotated[Resolution | None, Field(description="Not for nano-banana-1.")] = None,
+    images: Annotated[
+        list[str] | None,
+        Field(description="Local paths (uploaded for you), https:// URLs, or URLs from upload_reference."),
+    ] = None,
+    wait_seconds: Annotated[
+        float,
+        Field(ge=0, le=MAX_WAIT, description="Seconds to wait before returning the task id."),
+    ] = 45,
+) -> Annotated[CallToolResult, TaskResult]:
+    """Submit a generation and wait up to ``wait_seconds`` for its images; return them, or the task id.
+
+    The agent reads the description ``build_tools`` passes (built from the catalogue), not this docstring.
+    """
+    with agent_errors():
+        request = GenerateRequest(
+            prompt=prompt,
+            model=model,
+            images=tuple(images or ()),
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+        )
+        service = service_of(ctx)
+        result = await service.generate(request, wait_seconds, ctx.report_progress, client_roots=client_roots(ctx))
+        return await _tool_result(service, result)
+
+
+async def get_task(
+    task_id: Annotated[str, Field(min_length=1, max_length=200, description="The task id from generate_image.")],
+    ctx: Context[App],
+    wait_seconds: Annotated[
+        float, Field(ge=0, le=MAX_WAIT, description="Wait up to this long for the task to finish.")
+    ] = 0,
+) -> Annotated[CallToolResult, TaskResult]:
+    """Status and images of a task; with wait_seconds, wait for it to finish first."""
+    with agent_errors():
+        service = service_of(ctx)
+        result = await service.wait(task_id, wait_seconds, ctx.report_progress)
+        return await _tool_result(service, result)
+
+
+async def list_tasks(
+    ctx: Context[App],
+    page: Annotated[int, Field(ge=1, le=10_000, description="Page number, from 1.")] = 1,
+    page_size: Annotated[int, Field(ge=1, le=100, description="Tasks per page.")] = 20,
+    status: Annotated[Status | None, Field(description="Only tasks with this status.")] = None,
+) -> TaskList:
+    """Recent tasks, newest first, with status and saved files (this machine's and the API's)."""
+    with agent_errors():
+        return await service_of(ctx).list(page, page_size, status)
+
+
+async def upload_reference(
+    path: Annotated[str, Field(min_length=1, max_length=4096, description="Local path of an image file.")],
+    ctx: Context[App],
+) -> UploadedReference:
+    """Upload a local image once; pass the URL in generate_image's images until expires_at (24 hours)."""
+    with agent_errors():
+        return await service_of(ctx).upload(path, client_roots=client_roots(ctx))
+
+
+async def list_models() -> ModelList:
+    """The Nano Banana models and what each accepts: reference images, aspect ratios, resolutions."""
+    return ModelList(models=catalog.model_info(), default=catalog.DEFAULT)
+
+
+# -- the tool list -----------------------------------------------------------------------------
+
+
+def _generate_description() -> str:
+    return (
+        "Generate or edit images with a Nano Banana model. Returns when the images are saved (paths and a "
+        "preview), or after wait_seconds with a task_id that keeps running: collect it with get_task(task_id, "
+        f"wait_seconds=60), never by generating again.\n{catalog.summary()}"
+    )
+
+
+def build_tools() -> list[Tool]:
+    """The five tools with titles, annotations, per-model schema rules, and compacted schemas."""
+    read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True)  # destructive_hint means nothing here
+    generate = Tool.from_function(
+        generate_image,
+        title="Generate image",
+        description=_generate_description(),
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+        ),
+    )
+    # Per-model rules (ratios, resolutions, reference counts) as JSON-schema conditionals on `model`.
+    catalog.constrain(generate.parameters)
+    tools = [
+        generate,
+        Tool.from_function(
+            upload_reference,
+            title="Upload reference image",
+            annotations=ToolAnnotations(
+                read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+            ),
+        ),
+        Tool.from_function(
+            get_task, title="Get task", annotations=read_only.model_copy(update={"open_world_hint": True})
+        ),
+        Tool.from_function(
+            list_tasks,
+            title="List tasks",
+            annotations=read_only.model_copy(update={"open_world_hint": False}),
+        ),
+        Tool.from_function(
+            list_models,
+            title="List models",
+            annotations=read_only.model_copy(update={"open_world_hint": False}),
+        ),
+    ]
+    return [slim_tool(tool) for tool in tools]

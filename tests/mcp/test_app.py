@@ -1,0 +1,75 @@
+"""The app factory: resources for results, background-finish notifications, and the bearer-token check."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from pydantic import SecretStr
+
+from nano_banana_mcp.config import Settings
+from nano_banana_mcp.mcp import StaticTokenVerifier, create_server
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_task_resource_reads_the_result(mcp_client: Client) -> None:
+    """A task's resource is its structured result as JSON."""
+    result = await mcp_client.call_tool("generate_image", {"prompt": "a lighthouse"})
+    task_id = result.structured_content["task_id"]
+    read = await mcp_client.read_resource(f"nano-banana://tasks/{task_id}")
+    task = json.loads(read.contents[0].text)
+    assert task["task_id"] == task_id
+    assert task["status"] == "success"
+    assert task["images"] == result.structured_content["images"]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "expected"),
+    [
+        pytest.param("/images/7", "has no image 7", id="index-out-of-range"),
+        pytest.param("/images/x", "has no image x", id="index-not-a-number"),
+    ],
+)
+async def test_image_resource_refuses_an_image_the_task_lacks(mcp_client: Client, suffix: str, expected: str) -> None:
+    """Reading an image the task does not have is an error that says so."""
+    result = await mcp_client.call_tool("generate_image", {"prompt": "one image"})
+    uri = f"nano-banana://tasks/{result.structured_content['task_id']}{suffix}"
+    with pytest.raises(MCPError, match=expected):
+        await mcp_client.read_resource(uri)
+
+
+async def test_unknown_task_resource_points_to_list_tasks(mcp_client: Client) -> None:
+    """A resource for a task nobody knows is an error that points to list_tasks."""
+    with pytest.raises(MCPError, match="list_tasks"):
+        await mcp_client.read_resource("nano-banana://tasks/task_nope")
+
+
+async def test_background_finish_reaches_listeners(settings: Settings, emulator) -> None:
+    """A 2026 client listening on a task's resource hears when it finishes after the call returned."""
+    emulator.task_seconds = 0.5
+    heard: list[str] = []
+    async with Client(create_server(settings), mode="auto") as client:
+        first = await client.call_tool("generate_image", {"prompt": "notify me", "wait_seconds": 0})
+        uri = f"nano-banana://tasks/{first.structured_content['task_id']}"
+        with anyio.fail_after(10):
+            async with client.listen(resource_subscriptions=[uri]) as sub:
+                async for event in sub:
+                    heard.append(event.uri)
+                    break
+        task = await client.read_resource(uri)
+    assert heard == [uri]
+    assert '"status": "success"' in task.contents[0].text
+
+
+async def test_static_token_verifier_accepts_only_its_token() -> None:
+    """The configured token is accepted; any other, or a prefix of it, is not."""
+    verifier = StaticTokenVerifier(SecretStr("s3cret-token"))
+    accepted = await verifier.verify_token("s3cret-token")
+    assert accepted is not None
+    assert accepted.token != "s3cret-token"  # the secret is not carried around in the access token
+    for wrong in ("s3cret", "s3cret-token2", "", "S3CRET-TOKEN"):
+        assert await verifier.verify_token(wrong) is None
