@@ -17,13 +17,14 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import COMMAND, KEY, server_env, write
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
 
 
-def wait_for(condition, timeout: float = 30.0) -> None:
+def wait_for(condition: Callable[[], object], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -32,7 +33,7 @@ def wait_for(condition, timeout: float = 30.0) -> None:
 
 
 def images(out: Path) -> list[Path]:
-    return [p for p in out.glob("*.png")] if out.exists() else []
+    return list(out.glob("*.png")) if out.exists() else []
 
 
 def one_run(emulator: Emulator, base_url: str) -> float:

@@ -12,7 +12,7 @@ from mcp import Client
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
-from nano_banana_mcp.mcp import create_server
+from nano_banana_mcp.mcp_server import create_server
 
 API_KEY = "monet_test_key"
 

@@ -15,7 +15,7 @@ from skills_ref.validator import validate
 from nano_banana_mcp import catalog
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest
-from nano_banana_mcp.mcp import create_server
+from nano_banana_mcp.mcp_server import create_server
 
 MODELS = list(catalog.MODELS.values())
 

@@ -20,7 +20,7 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ReferenceImageError
 from nano_banana_mcp.images import check_reference
-from nano_banana_mcp.mcp import create_server
+from nano_banana_mcp.mcp_server import create_server
 
 # -- tool arguments (property-based) -------------------------------------------------------------
 

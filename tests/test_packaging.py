@@ -154,7 +154,7 @@ def test_packed_bundle_carried_only_the_server() -> None:
     excluded = {p.strip("/").removeprefix("*") for p in HEAVY_OR_PRIVATE + ROOT_ONLY}
     leaked = [n for n in names if any(part.endswith(tuple(excluded)) for part in n.split("/")[:-1])]
     assert not leaked
-    assert {"manifest.json", "pyproject.toml", "README.md", "server/nano_banana_mcp/server.py"} <= set(names)
+    assert {"manifest.json", "pyproject.toml", "README.md", "server/nano_banana_mcp/mcp_server/app.py"} <= set(names)
 
 
 # -- what the MCP Inspector saw -------------------------------------------------------------------

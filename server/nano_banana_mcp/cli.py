@@ -245,12 +245,12 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from nano_banana_mcp.mcp import create_server  # noqa: PLC0415
+    from nano_banana_mcp.mcp_server import create_server  # noqa: PLC0415
 
     if args.http:
         import uvicorn  # noqa: PLC0415
 
-        from nano_banana_mcp.mcp import http_app  # noqa: PLC0415
+        from nano_banana_mcp.mcp_server import http_app  # noqa: PLC0415
 
         app = http_app(settings, args.host, args.port)
         print(f"nano-banana MCP server on http://{args.host}:{args.port}/mcp", file=sys.stderr)

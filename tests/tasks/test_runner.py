@@ -16,7 +16,7 @@ from mcp import Client, StdioServerParameters
 from PIL import Image
 
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.mcp import create_server
+from nano_banana_mcp.mcp_server import create_server
 
 pytestmark = pytest.mark.anyio
 

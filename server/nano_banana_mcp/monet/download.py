@@ -97,6 +97,7 @@ class Downloader:
             await anyio.Path(tmp).unlink(missing_ok=True)
             raise
         except MonetError as err:
+            await anyio.Path(tmp).unlink(missing_ok=True)
             raise DownloadError(f"Could not download the finished image: {err}") from err
         try:
             if check is not None:

@@ -24,7 +24,10 @@ async def sse_data(response: httpx.Response, limit: int) -> AsyncIterator[str]:
     size = 0
     async for text in response.aiter_text():
         pending += text
-        *lines, pending = _LINE_BREAK.split(pending)
+        # A CR at the end of a chunk may be the first half of a CRLF: keep it until the next chunk says.
+        held = "\r" if pending.endswith("\r") else ""
+        *lines, pending = _LINE_BREAK.split(pending[: len(pending) - len(held)])
+        pending += held
         if len(pending) > limit:
             raise MalformedResponse(f"The Monet API sent a stream line over {limit / 1e6:.0f} MB; it was not read.")
         for line in lines:

@@ -232,10 +232,12 @@ class Ledger:
     # -- owners --------------------------------------------------------------------------------
 
     async def claim(self, key: str) -> bool:
-        """Own an unfinished row: if nobody does, this process already does, or its owner is dead."""
+        """Own an unfinished row of this API: if nobody does, this process already does, or its owner is dead."""
 
         def take(db: sqlite3.Connection) -> bool:
-            row = db.execute(f"SELECT owner FROM tasks WHERE key=? AND {_UNFINISHED}", (key,)).fetchone()
+            row = db.execute(
+                f"SELECT owner FROM tasks WHERE key=? AND api_scope=? AND {_UNFINISHED}", (key, self.api_scope)
+            ).fetchone()
             if row is None:
                 return False
             holder = row[0]

@@ -55,7 +55,7 @@ _LEDGER_POLL = 0.25  # how often a wait re-reads the ledger for a task another p
 
 
 class TaskResult(BaseModel):
-    task_id: str = Field(description="The API's task id; until the API confirms the task, this request's own id")
+    task_id: str  # this request's own id (the idempotency key) until the API names the task
     status: Status = Field(description="success: saved; pending/running: see next_step")
     model: str
     prompt: str
@@ -109,7 +109,7 @@ class TaskList(BaseModel):
     tasks: list[TaskSummary]
     page: int
     page_size: int
-    total_local: int = Field(description="In this machine's ledger (with the status filter)")
+    total_local: int = Field(description="In this machine's ledger")
     total_api: int | None = Field(default=None, description="At the API")
     api_error: str | None = None
 

@@ -20,9 +20,9 @@ from nano_banana_mcp import catalog
 from nano_banana_mcp.catalog import AspectRatio, GenerateRequest, ModelInfo, ModelName, Resolution
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import NanoBananaError
-from nano_banana_mcp.mcp.legacy import client_roots
-from nano_banana_mcp.mcp.schema import slim_tool
-from nano_banana_mcp.service import Service, Status, TaskList, TaskResult, UploadedReference
+from nano_banana_mcp.mcp_server.legacy import client_roots
+from nano_banana_mcp.mcp_server.schema import slim_tool
+from nano_banana_mcp.tasks import Service, Status, TaskList, TaskResult, UploadedReference
 
 __all__ = [
     "IMAGE_URI",
@@ -155,7 +155,7 @@ async def list_tasks(
 ) -> TaskList:
     """Recent tasks, newest first, with status and saved files (this machine's and the API's)."""
     with agent_errors():
-        return await service_of(ctx).list(page, page_size, status)
+        return await service_of(ctx).list_tasks(page, page_size, status)
 
 
 async def upload_reference(

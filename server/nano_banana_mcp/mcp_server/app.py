@@ -20,10 +20,10 @@ from starlette.applications import Starlette
 from nano_banana_mcp import __version__, catalog
 from nano_banana_mcp.config import Settings, is_loopback
 from nano_banana_mcp.errors import ConfigError, NanoBananaError
-from nano_banana_mcp.mcp.legacy import LegacySubscribers
-from nano_banana_mcp.mcp.tools import IMAGE_URI, App, build_tools, service_of
-from nano_banana_mcp.service import open_service
-from nano_banana_mcp.store import TaskRecord
+from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
+from nano_banana_mcp.mcp_server.tools import IMAGE_URI, App, build_tools, service_of
+from nano_banana_mcp.runtime import open_service
+from nano_banana_mcp.tasks import TaskRecord
 
 __all__ = ["INSTRUCTIONS", "SERVER_NAME", "TASK_URI", "StaticTokenVerifier", "create_server", "http_app"]
 
@@ -50,12 +50,14 @@ def create_server(settings: Settings, *, public_url: str | None = None) -> MCPSe
     subscribers = LegacySubscribers()
 
     async def on_finished(record: TaskRecord) -> None:
-        """Tell subscribed clients that a task's resource changed (finished in the background)."""
-        if record.task_id is None:
-            return
-        uri = TASK_URI.format(task_id=record.task_id)
-        await bus.publish(ResourceUpdated(uri=uri))
-        await subscribers.notify(uri)
+        """Tell subscribed clients that a task's resource changed (finished in the background).
+
+        A call that returned before the API named the task gave the request's own id: both names are told.
+        """
+        for handle in dict.fromkeys(h for h in (record.task_id, record.key) if h):
+            uri = TASK_URI.format(task_id=handle)
+            await bus.publish(ResourceUpdated(uri=uri))
+            await subscribers.notify(uri)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
@@ -85,15 +87,12 @@ def create_server(settings: Settings, *, public_url: str | None = None) -> MCPSe
 
     @mcp.resource(IMAGE_URI, name="image", description="A saved output image, full size.")
     async def image_resource(task_id: str, index: str, ctx: Context[App]) -> bytes:
-        try:
-            result = await service_of(ctx).get(task_id)
+        if not index.isdigit():
+            raise ResourceError(f"Task {task_id} has no image {index}.")
+        try:  # only a file inside the output folder is served, whatever the ledger says
+            path = await service_of(ctx).image_file(task_id, int(index))
         except NanoBananaError as err:
             raise ResourceError(str(err)) from err
-        if not index.isdigit() or int(index) >= len(result.images):
-            raise ResourceError(f"Task {task_id} has no image {index}.")
-        path = result.images[int(index)].path
-        if path is None:
-            raise ResourceError(f"Image {index} of task {task_id} is not saved yet; try get_task first.")
         return await anyio.Path(path).read_bytes()
 
     return mcp

@@ -11,7 +11,7 @@ from mcp_types import ListRootsResult, Root
 from PIL import Image
 
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.mcp import create_server
+from nano_banana_mcp.mcp_server import create_server
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,7 @@
 ``legacy`` keeps the shims that only 2025-era connections need.
 """
 
-from nano_banana_mcp.mcp.app import StaticTokenVerifier, create_server, http_app
-from nano_banana_mcp.mcp.tools import App, build_tools
+from nano_banana_mcp.mcp_server.app import StaticTokenVerifier, create_server, http_app
+from nano_banana_mcp.mcp_server.tools import App, build_tools
 
 __all__ = ["App", "StaticTokenVerifier", "build_tools", "create_server", "http_app"]

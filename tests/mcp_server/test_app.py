@@ -11,7 +11,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.mcp import StaticTokenVerifier, create_server
+from nano_banana_mcp.mcp_server import StaticTokenVerifier, create_server
 
 pytestmark = pytest.mark.anyio
 

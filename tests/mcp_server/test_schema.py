@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from nano_banana_mcp.mcp.schema import compact_schema, shorten_nullable
+from nano_banana_mcp.mcp_server.schema import compact_schema, shorten_nullable
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ from nano_banana_mcp import catalog
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import output_size
 from nano_banana_mcp.images import thumbnail
-from nano_banana_mcp.mcp import create_server
+from nano_banana_mcp.mcp_server import create_server
 
 pytestmark = pytest.mark.anyio
 
