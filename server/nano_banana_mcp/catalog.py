@@ -7,7 +7,7 @@ tables in the docs all come from :data:`MODELS`. Adding a model is one entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -93,10 +93,16 @@ DEFAULT = "nano-banana-2"
 ASPECT_RATIOS: tuple[str, ...] = tuple(dict.fromkeys(r for m in MODELS.values() for r in m.aspect_ratios))
 RESOLUTIONS: tuple[str, ...] = tuple(dict.fromkeys(r for m in MODELS.values() for r in m.resolutions))
 
-# The type-level names come from the data above; pydantic turns them into JSON-schema enums.
-ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
-AspectRatio = Literal[ASPECT_RATIOS]  # type: ignore[valid-type]
-Resolution = Literal[RESOLUTIONS]  # type: ignore[valid-type]
+# The type-level names come from the data above; pydantic turns them into JSON-schema enums. A type checker
+# cannot read a Literal built at run time, so it sees plain strings (pydantic checks the values).
+if TYPE_CHECKING:
+    ModelName: TypeAlias = str
+    AspectRatio: TypeAlias = str
+    Resolution: TypeAlias = str
+else:
+    ModelName = Literal[tuple(MODELS)]
+    AspectRatio = Literal[ASPECT_RATIOS]
+    Resolution = Literal[RESOLUTIONS]
 
 
 class GenerateRequest(BaseModel):
@@ -243,7 +249,8 @@ def constrain(schema: dict[str, Any]) -> dict[str, Any]:
 
 def summary() -> str:
     """A compact per-model summary for tool descriptions: each model's limits, ratios as added to the last."""
-    lines, previous = [], ()
+    lines: list[str] = []
+    previous: tuple[str, ...] = ()
     for m in MODELS.values():
         added = [r for r in m.aspect_ratios if r not in previous]
         ratios = " ".join(added) if not previous else "also " + " ".join(added)

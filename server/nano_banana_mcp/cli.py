@@ -304,17 +304,18 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
 async def _with_progress_bar(service: Service, request: GenerateRequest, wait: float) -> TaskResult:
     """A one-line bar on stderr (terminals only), redrawn as the task moves and twice a second."""
     started = time.monotonic()
-    shown = {"done": 0.0, "status": "submitting"}
+    done, status = 0.0, "submitting"
 
     def draw() -> None:
-        filled = int(_BAR_WIDTH * shown["done"] / 100)
+        filled = int(_BAR_WIDTH * done / 100)
         bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
         elapsed = time.monotonic() - started
-        sys.stderr.write(f"\r{request.model}: {shown['status']:<10} [{bar}] {shown['done']:3.0f}% {elapsed:5.1f}s")
+        sys.stderr.write(f"\r{request.model}: {status:<10} [{bar}] {done:3.0f}% {elapsed:5.1f}s")
         sys.stderr.flush()
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        shown["done"], shown["status"] = done, (message or "").split(" ")[0]
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        nonlocal done, status
+        done, status = progress, (message or "").split(" ")[0]
         draw()
 
     async def tick() -> None:
