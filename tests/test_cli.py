@@ -189,3 +189,16 @@ def test_errors_are_one_line_with_an_exit_code(
     assert proc.stdout == ""
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_damaged_ledger_is_one_clear_line(offline_env: dict[str, str], tmp_path: Path, run_cli) -> None:
+    """A ledger file that is not a database stops the command with exit 3, naming the file and the setting."""
+    ledger = tmp_path / "data" / "ledger.sqlite3"
+    ledger.parent.mkdir(parents=True)
+    ledger.write_bytes(b"this is not a database" * 100)
+    proc = run_cli(["generate", "--offline", "a cat"], offline_env)
+    assert proc.returncode == 3
+    [line] = proc.stderr.strip().splitlines()
+    assert str(ledger) in line
+    assert "NANO_BANANA_DATA_DIR" in line
+    assert "Traceback" not in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import anyio
 import pytest
@@ -73,3 +74,22 @@ async def test_static_token_verifier_accepts_only_its_token() -> None:
     assert accepted.token != "s3cret-token"  # the secret is not carried around in the access token
     for wrong in ("s3cret", "s3cret-token2", "", "S3CRET-TOKEN"):
         assert await verifier.verify_token(wrong) is None
+
+
+async def test_image_resource_serves_only_files_in_the_output_folder(mcp_client: Client, settings: Settings) -> None:
+    """A ledger row edited to point at another file (/etc/passwd) is not served: the ledger is not trusted."""
+    result = await mcp_client.call_tool("generate_image", {"prompt": "mine"})
+    task_id = result.structured_content["task_id"]
+    uri = f"nano-banana://tasks/{task_id}/images/0"
+    assert (await mcp_client.read_resource(uri)).contents  # served while it is ours
+
+    db = sqlite3.connect(settings.data_dir / "ledger.sqlite3")
+    images = db.execute("SELECT images FROM tasks WHERE task_id=?", (task_id,)).fetchone()[0]
+    db.execute(
+        "UPDATE tasks SET images=? WHERE task_id=?",
+        (images.replace(result.structured_content["images"][0]["path"], "/etc/passwd"), task_id),
+    )
+    db.commit()
+    db.close()
+    with pytest.raises(MCPError, match="not in the output folder"):
+        await mcp_client.read_resource(uri)

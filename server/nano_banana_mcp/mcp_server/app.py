@@ -23,7 +23,7 @@ from nano_banana_mcp.errors import ConfigError, NanoBananaError
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
 from nano_banana_mcp.mcp_server.tools import IMAGE_URI, App, build_tools, service_of
 from nano_banana_mcp.runtime import open_service
-from nano_banana_mcp.tasks import TaskRecord
+from nano_banana_mcp.tasks import COLLECT_WAIT, TaskRecord
 
 __all__ = ["INSTRUCTIONS", "SERVER_NAME", "TASK_URI", "StaticTokenVerifier", "create_server", "http_app"]
 
@@ -35,13 +35,13 @@ TASK_URI = "nano-banana://tasks/{task_id}"
 INSTRUCTIONS = f"""Generate and edit images with Google's Nano Banana models through the Monet AI API.
 Call generate_image with a prompt; it returns when the images are saved on disk (paths in the result),
 or after wait_seconds with a task_id: the task keeps running in the background, and get_task(task_id,
-wait_seconds=60) collects it later. Nothing is lost and nothing is charged twice.
+wait_seconds={COLLECT_WAIT}) collects it later. Nothing is lost and nothing is charged twice.
 Models:
 {catalog.summary()}"""
 
 
 def create_server(settings: Settings, *, public_url: str | None = None) -> MCPServer[App]:
-    """The MCP server for these settings; its lifespan owns the HTTP client and the watcher.
+    """The MCP server for these settings; its lifespan owns the HTTP client and the task runner.
 
     With ``public_url`` (HTTP only) and a token in the settings, every request needs that bearer token.
     """

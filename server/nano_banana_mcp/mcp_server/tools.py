@@ -22,7 +22,7 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import NanoBananaError
 from nano_banana_mcp.mcp_server.legacy import client_roots
 from nano_banana_mcp.mcp_server.schema import slim_tool
-from nano_banana_mcp.tasks import Service, Status, TaskList, TaskResult, UploadedReference
+from nano_banana_mcp.tasks import COLLECT_WAIT, Service, Status, TaskList, TaskResult, UploadedReference
 
 __all__ = [
     "IMAGE_URI",
@@ -179,7 +179,7 @@ def _generate_description() -> str:
     return (
         "Generate or edit images with a Nano Banana model. Returns when the images are saved (paths and a "
         "preview), or after wait_seconds with a task_id that keeps running: collect it with get_task(task_id, "
-        f"wait_seconds=60), never by generating again.\n{catalog.summary()}"
+        f"wait_seconds={COLLECT_WAIT}), never by generating again.\n{catalog.summary()}"
     )
 
 

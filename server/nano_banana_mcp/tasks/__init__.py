@@ -4,6 +4,7 @@ from nano_banana_mcp.tasks.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
 from nano_banana_mcp.tasks.records import STATUSES, Endpoint, Phase, SavedImage, Status, TaskRecord, status_of
 from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.service import (
+    COLLECT_WAIT,
     OFFLINE_NOTE,
     ProgressCallback,
     RootsProvider,
@@ -15,6 +16,7 @@ from nano_banana_mcp.tasks.service import (
 )
 
 __all__ = [
+    "COLLECT_WAIT",
     "LEDGER_FILE",
     "OFFLINE_NOTE",
     "SCHEMA_VERSION",

@@ -30,6 +30,7 @@ from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord, now
 from nano_banana_mcp.tasks.runner import Runner
 
 __all__ = [
+    "COLLECT_WAIT",
     "OFFLINE_NOTE",
     "ProgressCallback",
     "RootsProvider",
