@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp import Client
@@ -113,3 +114,27 @@ def process_env(tmp_path: Path, emulator: Emulator) -> dict[str, str]:
         "NANO_BANANA_POLL_MAX_INTERVAL": "0.2",
         "NANO_BANANA_SWEEP_INTERVAL": "0.2",
     }
+
+
+@pytest.fixture(scope="session")
+def png() -> Callable[..., Path]:
+    """Write a small PNG: ``png(path, size=(64, 48))`` makes its folder and returns the path."""
+
+    def write(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
+        from PIL import Image  # noqa: PLC0415 - only the tests that make images pay for Pillow
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (10, 120, 200)).save(path, "PNG")
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def text_of() -> Callable[[Any], str]:
+    """The text blocks of a tool result, joined: what the agent reads."""
+
+    def join(result: Any) -> str:
+        return "\n".join(c.text for c in result.content if c.type == "text")
+
+    return join

@@ -125,13 +125,11 @@ def test_any_arguments_get_an_answer_never_a_crash(live: tuple, emulator: Emulat
 # -- hostile answers from the API ----------------------------------------------------------------
 
 
-def text_of(result) -> str:
-    return "\n".join(c.text for c in result.content if c.type == "text")
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["malformed_json", "missing_fields", "wrong_types", "huge_body", "html_error"])
-async def test_a_garbled_create_answer_still_makes_one_task(settings: Settings, emulator: Emulator, kind: str) -> None:
+async def test_a_garbled_create_answer_still_makes_one_task(
+    settings: Settings, emulator: Emulator, kind: str, text_of
+) -> None:
     """An unreadable answer to a /tasks/async create is asked again with the same key: images saved, one task."""
     emulator.faults.hostile_kind = kind
     emulator.faults.hostile = 1
@@ -146,7 +144,7 @@ async def test_a_garbled_create_answer_still_makes_one_task(settings: Settings, 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["malformed_json", "missing_fields", "wrong_types", "huge_body", "html_error"])
 async def test_a_persistently_garbled_api_is_a_clear_error(
-    mcp_client: Client, emulator: Emulator, kind: str, api_key: str
+    mcp_client: Client, emulator: Emulator, kind: str, api_key: str, text_of
 ) -> None:
     """When every answer is unreadable, get_task says so plainly and the server stays up."""
     elsewhere = httpx.post(  # a task made by another tool, so get_task must ask the API
@@ -168,7 +166,7 @@ async def test_a_persistently_garbled_api_is_a_clear_error(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["endless_stream", "garbage_stream", "huge_event"])
-async def test_hostile_streams_fall_back_to_polling(settings: Settings, emulator: Emulator, kind: str) -> None:
+async def test_hostile_streams_fall_back_to_polling(settings: Settings, emulator: Emulator, kind: str, text_of) -> None:
     """A stream that never ends, sends garbage, or sends one giant event is left; polling saves the image."""
     quick = settings.model_copy(update={"stream_stall_seconds": 0.5})
     emulator.faults.hostile_kind = kind

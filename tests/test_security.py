@@ -17,7 +17,6 @@ import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ListRootsResult, Root
-from PIL import Image
 from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings
@@ -29,16 +28,6 @@ from nano_banana_mcp.monet import MonetClient
 pytestmark = pytest.mark.anyio
 
 
-def png(path: Path, size: tuple[int, int] = (40, 30)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, (10, 120, 200)).save(path, "PNG")
-    return path
-
-
-def text_of(result) -> str:
-    return "\n".join(c.text for c in result.content if c.type == "text")
-
-
 @pytest.fixture
 def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder that is not among the allowed ones."""
@@ -48,19 +37,29 @@ def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # -- 1. reading reference images -----------------------------------------------------------------
 
 
-async def generate_with(client: Client, path: Path | str) -> tuple[bool, str]:
-    result = await client.call_tool("generate_image", {"prompt": "p", "images": [str(path)]})
-    return result.is_error, text_of(result)
+@pytest.fixture
+def generate_with(text_of):
+    """Call generate_image with one reference: (is_error, text)."""
+
+    async def call(client: Client, path: Path | str) -> tuple[bool, str]:
+        result = await client.call_tool("generate_image", {"prompt": "p", "images": [str(path)]})
+        return result.is_error, text_of(result)
+
+    return call
 
 
-async def test_reference_inside_an_allowed_folder_passes(mcp_client: Client, tmp_path: Path, emulator) -> None:
+async def test_reference_inside_an_allowed_folder_passes(
+    mcp_client: Client, tmp_path: Path, emulator, png, generate_with
+) -> None:
     """The allowed case: a real image in an allowed folder is uploaded and used."""
     is_error, text = await generate_with(mcp_client, png(tmp_path / "pics" / "ok.png"))
     assert not is_error, text
     assert emulator.uploads == 1
 
 
-async def test_reference_outside_the_allowed_folders_is_refused(mcp_client: Client, outside: Path, emulator) -> None:
+async def test_reference_outside_the_allowed_folders_is_refused(
+    mcp_client: Client, outside: Path, emulator, png, generate_with
+) -> None:
     """A file outside every allowed folder is refused, naming the rule and the setting."""
     is_error, text = await generate_with(mcp_client, png(outside / "secret.png"))
     assert is_error
@@ -70,7 +69,7 @@ async def test_reference_outside_the_allowed_folders_is_refused(mcp_client: Clie
 
 
 async def test_symlink_out_of_an_allowed_folder_is_refused(
-    mcp_client: Client, tmp_path: Path, outside: Path, emulator
+    mcp_client: Client, tmp_path: Path, outside: Path, emulator, png, generate_with
 ) -> None:
     """A link inside an allowed folder to a file outside it is judged by where it leads."""
     link = tmp_path / "innocent.png"
@@ -82,7 +81,9 @@ async def test_symlink_out_of_an_allowed_folder_is_refused(
 
 
 @pytest.mark.parametrize("hidden", [".ssh/id_ed25519.png", ".aws/creds.png", "pics/.secret.png"])
-async def test_hidden_files_and_folders_are_refused(mcp_client: Client, tmp_path: Path, emulator, hidden: str) -> None:
+async def test_hidden_files_and_folders_are_refused(
+    mcp_client: Client, tmp_path: Path, emulator, hidden: str, png, generate_with
+) -> None:
     """Nothing in or named like a dot-folder is read, even inside an allowed folder."""
     is_error, text = await generate_with(mcp_client, png(tmp_path / hidden))
     assert is_error
@@ -90,7 +91,9 @@ async def test_hidden_files_and_folders_are_refused(mcp_client: Client, tmp_path
     assert emulator.uploads == 0
 
 
-async def test_a_non_image_with_an_image_name_is_refused(mcp_client: Client, tmp_path: Path, emulator) -> None:
+async def test_a_non_image_with_an_image_name_is_refused(
+    mcp_client: Client, tmp_path: Path, emulator, generate_with
+) -> None:
     """The content decides, not the name: a key file renamed .png is not sent."""
     fake = tmp_path / "key.png"
     fake.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
@@ -100,7 +103,9 @@ async def test_a_non_image_with_an_image_name_is_refused(mcp_client: Client, tmp
     assert emulator.uploads == 0
 
 
-async def test_an_oversized_reference_is_refused(settings: Settings, tmp_path: Path, emulator) -> None:
+async def test_an_oversized_reference_is_refused(
+    settings: Settings, tmp_path: Path, emulator, png, generate_with
+) -> None:
     """A reference over the size limit is refused before it is read whole."""
     small = settings.model_copy(update={"max_reference_bytes": 1000})
     big = png(tmp_path / "big.png", (400, 400))
@@ -115,7 +120,9 @@ async def test_an_oversized_reference_is_refused(settings: Settings, tmp_path: P
     "reference",
     ["http://example.com/a.png", "file:///etc/passwd", "ftp://example.com/a.png", "data:image/png;base64,AA"],
 )
-async def test_only_https_urls_pass_as_remote_references(mcp_client: Client, emulator, reference: str) -> None:
+async def test_only_https_urls_pass_as_remote_references(
+    mcp_client: Client, emulator, reference: str, generate_with
+) -> None:
     """Remote references must be https; other schemes are refused before anything is sent."""
     is_error, text = await generate_with(mcp_client, reference)
     assert is_error
@@ -123,13 +130,17 @@ async def test_only_https_urls_pass_as_remote_references(mcp_client: Client, emu
     assert emulator.creates == 0
 
 
-async def test_the_output_folder_is_always_readable(mcp_client: Client, settings: Settings, emulator) -> None:
+async def test_the_output_folder_is_always_readable(
+    mcp_client: Client, settings: Settings, emulator, png, generate_with
+) -> None:
     """A result saved earlier can be used as a reference for the next image."""
     is_error, text = await generate_with(mcp_client, png(settings.output_dir / "earlier.png"))
     assert not is_error, text
 
 
-async def test_client_roots_extend_the_allowed_folders(settings: Settings, outside: Path, emulator) -> None:
+async def test_client_roots_extend_the_allowed_folders(
+    settings: Settings, outside: Path, emulator, png, generate_with
+) -> None:
     """A folder the MCP client declares as a root is readable (2025-era connections, which have roots)."""
 
     async def list_roots(context) -> ListRootsResult:
@@ -230,7 +241,7 @@ async def test_hostile_downloads_are_refused(
     assert [p for p in saved if not p.name.startswith(".")] == []
 
 
-async def test_redirect_on_loopback_is_followed(mcp_client: Client, emulator) -> None:
+async def test_redirect_on_loopback_is_followed(mcp_client: Client, emulator, text_of) -> None:
     """The allowed case: a redirect that stays on an allowed host is followed and the image saved."""
     emulator.faults.hostile_kind = "redirect_loopback"
     emulator.faults.hostile = 1
@@ -253,7 +264,7 @@ async def test_endless_download_stops_at_the_size_cap(settings: Settings, emulat
 
 
 async def test_the_key_never_appears_anywhere(
-    settings: Settings, emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture, api_key: str
+    settings: Settings, emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture, api_key: str, png, text_of
 ) -> None:
     """A full run (successes, failures, a refused key) leaves the key in no log, result, file or repr."""
     caplog.set_level(logging.DEBUG)

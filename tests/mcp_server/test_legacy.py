@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anyio
 import pytest
 from mcp import Client
 from mcp_types import ListRootsResult, Root
-from PIL import Image
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.mcp_server import create_server
 
 pytestmark = pytest.mark.anyio
-
-
-def png(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
-    Image.new("RGB", size, (200, 30, 30)).save(path, "PNG")
-    return path
-
-
-def text_of(result) -> str:
-    return "\n".join(c.text for c in result.content if c.type == "text")
 
 
 @pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
@@ -50,7 +38,7 @@ async def test_background_finish_notifies_subscribers(settings: Settings, emulat
 
 
 async def test_upload_reference_reads_from_a_client_root(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory, emulator
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, emulator, png, text_of
 ) -> None:
     """A folder a legacy client declares as a root is readable by upload_reference too."""
     project = tmp_path_factory.mktemp("project")

@@ -21,15 +21,6 @@ from nano_banana_mcp.mcp_server import create_server
 pytestmark = pytest.mark.anyio
 
 
-def png(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
-    Image.new("RGB", size, (200, 30, 30)).save(path, "PNG")
-    return path
-
-
-def text_of(result) -> str:
-    return "\n".join(c.text for c in result.content if c.type == "text")
-
-
 def api_writes(emulator) -> list:
     """Requests that could cost money or store data at the API: creates and uploads."""
     return [r for r in emulator.requests if r.method == "POST"]
@@ -39,7 +30,9 @@ def api_writes(emulator) -> list:
 
 
 @pytest.mark.parametrize("model", list(catalog.MODELS.values()), ids=lambda m: m.name)
-async def test_generate_saves_images_for_each_model(mcp_client: Client, emulator, settings: Settings, model) -> None:
+async def test_generate_saves_images_for_each_model(
+    mcp_client: Client, emulator, settings: Settings, model, text_of
+) -> None:
     """Each model's widest options produce a real image of the right size on disk, described in the result."""
     ratio = model.aspect_ratios[-1]
     resolution = model.resolutions[0] if model.resolutions else None
@@ -67,7 +60,7 @@ async def test_generate_saves_images_for_each_model(mcp_client: Client, emulator
     assert str(path) in text_of(result)
 
 
-async def test_result_carries_a_small_thumbnail_and_a_resource_link(mcp_client: Client) -> None:
+async def test_result_carries_a_small_thumbnail_and_a_resource_link(mcp_client: Client, text_of) -> None:
     """A 4K result shows a ≤512 px, ≤100 KB preview and links the full image, which reads back whole."""
     result = await mcp_client.call_tool(
         "generate_image", {"prompt": "city at night", "aspect_ratio": "16:9", "resolution": "4K"}
@@ -110,7 +103,7 @@ REFUSALS = [
 
 @pytest.mark.parametrize(("options", "expected"), REFUSALS)
 async def test_refused_before_any_upload_or_create(
-    mcp_client: Client, emulator, tmp_path: Path, options: dict, expected: str
+    mcp_client: Client, emulator, tmp_path: Path, options: dict, expected: str, png, text_of
 ) -> None:
     """Each per-model rule refuses with what the model accepts; nothing is uploaded or created."""
     ref = png(tmp_path / "ref.png")
@@ -127,7 +120,9 @@ async def test_refused_before_any_upload_or_create(
     assert emulator.uploads == 0
 
 
-async def test_bad_reference_refused_before_any_upload(mcp_client: Client, emulator, tmp_path: Path) -> None:
+async def test_bad_reference_refused_before_any_upload(
+    mcp_client: Client, emulator, tmp_path: Path, png, text_of
+) -> None:
     """A non-image among good references stops the call before the good ones are uploaded."""
     good = png(tmp_path / "good.png")
     fake = tmp_path / "notes.png"
@@ -139,7 +134,7 @@ async def test_bad_reference_refused_before_any_upload(mcp_client: Client, emula
     assert emulator.creates == 0
 
 
-async def test_plain_http_reference_refused(mcp_client: Client, emulator) -> None:
+async def test_plain_http_reference_refused(mcp_client: Client, emulator, text_of) -> None:
     """Remote references must be https."""
     result = await mcp_client.call_tool("generate_image", {"prompt": "x", "images": ["http://example.com/a.png"]})
     assert result.is_error
@@ -150,7 +145,9 @@ async def test_plain_http_reference_refused(mcp_client: Client, emulator) -> Non
 # -- references ----------------------------------------------------------------------------------
 
 
-async def test_local_reference_is_uploaded_once_and_used(mcp_client: Client, emulator, tmp_path: Path) -> None:
+async def test_local_reference_is_uploaded_once_and_used(
+    mcp_client: Client, emulator, tmp_path: Path, png, text_of
+) -> None:
     """A local path is uploaded, its URL goes into the task, and a second use reuses the upload."""
     ref = png(tmp_path / "me.png")
     for _ in range(2):
@@ -160,7 +157,9 @@ async def test_local_reference_is_uploaded_once_and_used(mcp_client: Client, emu
     assert emulator.creates == 2
 
 
-async def test_upload_reference_url_is_accepted_by_generate(mcp_client: Client, emulator, tmp_path: Path) -> None:
+async def test_upload_reference_url_is_accepted_by_generate(
+    mcp_client: Client, emulator, tmp_path: Path, png, text_of
+) -> None:
     """upload_reference returns a URL and expiry; generate_image takes that URL without another upload."""
     up = await mcp_client.call_tool("upload_reference", {"path": str(png(tmp_path / "r.png"))})
     assert not up.is_error, text_of(up)
@@ -174,7 +173,7 @@ async def test_upload_reference_url_is_accepted_by_generate(mcp_client: Client, 
 # -- long tasks, faults, failures ----------------------------------------------------------------
 
 
-async def test_long_task_returns_a_handle_then_get_task_collects(mcp_client: Client, emulator) -> None:
+async def test_long_task_returns_a_handle_then_get_task_collects(mcp_client: Client, emulator, text_of) -> None:
     """A task that outlives wait_seconds comes back as a handle; get_task with a wait returns the files."""
     emulator.task_seconds = 1.0
     first = await mcp_client.call_tool("generate_image", {"prompt": "slow", "wait_seconds": 0.1})
@@ -205,7 +204,7 @@ async def test_finished_in_background_without_anyone_waiting(mcp_client: Client,
     assert Path(later.structured_content["images"][0]["path"]).is_file()
 
 
-async def test_dropped_stream_falls_back_to_polling(mcp_client: Client, emulator) -> None:
+async def test_dropped_stream_falls_back_to_polling(mcp_client: Client, emulator, text_of) -> None:
     """When the progress stream breaks, polling finishes the task; one task created."""
     emulator.task_seconds = 0.5
     emulator.faults.drop_streams = 5
@@ -216,7 +215,7 @@ async def test_dropped_stream_falls_back_to_polling(mcp_client: Client, emulator
 
 
 @pytest.mark.parametrize("fault", ["rate_limit", "server_errors", "lose_create_responses"])
-async def test_transient_faults_create_exactly_one_task(mcp_client: Client, emulator, fault: str) -> None:
+async def test_transient_faults_create_exactly_one_task(mcp_client: Client, emulator, fault: str, text_of) -> None:
     """429s, 5xx and a lost create response are retried with the same key: one task, images saved."""
     setattr(emulator.faults, fault, 2)
     result = await mcp_client.call_tool("generate_image", {"prompt": "steady"})
@@ -224,7 +223,7 @@ async def test_transient_faults_create_exactly_one_task(mcp_client: Client, emul
     assert emulator.creates == 1
 
 
-async def test_failed_task_is_a_clear_failure(mcp_client: Client, emulator) -> None:
+async def test_failed_task_is_a_clear_failure(mcp_client: Client, emulator, text_of) -> None:
     """A task the API fails comes back failed, with the API's reason."""
     emulator.faults.fail_tasks = 1
     result = await mcp_client.call_tool("generate_image", {"prompt": "doomed"})
@@ -250,7 +249,7 @@ async def test_progress_notifications_arrive(mcp_client: Client, emulator) -> No
     assert seen[-1] == 100
 
 
-async def test_unknown_task_id_is_a_clear_error(mcp_client: Client) -> None:
+async def test_unknown_task_id_is_a_clear_error(mcp_client: Client, text_of) -> None:
     """get_task on an id nobody knows says so and points to list_tasks."""
     result = await mcp_client.call_tool("get_task", {"task_id": "task_nope"})
     assert result.is_error
@@ -282,7 +281,7 @@ async def test_list_models_matches_the_catalogue(mcp_client: Client) -> None:
 # -- no key --------------------------------------------------------------------------------------
 
 
-async def test_without_a_key_tools_list_and_calls_explain(tmp_path: Path, mode: str) -> None:
+async def test_without_a_key_tools_list_and_calls_explain(tmp_path: Path, mode: str, text_of) -> None:
     """No key, no offline mode: the tools are listed, and a call says to set MONET_API_KEY or go offline."""
     settings = Settings(api_key=None, base_url="https://monet.vision", output_dir=tmp_path, data_dir=tmp_path)
     async with Client(create_server(settings), mode=mode) as client:

@@ -32,18 +32,6 @@ Endpoint = Literal["async", "sync"]
 ENDPOINTS: tuple[Endpoint, ...] = ("async", "sync")
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
-@pytest.fixture
-def client(http: httpx.AsyncClient, emulator: Emulator, api_key: str) -> MonetClient:
-    assert emulator.base_url is not None
-    return MonetClient(http, base_url=emulator.base_url, api_key=SecretStr(api_key), retry=FAST, timeout=5)
-
-
 OddApi = Callable[[int, dict[str, str], bytes], MonetClient]
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.emulator import Emulator
@@ -21,18 +19,6 @@ REQUEST = GenerateRequest(prompt="a lighthouse at dusk", model="nano-banana-2", 
 FAST = RetryPolicy(attempts=5, wait_initial=0.01, wait_max=0.05, max_retry_after=1.0)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BIG = 50_000_000
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
-@pytest.fixture
-def client(http: httpx.AsyncClient, emulator: Emulator, api_key: str) -> MonetClient:
-    assert emulator.base_url is not None
-    return MonetClient(http, base_url=emulator.base_url, api_key=SecretStr(api_key), retry=FAST, timeout=5)
 
 
 @pytest.fixture
