@@ -1,7 +1,8 @@
 """A task's life in one place: its record, its phases, the public status, and every transition.
 
 Phases are our side of the story; the public status is what agents see. ``status_of`` is the only
-mapping between them, and the ledger stores its value in a column so that lists filter in SQL::
+mapping between them (``status_at_api`` for tasks made elsewhere), and the ledger stores its value in a
+column so that lists filter in SQL::
 
     phase        meaning                                   status
     submitting   row written, create not yet confirmed     pending
@@ -33,6 +34,7 @@ __all__ = [
     "Status",
     "TaskRecord",
     "now",
+    "status_at_api",
     "status_of",
 ]
 
@@ -61,6 +63,13 @@ def status_of(phase: Phase, api_status: str | None) -> Status:
     if phase == "submitting" or api_status in (None, "pending"):
         return "pending"
     return "running"
+
+
+def status_at_api(api_status: str) -> Status:
+    """The public status of a task made elsewhere (no row here): the API's status alone decides."""
+    if api_status in ("pending", "success", "failed"):
+        return api_status  # type: ignore[return-value]  # narrowed by the membership test
+    return "running"  # processing, or any status the API adds later: not over
 
 
 class SavedImage(BaseModel):

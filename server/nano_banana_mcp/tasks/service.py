@@ -26,7 +26,7 @@ from nano_banana_mcp.errors import InvalidRequest, MonetError, NotFound, TaskNot
 from nano_banana_mcp.images import ReferenceFile, check_reference, thumbnail
 from nano_banana_mcp.monet import MonetClient, Task
 from nano_banana_mcp.tasks.ledger import Ledger
-from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord, now
+from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord, now, status_at_api
 from nano_banana_mcp.tasks.runner import Runner
 
 __all__ = [
@@ -317,9 +317,7 @@ class Service:
         return live or await self.ledger.get(key)
 
     def _foreign_result(self, task: Task) -> TaskResult:
-        status: Status = "running"
-        if task.status in ("pending", "success", "failed"):
-            status = task.status  # type: ignore[assignment]  # narrowed by the check above
+        status = status_at_api(task.status)
         model = next((o.model for o in task.outputs if o.model), None) or "unknown"
         created = None
         if task.created_at:
