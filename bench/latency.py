@@ -8,7 +8,8 @@ process (the image downloaded, a thumbnail made, the result sent); for the basel
 client that creates the task and polls ``GET /tasks/{id}`` every 5 s (the published skill's advice),
 then downloads the image. Both run in the same process run, against the same emulator, with the same
 task durations (random, 1-6 s, so the baseline's poll phase is not aligned with completion).
-Requests per task count API calls (``/api/v1``), not the image download.
+Requests per task count API calls (``/api/v1``), not the image download: ours is one, the create on
+``/tasks/sync`` whose event stream carries the task to its end.
 """
 
 from __future__ import annotations
