@@ -173,10 +173,11 @@ async def main() -> None:
 
         rows = ledger_rows(data_dir)
         phases = Counter(phase for _, phase, _, _ in rows)
-        saved = {
-            task_id
-            for _, phase, task_id, images in rows
+        saved = {  # a call that returned before the API named its task gave the request's own id (the key)
+            handle
+            for key, phase, task_id, images in rows
             if phase == "downloaded" and all(Path(i["path"]).is_file() for i in json.loads(images))
+            for handle in (key, task_id)
         }
         tasks_per_prompt = Counter(t["prompt"] for t in emulator.task_inputs())
         duplicates = sum(n - 1 for n in tasks_per_prompt.values() if n > 1)
@@ -187,10 +188,11 @@ async def main() -> None:
             "requests_in_ledger": len(rows),
             "accepted_by_tool_call": len(accepted),
             "tool_call_errors": dict(errors),
-            "finished_with_files": len(saved),
+            "finished_with_files": sum(1 for key, _, _, _ in rows if key in saved),
             "failed": phases.get("failed", 0),
             "lost": len(unfinished) + len(accepted_lost),
             "duplicate_creates": duplicates,
+            "keys_sent_to_two_endpoints": len(emulator.keys_on_two_endpoints()),
             "api_tasks_created": emulator.creates,
             "faults_fired": dict(emulator.chaos_fired),
             "chaos_rate": args.chaos,
