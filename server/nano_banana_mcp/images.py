@@ -22,7 +22,6 @@ __all__ = [
     "ReferenceFile",
     "check_reference",
     "image_meta",
-    "inside",
     "output_path",
     "sniff_mime",
     "thumbnail",
@@ -124,14 +123,6 @@ def check_reference(path: str | Path, *, max_bytes: int, roots: Sequence[Path]) 
             "content, not its name)."
         )
     return ReferenceFile(path=resolved, data=data, mime_type=mime, sha256=hashlib.sha256(data).hexdigest())
-
-
-def inside(folder: Path, path: Path) -> Path:
-    """``path`` resolved, if it lies directly inside ``folder``; ValueError otherwise."""
-    resolved = path.resolve()
-    if resolved.parent != folder.resolve():
-        raise ValueError(f"{path} is not inside {folder}")
-    return resolved
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9]+")
