@@ -256,7 +256,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"nano-banana MCP server on http://{args.host}:{args.port}/mcp", file=sys.stderr)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     else:
-        create_server(settings).run()
+        from nano_banana_mcp.mcp_server.stdio import serve_stdio  # noqa: PLC0415
+
+        anyio.run(serve_stdio, create_server(settings))
     return EXIT_OK
 
 

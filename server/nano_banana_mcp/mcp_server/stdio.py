@@ -1,0 +1,118 @@
+"""The stdio transport, answering a request the SDK cannot read instead of leaving its client waiting.
+
+The SDK's stdio reader (mcp 2.3, ``mcp/server/stdio.py``) turns a line it cannot read (a lone surrogate,
+a 5,000-digit number, nesting too deep) into an exception item, which its dispatcher only logs at debug
+level (``mcp/shared/jsonrpc_dispatcher.py``): a client whose request was unreadable waits forever
+(https://github.com/modelcontextprotocol/python-sdk/issues/2751, fix proposed in
+https://github.com/modelcontextprotocol/python-sdk/pull/2766). Here such a line is answered with a
+JSON-RPC error for the request's id when the id can be recovered, and only logged otherwise: answering a
+line with no id (a stray log line on the other side) can start an error storm between two peers
+(https://github.com/modelcontextprotocol/rust-sdk/issues/938).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+from pydantic import ValidationError
+
+__all__ = ["answer_unreadable", "request_id_of", "serve_stdio"]
+
+log = logging.getLogger(__name__)
+
+_ID = re.compile(r'"id"\s*:\s*(-?\d{1,15}(?![\d.eE])|"(?:[^"\\]|\\.){0,200}")')
+"""A top-level-looking ``"id"`` member of a line that did not parse: a number or a short string."""
+
+
+def request_id_of(err: Exception) -> str | int | None:
+    """The id of the request a read error is about, when it can be told; None otherwise."""
+    if not isinstance(err, ValidationError):
+        return None
+    for problem in err.errors(include_url=False):
+        raw: Any = problem.get("input")
+        if isinstance(raw, dict):
+            value = raw.get("id")
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                return value
+            return None
+        if isinstance(raw, str) and raw.lstrip().startswith("{"):
+            match = _ID.search(raw[:4096])
+            if match is None:
+                return None
+            token = match.group(1)
+            return token[1:-1] if token.startswith('"') else int(token)
+    return None
+
+
+def answer_unreadable(err: Exception) -> SessionMessage | None:
+    """The error to send for an unreadable request, or None when it names no id (it is only logged)."""
+    request_id = request_id_of(err)
+    if request_id is None:
+        log.warning("ignored an unreadable message on stdin (%s)", type(err).__name__)
+        return None
+    not_json = isinstance(err, ValidationError) and any(p["type"] == "json_invalid" for p in err.errors())
+    code, what = (PARSE_ERROR, "Parse error") if not_json else (INVALID_REQUEST, "Invalid request")
+    log.warning("answered unreadable request %r with %s", request_id, what)
+    error = ErrorData(code=code, message=f"{what}: the server could not read this request.")
+    return SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
+
+
+class _Answering:
+    """A read stream that answers unreadable requests on ``write`` and passes everything else through."""
+
+    def __init__(self, inner: Any, write: Any) -> None:
+        self._inner = inner
+        self._write = write
+
+    @property
+    def last_context(self) -> Any:  # the SDK reads the sender's context from here
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> SessionMessage | Exception:
+        while True:
+            item = await self._inner.receive()
+            if not isinstance(item, Exception):
+                return item  # type: ignore[no-any-return]
+            answer = answer_unreadable(item)
+            if answer is not None:
+                await self._write.send(answer)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        await self.aclose()
+        return None
+
+
+async def serve_stdio(mcp: MCPServer[Any]) -> None:
+    """``mcp.run()`` over stdio, with unreadable requests answered (see the module docstring)."""
+    # MCPServer.run_stdio_async does the same with the SDK's own streams; its low-level server is the
+    # documented way in: https://github.com/modelcontextprotocol/python-sdk/blob/main/docs/migration.md
+    lowlevel = mcp._lowlevel_server  # pyright: ignore[reportPrivateUsage]
+    async with stdio_server() as (read_stream, write_stream):
+        await lowlevel.run(
+            _Answering(read_stream, write_stream), write_stream, lowlevel.create_initialization_options()
+        )
