@@ -5,6 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 from mcp_types import ListRootsResult, Root
 
 from nano_banana_mcp.config import Settings
@@ -50,3 +51,25 @@ async def test_upload_reference_reads_from_a_client_root(
         result = await client.call_tool("upload_reference", {"path": str(png(project / "r.png"))})
     assert not result.is_error, text_of(result)
     assert emulator.uploads == 1
+
+
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
+async def test_subscriptions_only_to_known_tasks_and_capped_per_session(settings: Settings, emulator) -> None:
+    """Made-up URIs and unknown tasks are refused (a client cannot grow the server's memory by subscribing),
+    and one session holds at most 100 subscriptions."""
+    emulator.task_seconds = 0
+    async with Client(create_server(settings), mode="legacy") as client:
+        for uri in ["https://example.com/x", "nano-banana://tasks/task_unknown", "nano-banana://other/1"] + [
+            f"nano-banana://tasks/made-up-{i}" for i in range(300)
+        ]:
+            with pytest.raises(MCPError, match="No such task resource"):
+                await client.subscribe_resource(uri)
+        made = await client.call_tool("generate_image", {"prompt": "watch me"})
+        task_id = made.structured_content["task_id"]
+        for index in range(100):
+            await client.subscribe_resource(f"nano-banana://tasks/{task_id}/images/{index}")
+        await client.subscribe_resource(f"nano-banana://tasks/{task_id}/images/0")  # the same one again is fine
+        with pytest.raises(MCPError, match="At most 100"):
+            await client.subscribe_resource(f"nano-banana://tasks/{task_id}")
+        await client.unsubscribe_resource(f"nano-banana://tasks/{task_id}/images/0")
+        await client.subscribe_resource(f"nano-banana://tasks/{task_id}")

@@ -9,6 +9,7 @@ import pytest
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.monet import Task
 from nano_banana_mcp.tasks import Phase, SavedImage, Status, TaskRecord, status_of
+from nano_banana_mcp.tasks.records import MAX_OUTPUTS
 
 URL = "https://files.monet.vision/task_1/0.png"
 
@@ -167,3 +168,16 @@ def test_trouble_is_shown_without_ending_the_task() -> None:
     row = created()
     row.trouble("connection reset; trying again")
     assert (row.status, row.error) == ("running", "connection reset; trying again")
+
+
+def test_an_api_listing_hundreds_of_outputs_gets_a_few_files() -> None:
+    """A success that lists 300 image URLs keeps only MAX_OUTPUTS of them: a peer cannot make us write 300 files."""
+    row = created()
+    many = Task(
+        id="task_1",
+        status="success",
+        outputs=[{"status": "success", "url": f"https://files.monet.vision/{i}.png"} for i in range(300)],
+    )
+    row.observe(many)
+    assert row.phase == "succeeded"
+    assert [i.url for i in row.images] == [f"https://files.monet.vision/{i}.png" for i in range(MAX_OUTPUTS)]

@@ -18,8 +18,9 @@ from pydantic import AnyHttpUrl, SecretStr
 from starlette.applications import Starlette
 
 from nano_banana_mcp import __version__, catalog
-from nano_banana_mcp.config import Settings, is_loopback
+from nano_banana_mcp.config import Settings, is_loopback, normal_host
 from nano_banana_mcp.errors import ConfigError, NanoBananaError
+from nano_banana_mcp.mcp_server.http import HttpAuth, http_auth, transport_security
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
 from nano_banana_mcp.mcp_server.tools import IMAGE_URI, App, build_tools, service_of
 from nano_banana_mcp.runtime import open_service
@@ -40,14 +41,20 @@ Models:
 {catalog.summary()}"""
 
 
-def create_server(settings: Settings, *, public_url: str | None = None) -> MCPServer[App]:
+def create_server(
+    settings: Settings, *, public_url: str | None = None, token: SecretStr | None = None
+) -> MCPServer[App]:
     """The MCP server for these settings; its lifespan owns the HTTP client and the task runner.
 
-    With ``public_url`` (HTTP only) and a token in the settings, every request needs that bearer token.
+    With ``public_url`` and ``token`` (HTTP only), every request needs that bearer token.
     """
 
     bus = InMemorySubscriptionBus()
-    subscribers = LegacySubscribers()
+
+    async def known(app: App, task_id: str) -> bool:
+        return await app.service.ledger.find(task_id) is not None
+
+    subscribers = LegacySubscribers(known)
 
     async def on_finished(record: TaskRecord) -> None:
         """Tell subscribed clients that a task's resource changed (finished in the background).
@@ -73,7 +80,7 @@ def create_server(settings: Settings, *, public_url: str | None = None) -> MCPSe
         lifespan=lifespan,
         tools=build_tools(),
         subscriptions=bus,
-        **_auth(settings, public_url),
+        **_auth(token, public_url),
     )
     subscribers.install(mcp)
 
@@ -101,21 +108,24 @@ def create_server(settings: Settings, *, public_url: str | None = None) -> MCPSe
 # -- HTTP --------------------------------------------------------------------------------------
 
 
-def http_app(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> Starlette:
-    """The streamable-HTTP app at ``/mcp``.
+def http_app(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, auth: HttpAuth | None = None
+) -> Starlette:
+    """The streamable-HTTP app at ``/mcp``, served on ``host:port``.
 
-    On loopback, DNS-rebinding protection is on (foreign Host or Origin headers are refused). Any other
-    address requires a bearer token (``NANO_BANANA_HTTP_TOKEN``); without one this refuses to build.
-    A token, when set, is required on loopback too.
+    Every request needs the bearer token of ``auth`` (by default ``http_auth(settings, host)``: the configured
+    token, or one made once and kept in the data folder); only an ``auth`` made with ``no_auth`` on loopback
+    has none. On loopback, in any spelling, DNS-rebinding protection is on: a Host or Origin header that does
+    not name this server is refused.
     """
-    if not is_loopback(host) and settings.http_token is None:
-        raise ConfigError(
-            f"Refusing to serve HTTP on {host} without a bearer token: anyone who can reach that address could "
-            "generate images on your account. Set NANO_BANANA_HTTP_TOKEN (or --auth-token), or serve on 127.0.0.1."
-        )
-    shown_host = f"[{host}]" if ":" in host else host
-    mcp = create_server(settings, public_url=f"http://{shown_host}:{port}")
-    return mcp.streamable_http_app(host=host)
+    if auth is None:
+        auth = http_auth(settings, host)
+    if auth.token is None and not is_loopback(host):
+        raise ConfigError(f"Refusing to serve HTTP on {host} without a bearer token. Drop --no-auth.")
+    name = normal_host(host)
+    shown_host = f"[{name}]" if ":" in name else name
+    mcp = create_server(settings, public_url=f"http://{shown_host}:{port}", token=auth.token)
+    return mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))
 
 
 class StaticTokenVerifier(TokenVerifier):
@@ -130,12 +140,12 @@ class StaticTokenVerifier(TokenVerifier):
         return None
 
 
-def _auth(settings: Settings, public_url: str | None) -> dict[str, Any]:
-    """``MCPServer`` arguments that require the settings' bearer token, when serving HTTP with one."""
-    if public_url is None or settings.http_token is None:
+def _auth(token: SecretStr | None, public_url: str | None) -> dict[str, Any]:
+    """``MCPServer`` arguments that require this bearer token, when serving HTTP with one."""
+    if public_url is None or token is None:
         return {}
     return {
-        "token_verifier": StaticTokenVerifier(settings.http_token),
+        "token_verifier": StaticTokenVerifier(token),
         "auth": AuthSettings(
             issuer_url=AnyHttpUrl(public_url),
             resource_server_url=AnyHttpUrl(f"{public_url}/mcp"),

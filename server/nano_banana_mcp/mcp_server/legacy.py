@@ -7,7 +7,9 @@ which a client can declare only on a legacy connection.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,11 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import anyio
+from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
-from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 __all__ = ["LegacySubscribers", "client_roots"]
 
@@ -27,22 +29,41 @@ log = logging.getLogger(__name__)
 
 
 class LegacySubscribers:
-    """``resources/subscribe`` for 2025-era clients, which the 2026 subscription bus does not reach."""
+    """``resources/subscribe`` for 2025-era clients, which the 2026 subscription bus does not reach.
 
-    def __init__(self) -> None:
-        self._sessions: dict[str, list[ServerSession]] = {}
+    Only this server's own task URIs of tasks in the ledger can be subscribed, at most
+    ``MAX_PER_SESSION`` per connection; a connection's subscriptions live in its own state and are
+    dropped when it closes, so a client cannot grow the server's memory by subscribing.
+    """
+
+    MAX_PER_SESSION = 100
+    _STATE_KEY = "nano_banana.subscriptions"
+
+    def __init__(self, known: Callable[[Any, str], Awaitable[bool]]) -> None:
+        """``known(lifespan_state, task_id)`` tells whether a task may be subscribed to."""
+        self._known = known
+        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
 
     def install(self, mcp: MCPServer[Any]) -> None:
         """Serve ``resources/subscribe`` and ``resources/unsubscribe`` on ``mcp``."""
 
         async def subscribe(ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
-            self._sessions.setdefault(str(params.uri), []).append(ctx.session)
+            uri = str(params.uri)
+            match = _TASK_URI.fullmatch(uri)
+            if match is None or not await self._known(ctx.lifespan_context, match.group(1)):
+                raise MCPError(INVALID_PARAMS, f"No such task resource: {uri[:200]}. Subscribe to a task's URI.")
+            connection = _connection_of(ctx)
+            uris: set[str] = connection.state.setdefault(self._STATE_KEY, set())
+            if uri not in uris and len(uris) >= self.MAX_PER_SESSION:
+                raise MCPError(INVALID_PARAMS, f"At most {self.MAX_PER_SESSION} subscriptions per session.")
+            if connection not in self._connections:
+                self._connections.add(connection)
+                connection.exit_stack.callback(self._connections.discard, connection)  # dropped when it closes
+            uris.add(uri)
             return EmptyResult()
 
         async def unsubscribe(ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams) -> EmptyResult:
-            sessions = self._sessions.get(str(params.uri), [])
-            if ctx.session in sessions:
-                sessions.remove(ctx.session)
+            _connection_of(ctx).state.get(self._STATE_KEY, set()).discard(str(params.uri))
             return EmptyResult()
 
         # MCPServer has no public way to add these handlers yet; the SDK's migration guide shows this one:
@@ -51,13 +72,31 @@ class LegacySubscribers:
         lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
         lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
 
+    def count(self) -> int:
+        """Subscriptions held now, over every open connection."""
+        return sum(len(c.state.get(self._STATE_KEY, ())) for c in list(self._connections))
+
     async def notify(self, uri: str) -> None:
-        """Tell each session subscribed to ``uri`` that it changed; a subscription is good for one update."""
-        for session in self._sessions.pop(uri, []):
+        """Tell each connection subscribed to ``uri`` that it changed; a subscription is good for one update."""
+        for connection in list(self._connections):
+            uris: set[str] = connection.state.get(self._STATE_KEY, set())
+            if uri not in uris:
+                continue
+            uris.discard(uri)
             try:
-                await session.send_resource_updated(uri)
+                await connection.outbound.notify("notifications/resources/updated", {"uri": uri})
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 log.debug("subscriber of %s is gone", uri)
+
+
+def _connection_of(ctx: ServerRequestContext[Any]) -> Connection:
+    # A low-level handler's context has no public ``connection`` (the MCPServer ``Context`` has one, built
+    # from this same attribute: mcp/server/context.py); the per-request session holds it.
+    connection: Connection = ctx.session._connection  # pyright: ignore[reportPrivateUsage]
+    return connection
+
+
+_TASK_URI = re.compile(r"nano-banana://tasks/([^/?#]{1,200})(?:/images/\d{1,3})?")
 
 
 def client_roots(ctx: Context[Any]) -> Callable[[], Awaitable[list[Path]]]:

@@ -23,7 +23,7 @@ from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import MalformedResponse, MonetConnectionError, MonetError
 from nano_banana_mcp.monet.download import Downloaded, Downloader
 from nano_banana_mcp.monet.models import API_PREFIX, Task, TaskPage, UploadedFile, create_body
-from nano_banana_mcp.monet.responses import buffered, status_error
+from nano_banana_mcp.monet.responses import Redactor, buffered, status_error
 from nano_banana_mcp.monet.retry import RetryPolicy
 from nano_banana_mcp.monet.sse import sse_data
 
@@ -54,6 +54,7 @@ class MonetClient:
         self._factory = None if isinstance(http, httpx.AsyncClient) else http
         self.base_url = base_url.rstrip("/")
         self._key = api_key
+        self._redact = Redactor(api_key.get_secret_value())
         self.retry = retry or RetryPolicy()
         self._timeout = timeout
         self._max_response = max_response_bytes
@@ -63,6 +64,7 @@ class MonetClient:
             api_host=(httpx.URL(self.base_url).host or "").lower(),
             extra_hosts=download_hosts,
             retry=self.retry,
+            redact=self._redact,
             timeout=timeout,
             max_error_bytes=max_response_bytes,
         )
@@ -112,10 +114,10 @@ class MonetClient:
                 timeout=timeout,
             ) as response:
                 if not response.is_success:
-                    raise status_error(await buffered(response, self._max_response), self.base_url)
+                    raise status_error(await buffered(response, self._max_response, self._redact), self.base_url)
                 kind = response.headers.get("content-type", "").partition(";")[0].strip()
                 if kind == "application/json":  # an API that answers the create at once: one task, no events
-                    yield _single(self._parse(Task, await buffered(response, self._max_response)))
+                    yield _single(self._parse(Task, await buffered(response, self._max_response, self._redact)))
                     return
                 if kind != "text/event-stream":
                     raise MalformedResponse(
@@ -176,7 +178,7 @@ class MonetClient:
                 headers=self._headers(),
                 timeout=self._timeout,
             ) as streamed:
-                response = await buffered(streamed, self._max_response)
+                response = await buffered(streamed, self._max_response, self._redact)
         except httpx.HTTPError as err:
             raise _transport_error(err, f"{method} {path} failed", self.base_url) from err
         if not response.is_success:
@@ -200,7 +202,7 @@ class MonetClient:
         changed_at = time.monotonic()
         try:
             async for data in sse_data(response, self._max_response):
-                task = _event_task(data, last)
+                task = _event_task(self._redact.text(data), last)
                 if task is None:
                     continue
                 if last is None or (task.status, task.progress) != (last.status, last.progress):

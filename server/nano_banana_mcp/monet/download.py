@@ -13,7 +13,7 @@ import httpx
 
 from nano_banana_mcp.config import DEFAULT_DOWNLOAD_HOSTS, is_loopback
 from nano_banana_mcp.errors import DownloadError, MonetConnectionError, MonetError, UnsavableImage
-from nano_banana_mcp.monet.responses import buffered, origin, status_error
+from nano_banana_mcp.monet.responses import Redactor, buffered, origin, status_error
 from nano_banana_mcp.monet.retry import RetryPolicy
 
 __all__ = ["Downloaded", "Downloader"]
@@ -53,6 +53,7 @@ class Downloader:
         retry: RetryPolicy,
         timeout: float,
         max_error_bytes: int,
+        redact: Redactor | None = None,
     ) -> None:
         self._http = http
         allowed = [api_host, *DEFAULT_DOWNLOAD_HOSTS, *extra_hosts]
@@ -60,6 +61,7 @@ class Downloader:
         self._retry = retry.with_(retry_on=lambda err: isinstance(err, MonetConnectionError) or retry.retry_on(err))
         self._timeout = timeout
         self._max_error = max_error_bytes
+        self._redact = redact or Redactor()
 
     def check_url(self, url: str) -> None:
         """Images come only from allowed hosts over https (plain http only on this machine's loopback)."""
@@ -119,7 +121,7 @@ class Downloader:
                     await anyio.Path(tmp).unlink(missing_ok=True)  # stale part file: start over next time
                     raise MonetConnectionError("The partial download no longer matches; starting over.")
                 if not response.is_success:
-                    raise status_error(await buffered(response, self._max_error), origin(response.url))
+                    raise status_error(await buffered(response, self._max_error, self._redact), origin(response.url))
                 resumed = bool(headers) and response.status_code == 206 and _range_start(response) == have
                 size = have if resumed else 0
                 declared = response.headers.get("content-length")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from nano_banana_mcp.errors import (
 )
 from nano_banana_mcp.monet.models import MAX_MESSAGE, error_text
 
-__all__ = ["buffered", "origin", "parse_retry_after", "read_capped", "status_error"]
+__all__ = ["REDACTED", "Redactor", "buffered", "origin", "parse_retry_after", "read_capped", "status_error"]
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -54,10 +55,38 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def buffered(streamed: httpx.Response, limit: int) -> httpx.Response:
-    """A streamed response read into memory, at most ``limit`` bytes of it."""
-    content = await read_capped(streamed, limit)
-    return httpx.Response(streamed.status_code, headers=streamed.headers, content=content, request=streamed.request)
+class Redactor:
+    """Removes secrets from what a peer sends before it is parsed, stored, logged or shown.
+
+    An API (or a proxy) that echoes the request's key or ``Authorization`` header in an error body or a
+    task's error would otherwise put it in tool results, the ledger and the log.
+    """
+
+    _BEARER = re.compile(rb"(?i)\b(bearer)\s+[^\s\"',;})\]]+")
+
+    def __init__(self, *secrets: str) -> None:
+        self._secrets = [s.encode() for s in secrets if len(s.strip()) >= 4]
+
+    def bytes(self, data: bytes) -> bytes:
+        data = self._BEARER.sub(rb"\1 " + REDACTED, data)
+        for secret in self._secrets:
+            data = data.replace(secret, REDACTED)
+        return data
+
+    def text(self, data: str) -> str:
+        return self.bytes(data.encode("utf-8", "surrogatepass")).decode("utf-8", "surrogatepass")
+
+
+REDACTED = b"[redacted]"
+
+
+async def buffered(streamed: httpx.Response, limit: int, redact: Redactor) -> httpx.Response:
+    """A streamed response read into memory (at most ``limit`` bytes of it), secrets removed."""
+    content = redact.bytes(await read_capped(streamed, limit))
+    headers = streamed.headers.copy()
+    headers.pop("content-encoding", None)  # the content is decoded already
+    headers.pop("content-length", None)
+    return httpx.Response(streamed.status_code, headers=headers, content=content, request=streamed.request)
 
 
 def origin(url: httpx.URL) -> str:

@@ -213,6 +213,18 @@ class Ledger:
         """The row an agent means: by the API's task id, or by our own key before the API named it."""
         return await self._one("task_id", handle) or await self._one("key", handle)
 
+    async def known_task_ids(self, task_ids: Sequence[str]) -> set[str]:
+        """Which of these API task ids have a row here (one query, however many)."""
+        wanted = list(dict.fromkeys(task_ids))[:1000]
+        if not wanted:
+            return set()
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT task_id FROM tasks WHERE task_id IN ({', '.join('?' * len(wanted))})", wanted
+            ).fetchall()
+        )
+        return {row[0] for row in rows}
+
     async def recent(self, limit: int, offset: int = 0, status: Status | None = None) -> list[TaskRecord]:
         """Rows newest first, optionally only those with this public status."""
         where, args = ("WHERE status=?", (status,)) if status else ("", ())

@@ -16,6 +16,7 @@ column so that lists filter in SQL::
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -26,6 +27,7 @@ from nano_banana_mcp.monet import Task
 
 __all__ = [
     "FINISHED_PHASES",
+    "MAX_OUTPUTS",
     "STATUSES",
     "UNFINISHED_PHASES",
     "Endpoint",
@@ -43,9 +45,15 @@ Status = Literal["pending", "running", "success", "failed"]
 Endpoint = Literal["sync", "async"]
 """Where a row's create went: ``/tasks/sync`` (streamed) or ``/tasks/async`` (polled). A key goes to one only."""
 
+MAX_OUTPUTS = 4
+"""Images kept per task. The API documents one output per task (one per model); a peer that lists hundreds
+does not get hundreds of files written."""
 STATUSES: tuple[Status, ...] = ("pending", "running", "success", "failed")
 UNFINISHED_PHASES: tuple[Phase, ...] = ("submitting", "created", "succeeded")
 FINISHED_PHASES: tuple[Phase, ...] = ("downloaded", "failed")
+
+
+log = logging.getLogger(__name__)
 
 
 def now() -> datetime:
@@ -129,7 +137,12 @@ class TaskRecord(BaseModel):
             self.progress = task.progress
         self.api_status = task.status
         if self.phase == "created" and task.status == "success":
-            self.images = [SavedImage(path=None, url=url) for url in task.urls]
+            urls = task.urls
+            if len(urls) > MAX_OUTPUTS:
+                log.warning(
+                    "task %s: the API listed %d images; only the first %d are kept", task.id, len(urls), MAX_OUTPUTS
+                )
+            self.images = [SavedImage(path=None, url=url) for url in urls[:MAX_OUTPUTS]]
             if self.images:
                 self.phase = "succeeded"
             else:

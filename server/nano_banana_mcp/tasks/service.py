@@ -238,8 +238,10 @@ class Service:
                 api_error = f"The API's task list is unavailable ({err}); showing this machine's tasks only."
             else:
                 total_api = api_page.total
-                for task in api_page.tasks:
-                    if await self.ledger.find(task.id) is None:
+                page_tasks = api_page.tasks[:page_size]  # an API that sends more than asked for gets no more read
+                ours = await self.ledger.known_task_ids([t.id for t in page_tasks])
+                for task in page_tasks:
+                    if task.id not in ours:
                         foreign = self._foreign_result(task)
                         if status is None or foreign.status == status:
                             results.append(foreign)
