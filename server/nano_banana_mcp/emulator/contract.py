@@ -110,6 +110,8 @@ class _Task:
     created_at: datetime
     duration: float
     fails: bool
+    error_message: str | None = None
+    """The failed task's error message, when a fault chose one."""
 
     @property
     def model(self) -> str:
@@ -297,6 +299,8 @@ class Emulator:
         if path != API_PREFIX and not path.startswith(f"{API_PREFIX}/"):
             return None
         await self._faults.delay()
+        if echoed := self._faults.echo(scope):
+            return echoed
         scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.api_key.encode()):
             return error(401, "unauthorized", "Invalid or missing API key")
@@ -364,6 +368,8 @@ class Emulator:
             duration=self.task_seconds,
             fails=self._faults.fail_task(),
         )
+        if echoed := self._faults.echo_in_task(request.scope):
+            task.fails, task.error_message = True, echoed
         state.tasks[task.id] = task
         state.by_key.setdefault(key, {})[endpoint] = task.id
         self.creates += 1
@@ -448,7 +454,8 @@ class Emulator:
         if status == "failed":
             body["error"] = {
                 "code": "generation_failed",
-                "message": "Image generation failed (emulated failure); try again or change the prompt.",
+                "message": task.error_message
+                or "Image generation failed (emulated failure); try again or change the prompt.",
             }
         return body
 
@@ -525,12 +532,17 @@ class Emulator:
         hostile = self._faults.hostile_download(request, self._base(request))
         if hostile is not None:
             return hostile
-        return self._file_response(request, await self._image(task), "image/png", output=True)
+        return self._file_response(request, await self._output(task), "image/png", output=True)
 
     async def _download_mirror(self, request: Request) -> Response:
         """The same output under another path: where ``redirect_loopback`` sends a client; never hostile."""
         task = self._finished_output(request)
-        return self._file_response(request, await self._image(task), "image/png", output=True)
+        return self._file_response(request, await self._output(task), "image/png", output=True)
+
+    async def _output(self, task: _Task) -> bytes:
+        """The task's output file: its rendered PNG, or the bytes of the ``output_bytes`` fault."""
+        served = self._faults.output_file()
+        return served if served is not None else await self._image(task)
 
     def _finished_output(self, request: Request) -> _Task:
         task = self._find_task(request.path_params["task_id"])

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -48,6 +49,8 @@ _HOSTILE_CREATE = ("bad_gzip", "redirect_data_url", "nested_error")
 a redirect to a ``data:`` URL, and an error body nested too deep for a JSON parser."""
 _HOSTILE_DOWNLOAD = ("not_image", "endless_download", "redirect_offsite", "redirect_loopback", "redirect_loop")
 """Hostile kinds for ``GET /files/outputs/...``."""
+ECHO_KINDS = ("401", "400", "422", "403", "failed_task")
+"""The values of :attr:`Faults.echo_key_kind`."""
 HOSTILE_KINDS = _HOSTILE_API + _HOSTILE_STREAM + _HOSTILE_CREATE + _HOSTILE_DOWNLOAD
 """The values of :attr:`Faults.hostile_kind`; each applies only to the requests named above."""
 
@@ -88,6 +91,16 @@ class Faults:
     requests are left alone and consume nothing."""
     hostile_kind: str = "malformed_json"
     """Which hostile answer :attr:`hostile` sends; one of :data:`HOSTILE_KINDS`."""
+    echo_key: int = 0
+    """The next N answers echo the request's ``Authorization`` header back, as a careless API or proxy might,
+    in the shape :attr:`echo_key_kind` names (see :data:`ECHO_KINDS`)."""
+    echo_key_kind: str = "400"
+    """``401``, ``400``, ``422`` (nested), ``403`` (text/plain) refuse an ``/api/v1`` request with the header in
+    the message; ``failed_task`` makes the next created task fail with it in the task's error."""
+    output_bytes: bytes | None = None
+    """While set, every output download serves these bytes (as ``image/png``, whatever they are) instead of
+    the rendered placeholder: how a test hands the client an EPS, a BMP or a decompression bomb. Set from
+    Python only (tests and benchmarks); ``POST /_emulator/faults`` cannot carry bytes."""
 
     def reset(self) -> None:
         """Switch every fault off."""
@@ -145,6 +158,27 @@ class FaultInjector:
         """Wait out the latency fault."""
         if self.faults.latency > 0:
             await anyio.sleep(self.faults.latency)
+
+    def echo(self, scope: Scope) -> Response | None:
+        """An error answer that repeats the request's ``Authorization`` header (the ``echo_key`` fault), or None."""
+        kind = self.faults.echo_key_kind
+        if kind == "failed_task" or not self._take("echo_key"):
+            return None
+        header = Headers(scope=scope).get("authorization", "")
+        if kind == "401":
+            return error(401, "unauthorized", f"Invalid API key: {header.partition(' ')[2]}")
+        if kind == "422":
+            detail = {"detail": [{"loc": ["header", "authorization"], "msg": f"rejected {header}", "input": header}]}
+            return JSONResponse({"error": {"code": "unprocessable", "message": detail}}, status_code=422)
+        if kind == "403":
+            return Response(f"Forbidden for {header}", status_code=403, media_type="text/plain")
+        return error(400, "VALIDATION_ERROR", f"Request with {header} was not valid")
+
+    def echo_in_task(self, scope: Scope) -> str | None:
+        """The error a task gets when the ``echo_key`` fault of kind ``failed_task`` fires, or None."""
+        if self.faults.echo_key_kind != "failed_task" or not self._take("echo_key"):
+            return None
+        return f"Generation failed for the account of {Headers(scope=scope).get('authorization', '')}"
 
     def refusal(self, scope: Scope) -> Response | None:
         """A 429 or 503 for an authorised ``/api/v1`` request, or None; leaves other chaos to the handler."""
@@ -274,6 +308,10 @@ class FaultInjector:
             location = f"{base}{request.url.path}{'?' + query if query else ''}"
         return Response(status_code=302, headers={"Location": location})
 
+    def output_file(self) -> bytes | None:
+        """The bytes to serve for an output instead of its rendered image (:attr:`Faults.output_bytes`), or None."""
+        return self.faults.output_bytes
+
     def cut_download(self, body: bytes, status: int, headers: Mapping[str, str], media_type: str) -> Response | None:
         """A file answer that breaks halfway, if the ``cut_downloads`` fault or chaos fires; else None."""
         if self._take("cut_downloads") or self._fire_chaos("cut_download"):
@@ -308,10 +346,13 @@ class FaultInjector:
 
     def state(self) -> dict[str, Any]:
         """What fired and the current faults, for ``GET /_emulator/state``."""
+        faults = asdict(self.faults)
+        if faults["output_bytes"] is not None:  # JSON has no bytes: say how many are served
+            faults["output_bytes"] = f"{len(faults['output_bytes'])} bytes"
         return {
             "chaos_fired": dict(self.chaos_fired),
             "hostile_fired": dict(self.hostile_fired),
-            "faults": asdict(self.faults),
+            "faults": faults,
         }
 
     # --- machinery -------------------------------------------------------------------------------
@@ -384,6 +425,14 @@ def _check_fault(name: str, value: Any) -> Any:
         if isinstance(value, str) and value in HOSTILE_KINDS:
             return value
         raise ValueError(f"hostile_kind must be one of {', '.join(HOSTILE_KINDS)}; got {value!r}.")
+    if name == "echo_key_kind":
+        if isinstance(value, str) and value in ECHO_KINDS:
+            return value
+        raise ValueError(f"echo_key_kind must be one of {', '.join(ECHO_KINDS)}; got {value!r}.")
+    if name == "output_bytes":
+        if value is None or isinstance(value, bytes):
+            return value
+        raise ValueError("output_bytes is set from Python only (bytes or None); JSON cannot carry the bytes.")
     if name == "chaos_seed":
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
