@@ -222,13 +222,16 @@ while time.monotonic() < deadline:
         time.sleep(0.1)
 sys.exit(f"nothing listening on 127.0.0.1:{port} after 30 s")
 EOF
-timeout 120 inspector --cli --format json -q --output "$OUT/inspector-http-tools.json" "$URL" --method tools/list >/dev/null
+# HTTP always needs a bearer token: with none configured, the server made one and keeps it in its data dir (mode 600).
+AUTH_HEADER="Authorization: Bearer $(cat "$WORK/data-http/http-token")"
+timeout 120 inspector --cli --format json -q --output "$OUT/inspector-http-tools.json" "$URL" \
+    --header "$AUTH_HEADER" --method tools/list >/dev/null
 summarize "$OUT/inspector-http-tools.json"
 timeout 120 inspector --cli --format json -q --protocol-era modern --output "$OUT/inspector-http-tools-modern.json" \
-    "$URL" --method tools/list >/dev/null
+    "$URL" --header "$AUTH_HEADER" --method tools/list >/dev/null
 summarize "$OUT/inspector-http-tools-modern.json"
 timeout 120 inspector --cli --format json -q --output "$OUT/inspector-http-generate.json" "$URL" \
-    --method tools/call --tool-name generate_image --tool-args-json "$GENERATE_ARGS" >/dev/null
+    --header "$AUTH_HEADER" --method tools/call --tool-name generate_image --tool-args-json "$GENERATE_ARGS" >/dev/null
 summarize "$OUT/inspector-http-generate.json"
 kill "$HTTP_PID"
 wait "$HTTP_PID" || true

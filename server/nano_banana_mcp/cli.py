@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -96,6 +97,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 _SETTING_FLAGS = (
     "http_token",
+    "http_token_file",
     "allowed_dirs",
     "download_hosts",
     "offline",
@@ -122,9 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     serve.add_argument(
+        "--auth-token-file",
+        dest="http_token_file",
+        type=Path,
+        metavar="PATH",
+        help="file holding the bearer token HTTP clients must send (default: one made on the first start and kept "
+        "in the data dir, mode 600) [NANO_BANANA_HTTP_TOKEN_FILE]",
+    )
+    serve.add_argument(
         "--auth-token",
         dest="http_token",
-        help="bearer token HTTP clients must send; required off loopback [NANO_BANANA_HTTP_TOKEN]",
+        metavar="TOKEN",
+        help="the bearer token itself: other users can read it in the process list, so prefer the environment "
+        "variable or --auth-token-file [NANO_BANANA_HTTP_TOKEN]",
+    )
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve HTTP without a bearer token, on loopback only, for local tools that cannot send headers: "
+        "any program or user on this machine can then use your key and read your images",
     )
     _common(serve)
 
@@ -250,11 +268,30 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.http:
         import uvicorn  # noqa: PLC0415
 
+        from nano_banana_mcp.config import normal_host  # noqa: PLC0415
         from nano_banana_mcp.mcp_server import http_app  # noqa: PLC0415
+        from nano_banana_mcp.mcp_server.http import bind, http_auth  # noqa: PLC0415
 
-        app = http_app(settings, args.host, args.port)
-        print(f"nano-banana MCP server on http://{args.host}:{args.port}/mcp", file=sys.stderr)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        auth = http_auth(settings, args.host, no_auth=args.no_auth)
+        if args.http_token is not None:
+            auth = dataclasses.replace(auth, source="--auth-token")
+            print(
+                "warning: --auth-token puts the token in the process list, where other users of this machine can read "
+                "it; set NANO_BANANA_HTTP_TOKEN or use --auth-token-file instead.",
+                file=sys.stderr,
+            )
+        if auth.token is None:
+            print(
+                "warning: --no-auth: any program or user on this machine can call this server, generate on your "
+                "account and read your images through it. Use it only for local tools that cannot send headers.",
+                file=sys.stderr,
+            )
+        with bind(args.host, args.port) as sock:  # the port actually served (--port 0: a free one)
+            port = sock.getsockname()[1]
+            app = http_app(settings, args.host, port, auth=auth)
+            host = normal_host(args.host)
+            print(auth.start_message(f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"), file=sys.stderr)
+            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     else:
         from nano_banana_mcp.mcp_server.stdio import serve_stdio  # noqa: PLC0415
 

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from nano_banana_mcp.errors import OFFLINE_HINT, ConfigError
 
-__all__ = ["DEFAULT_BASE_URL", "OFFLINE_API_KEY", "Settings", "is_loopback"]
+__all__ = ["DEFAULT_BASE_URL", "OFFLINE_API_KEY", "Settings", "is_loopback", "normal_host"]
 
 DEFAULT_BASE_URL = "https://monet.vision"
 OFFLINE_API_KEY = "monet_offline"
@@ -22,9 +22,18 @@ DEFAULT_DOWNLOAD_HOSTS = ("monet.vision", "*.monet.vision")
 _PLACEHOLDER = re.compile(r"\$\{[^}]*\}")
 
 
+def normal_host(host: str) -> str:
+    """One spelling per host: no brackets, lower case, IP addresses in short form (``[0:0::0:1]`` -> ``::1``)."""
+    bare = host.strip().strip("[]").lower()
+    try:
+        return ipaddress.ip_address(bare).compressed
+    except ValueError:
+        return bare
+
+
 def is_loopback(host: str) -> bool:
-    """True for this machine's own addresses: localhost, 127.0.0.0/8, ::1."""
-    host = host.strip("[]").lower()
+    """True for this machine's own addresses in any spelling: localhost, 127.0.0.0/8, ::1."""
+    host = normal_host(host)
     if host == "localhost":
         return True
     try:
@@ -79,7 +88,11 @@ class Settings(BaseSettings):
         "matches subdomains). Monet's hosts and the API's own host are always allowed.",
     )
     http_token: SecretStr | None = Field(
-        default=None, description="Bearer token the HTTP transport requires (required off loopback)."
+        default=None,
+        description="Bearer token HTTP clients must send (default: one made on first start, kept in the data dir).",
+    )
+    http_token_file: Path | None = Field(
+        default=None, description="File holding the bearer token HTTP clients must send (instead of http_token)."
     )
     max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest API answer read.")
     stream_stall_seconds: float = Field(
@@ -114,6 +127,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("http_token_file", mode="after")
+    @classmethod
+    def _expand_file(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
 
     @model_validator(mode="before")
     @classmethod

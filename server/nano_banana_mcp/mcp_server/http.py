@@ -1,0 +1,202 @@
+"""What guards the streamable-HTTP transport: the bearer token every client sends, and DNS-rebinding protection.
+
+Every HTTP server requires a bearer token, as Jupyter does: the one configured (``NANO_BANANA_HTTP_TOKEN``, or
+the file named by ``NANO_BANANA_HTTP_TOKEN_FILE`` / ``--auth-token-file``), or else one made on the first
+start and kept in the data folder (mode 600 from the moment the file exists) for the next. Only ``--no-auth``
+on a loopback address serves without one, for local tools that cannot send headers.
+
+On loopback, the Host and Origin headers must name this server (a foreign Host is answered 421, a foreign
+Origin 403). The SDK turns that on by itself only for the exact strings ``127.0.0.1``, ``localhost`` and
+``::1`` (mcp 2.3, ``mcp/server/lowlevel/server.py``, ``streamable_http_app``), so the settings are built
+here from the normalised host, for every spelling of loopback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shlex
+import socket
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import SecretStr
+
+from nano_banana_mcp.config import Settings, is_loopback, normal_host
+from nano_banana_mcp.errors import ConfigError
+
+__all__ = ["TOKEN_FILE", "HttpAuth", "bind", "http_auth", "transport_security"]
+
+log = logging.getLogger(__name__)
+
+TOKEN_FILE = "http-token"  # noqa: S105 - a file name
+"""The token made on the first start, in the data folder."""
+
+_TOKEN_SETTING = "NANO_BANANA_HTTP_TOKEN / --auth-token"  # noqa: S105 - a setting's name
+_FILE_SETTING = "NANO_BANANA_HTTP_TOKEN_FILE / --auth-token-file"
+_MAX_FILE_BYTES = 4096
+_NO_AUTH = "--no-auth"
+
+
+@dataclass(frozen=True)
+class HttpAuth:
+    """The bearer token HTTP clients must send (None only with ``--no-auth``) and where it came from."""
+
+    token: SecretStr | None
+    source: str
+    """``NANO_BANANA_HTTP_TOKEN``, ``--auth-token``, the path of the token file, or ``--no-auth``."""
+    made_here: bool = False
+    """The token was made by this server and kept in the data folder: the start-up line shows it."""
+
+    def start_message(self, url: str) -> str:
+        """What the server prints on stderr at start: where it is, and the exact line that connects a client.
+
+        The token itself is shown only when this server made it; a token the user set is named by where it is.
+        """
+        command = f"claude mcp add --transport http nano-banana {url}"
+        if self.token is None:
+            return f"nano-banana MCP server on {url}, without authentication ({_NO_AUTH}). Connect with:\n  {command}"
+        if self.made_here:
+            where, value = f"kept in {self.source}", self.token.get_secret_value()
+        elif self.source == "NANO_BANANA_HTTP_TOKEN":
+            where, value = f"from {self.source}", "$NANO_BANANA_HTTP_TOKEN"
+        elif self.source.startswith("-"):
+            where, value = f"from {self.source}", f"<the {self.source} value>"
+        else:
+            where, value = f"in {self.source}", f"$(cat {shlex.quote(self.source)})"
+        return (
+            f"nano-banana MCP server on {url}; clients send the bearer token {where}. Connect with:\n"
+            f'  {command} --header "Authorization: Bearer {value}"'
+        )
+
+
+def http_auth(settings: Settings, host: str, *, no_auth: bool = False) -> HttpAuth:
+    """The token the HTTP transport on ``host`` requires: configured, or made once and kept in the data folder.
+
+    ``no_auth`` serves without one, only on loopback and only when no token is configured.
+    """
+    given = ((_TOKEN_SETTING, settings.http_token), (_FILE_SETTING, settings.http_token_file))
+    configured = [setting for setting, value in given if value is not None]  # an empty token is set, and refused
+    if no_auth:
+        if not is_loopback(host):
+            raise ConfigError(
+                f"Refusing --no-auth on {host}: anyone who can reach that address could read your images and "
+                "generate on your account. Serve on 127.0.0.1, or drop --no-auth (a bearer token is then required)."
+            )
+        if configured:
+            raise ConfigError(f"--no-auth and a bearer token ({configured[0]}) are both set: choose one.")
+        return HttpAuth(token=None, source=_NO_AUTH)
+    if len(configured) > 1:
+        raise ConfigError(f"Both {_TOKEN_SETTING} and {_FILE_SETTING} are set: set only one of them.")
+    if settings.http_token is not None:
+        token = _checked(settings.http_token.get_secret_value(), _TOKEN_SETTING)
+        return HttpAuth(token=token, source="NANO_BANANA_HTTP_TOKEN")
+    if settings.http_token_file is not None:
+        path = settings.http_token_file
+        return HttpAuth(token=_read_token(path, f"{path} ({_FILE_SETTING})", private=False), source=str(path))
+    path = settings.data_dir / TOKEN_FILE
+    return HttpAuth(token=_kept_token(path), source=str(path), made_here=True)
+
+
+def transport_security(host: str, port: int) -> TransportSecuritySettings:
+    """DNS-rebinding protection for a server on ``host:port``.
+
+    On loopback (any spelling), the Host header must be this server's ``host:port`` or another loopback name
+    with that port, and an Origin header the matching ``http://`` origin. Off loopback the names clients use
+    are not known here, so the check is off and the bearer token guards the server.
+    """
+    if not is_loopback(host):
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    names = dict.fromkeys(
+        f"[{name}]" if ":" in name else name
+        for name in (normal_host(host), host.strip().strip("[]").lower(), "127.0.0.1", "localhost", "::1")
+    )
+    hosts = [f"{name}:{port}" for name in names]
+    if port == 80:  # clients leave out the default port
+        hosts += names
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts,
+        allowed_origins=[f"http://{h}" for h in hosts],
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (0: a free port), so the app can be built for the port served."""
+    host = normal_host(host)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind((host, port))
+        sock.listen(2048)  # clients that connect before the server has started wait instead of being refused
+    except OSError as err:
+        sock.close()
+        raise ConfigError(
+            f"Cannot listen on {host} port {port}: {err.strerror or err}. Choose another --port."
+        ) from err
+    return sock
+
+
+_SET_ANOTHER = (
+    "Set a long random one (for example the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+    "or set none and one is made for you."
+)
+
+
+def _checked(text: str, setting: str, fix: str = _SET_ANOTHER) -> SecretStr:
+    """A token as a header can carry it; an empty or blank one is refused."""
+    token = text.strip()
+    if not token:
+        raise ConfigError(f"The HTTP bearer token in {setting} is empty. {fix}")
+    if not all(33 <= ord(c) < 127 for c in token):
+        raise ConfigError(
+            f"The HTTP bearer token in {setting} has spaces or characters an HTTP header cannot carry: use letters, "
+            f"digits and - . _ ~ + / = only. {fix}"
+        )
+    return SecretStr(token)
+
+
+def _read_token(path: Path, setting: str, *, private: bool) -> SecretStr:
+    """The token in a file; ``private`` (the one we keep): refuse it if other users can read it, as they must not."""
+    try:
+        with path.open("rb") as file:
+            info = os.fstat(file.fileno())
+            data = file.read(_MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"Cannot read the HTTP bearer token in {setting}: {err.strerror or err}.") from err
+    if len(data) > _MAX_FILE_BYTES:
+        raise ConfigError(f"The HTTP bearer token in {setting} is over {_MAX_FILE_BYTES} bytes: it holds one token.")
+    if os.name == "posix" and stat.S_ISREG(info.st_mode):
+        shared = info.st_mode & 0o077 or info.st_uid != os.getuid()
+        if private and shared:
+            raise ConfigError(
+                f"The HTTP bearer token file {path} is not yours alone (mode {stat.S_IMODE(info.st_mode):o}, owner "
+                f"uid {info.st_uid}): other users of this machine may know it. Delete it (a new token is made at the "
+                "next start), or make it yours with mode 600."
+            )
+        if info.st_mode & 0o077:
+            log.warning("The HTTP bearer token file %s can be read by other users; `chmod 600` it.", path)
+    fix = f"Delete {path}: a new token is made at the next start." if private else _SET_ANOTHER
+    return _checked(data.decode("utf-8", errors="replace"), setting, fix)
+
+
+def _kept_token(path: Path) -> SecretStr:
+    """The token kept at ``path``, made there on the first start: the file is created mode 600, never wider."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        return _read_token(path, f"the file {path}", private=True)
+    except OSError as err:
+        raise ConfigError(f"Cannot keep the HTTP bearer token in {path}: {err.strerror or err}.") from err
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "wb") as file:
+        file.write(f"{token}\n".encode())
+        file.flush()
+        os.fsync(file.fileno())
+    log.info("Made an HTTP bearer token, kept in %s", path)
+    return SecretStr(token)
