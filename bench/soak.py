@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import subprocess
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -47,9 +49,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TOKEN = secrets.token_urlsafe(24)
+"""The HTTP server always requires a bearer token; the benchmark gives it one through the environment."""
+
+
 def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [COMMAND, "serve", "--http", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [COMMAND, "serve", "--http", "--port", str(port)],
+        env=env | {"NANO_BANANA_HTTP_TOKEN": TOKEN},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -99,7 +108,12 @@ async def submit(url: str, prompts: list[str], concurrency: int, accepted: dict[
                 accepted[prompt] = result.structured_content["task_id"]
 
     try:
-        async with Client(streamable_http_client(url)) as client, anyio.create_task_group() as tg:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=60) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+            anyio.create_task_group() as tg,
+        ):
             for prompt in prompts:
                 tg.start_soon(one, client, prompt)
     except Exception as err:  # the connection itself died with the server
