@@ -1,21 +1,42 @@
-"""Image files: reference checks, output naming, size reading and thumbnails. No network here.
+"""Image files: reference checks, output naming, image checks and previews. No network here.
+
+Whoever sent it, an image is opened only as one of :data:`FORMATS` (PNG, JPEG, WebP, GIF; HEIF too when the
+optional pillow-heif plugin is installed), so no other decoder Pillow carries (PostScript through Ghostscript,
+TIFF, BMP, ...) ever sees a file from the API or the agent; and never more than :data:`MAX_PIXELS` pixels are
+decoded (a JPEG is decoded at a reduced scale when that brings it under; anything else is refused from its
+header). A reference is read from the descriptor that was checked, never opened again by its path.
 
 Pillow is imported only when an image is actually opened, so the server starts without it.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
+import importlib
 import io
+import os
 import re
-from collections.abc import Sequence
+import stat
+import struct
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from nano_banana_mcp.errors import ReferenceImageError
 
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
 __all__ = [
+    "FORMATS",
+    "MAX_PIXELS",
     "THUMBNAIL_MAX_BYTES",
     "THUMBNAIL_MAX_SIDE",
     "ImageMeta",
@@ -23,12 +44,23 @@ __all__ = [
     "check_reference",
     "image_meta",
     "output_path",
-    "sniff_mime",
     "thumbnail",
 ]
 
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+"""What any image is opened as (Pillow's names); HEIF is added when pillow-heif is installed."""
+MAX_PIXELS = 40_000_000
+"""The most pixels decoded from one image: about twice the largest output the models make (4K, ~17 MP)."""
 THUMBNAIL_MAX_SIDE = 512
 THUMBNAIL_MAX_BYTES = 80 * 1024  # base64 adds a third: ~107 KB in the result, under its 120 KB budget
+
+_KINDS = "PNG, JPEG, WebP or GIF"
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+"""What Pillow raises on a file it cannot read (``UnidentifiedImageError`` is an OSError; text chunks over its
+limits are a ValueError; ``verify`` raises SyntaxError)."""
+_DECODING = threading.BoundedSemaphore(2)
+"""Full decodes at once in this process (results checked, previews made, references checked). One holds up to
+MAX_PIXELS x 4 bytes, so two bound the memory they take (~320 MB) whatever arrives at the same time."""
 
 _EXTENSIONS = {
     "image/png": ".png",
@@ -40,23 +72,77 @@ _EXTENSIONS = {
 }
 
 
-def sniff_mime(head: bytes) -> str | None:
-    """The image type from a file's first bytes, or None when they are not an image we accept."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"):
-            return "image/heic"
-        if brand in (b"mif1", b"msf1", b"heif"):
-            return "image/heif"
-    return None
+@functools.cache
+def _formats() -> tuple[str, ...]:
+    """:data:`FORMATS`, and HEIF when pillow-heif is installed: it is not a dependency, so only ever on purpose."""
+    try:
+        heif = importlib.import_module("pillow_heif")
+    except ImportError:
+        return FORMATS
+    heif.register_heif_opener()
+    return (*FORMATS, "HEIF")
+
+
+def _open(fp: BinaryIO) -> Image:
+    """``fp`` opened (its header read) as one of the allowed formats; ValueError saying why not."""
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - keep Pillow off the start-up path
+
+    try:
+        return Image.open(fp, formats=_formats())
+    except UnidentifiedImageError as err:
+        heic = "" if "HEIF" in _formats() else " (HEIC only with the pillow-heif plugin installed)"
+        raise ValueError(f"its content is not a PNG, JPEG, WebP, GIF or HEIC image{heic}") from err
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"it has far more pixels than are ever decoded ({err})") from err
+    except _PILLOW_ERRORS as err:
+        raise ValueError(f"it is not a readable image ({err})") from err
+
+
+def _sized(im: Image, scale_to: int) -> tuple[int, int]:
+    """Set a JPEG to decode at the smallest scale not under ``scale_to`` a side; refuse what would decode past the cap.
+
+    Returns the image's full size.
+    """
+    full = im.size
+    if im.format == "JPEG":
+        im.draft(None, (scale_to, scale_to))  # JPEG decoders shrink 2, 4 or 8 times while decoding
+    width, height = im.size
+    if width * height > MAX_PIXELS:
+        raise ValueError(
+            f"it is {full[0]}x{full[1]} pixels, more than the {MAX_PIXELS // 1_000_000} million ever decoded "
+            "from one image"
+        )
+    return full
+
+
+@contextmanager
+def _decoded(fp: BinaryIO, scale_to: int) -> Iterator[tuple[Image, tuple[int, int]]]:
+    """The image in ``fp`` decoded whole (see :func:`_sized`), with its full size; ValueError if it cannot be."""
+    with _open(fp) as im:
+        full = _sized(im, scale_to)
+        with _DECODING:
+            try:
+                im.load()  # the pixels, then what follows them (PNG text chunks, within Pillow's limits)
+            except _PILLOW_ERRORS as err:
+                raise ValueError(f"it does not decode as a whole image ({err})") from err
+            yield im, full
+
+
+def _inspect(fp: BinaryIO) -> ImageMeta:
+    """Type and full size of a whole image: chunk checksums (PNG) checked, then every pixel decoded (within the cap)."""
+    from PIL import Image  # noqa: PLC0415
+
+    with _open(fp) as im:
+        try:
+            im.verify()  # a spliced or truncated download fails its checksums here
+        except _PILLOW_ERRORS as err:
+            raise ValueError(f"it is damaged ({err})") from err
+    fp.seek(0)  # after verify() an image must be opened again
+    with _decoded(fp, THUMBNAIL_MAX_SIDE) as (im, (width, height)):
+        mime = Image.MIME.get(im.format or "")
+    if mime is None:
+        raise ValueError(f"its type ({im.format}) has no known MIME type")
+    return ImageMeta(mime_type=mime, width=width, height=height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +163,11 @@ class ReferenceFile:
 def check_reference(path: str | Path, *, max_bytes: int, roots: Sequence[Path]) -> ReferenceFile:
     """Read a local reference image, or refuse it naming the rule it breaks.
 
-    The path is resolved first (symlinks followed), then it must lie inside one of ``roots``, not in a
-    hidden folder below that root, be at most ``max_bytes``, and be an image by its content.
+    The path is resolved first (symlinks followed), then it must lie inside one of ``roots`` and not in a hidden
+    folder below that root. That very path is then opened without following any link (see :func:`_open_exactly`),
+    so a file or folder swapped for a link or a FIFO after the check is refused, not read. The opened descriptor
+    must be a regular file of at most ``max_bytes``; only it is read, and its content must decode as an image of
+    an allowed format within the pixel cap.
     """
     shown = str(path)[:200]
     try:
@@ -101,28 +190,101 @@ def check_reference(path: str | Path, *, max_bytes: int, roots: Sequence[Path]) 
             f"Reference image {shown!r} is in or is a hidden item ({hidden}); hidden files and folders such as "
             "~/.ssh are never read. Copy the image somewhere visible."
         )
-    if not resolved.is_file():
-        raise ReferenceImageError(f"Reference image {shown!r} is not a regular file.")
-    size = resolved.stat().st_size
-    if size > max_bytes:
-        raise ReferenceImageError(
-            f"Reference image {shown!r} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
-            "Resize or recompress it first."
-        )
+    not_a_file = ReferenceImageError(f"Reference image {shown!r} is not a regular file.")
+    if not resolved.is_file():  # the clear answer for a folder or a device; the descriptor is checked again below
+        raise not_a_file
     try:
-        with resolved.open("rb") as file:
-            data = file.read(max_bytes + 1)  # the file may have grown since the size check
+        fd = _open_exactly(resolved)
     except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT, errno.EMLINK):
+            raise ReferenceImageError(
+                f"Reference image {shown!r} changed while it was being checked (it or a folder above it was moved, "
+                "or replaced by a link); it was not read. Pass it again once it stays where it is."
+            ) from err
         raise ReferenceImageError(f"Reference image {shown!r} could not be read ({err.strerror}).") from err
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device swapped in: never read (it was opened non-blocking)
+            raise not_a_file
+        if info.st_size > max_bytes:
+            raise ReferenceImageError(
+                f"Reference image {shown!r} is {info.st_size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
+                "Resize or recompress it first."
+            )
+        try:
+            data = file.read(max_bytes + 1)  # the file may have grown since the size check
+        except OSError as err:
+            raise ReferenceImageError(f"Reference image {shown!r} could not be read ({err.strerror}).") from err
     if len(data) > max_bytes:
         raise ReferenceImageError(f"Reference image {shown!r} is over the {max_bytes / 1e6:.0f} MB limit.")
-    mime = sniff_mime(data[:32])
-    if mime is None:
+    try:
+        meta = _inspect(io.BytesIO(data))
+    except ValueError as err:
         raise ReferenceImageError(
-            f"Reference image {shown!r} is not a PNG, JPEG, WebP, GIF or HEIC/HEIF image (checked by its "
-            "content, not its name)."
-        )
-    return ReferenceFile(path=resolved, data=data, mime_type=mime, sha256=hashlib.sha256(data).hexdigest())
+            f"Reference image {shown!r} cannot be used: {err} (checked by its content, not its name). "
+            f"Pass a {_KINDS} image, resized if it is very large."
+        ) from err
+    return ReferenceFile(path=resolved, data=data, mime_type=meta.mime_type, sha256=hashlib.sha256(data).hexdigest())
+
+
+if sys.platform == "win32":
+
+    def _open_exactly(path: Path) -> int:
+        """``path`` opened for reading, only if the opened file's final path is ``path`` itself.
+
+        Windows has no O_NOFOLLOW: the file is opened, then the handle's final path (links and junctions resolved)
+        must be the path that was checked.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_BINARY)
+        try:
+            final = _final_path(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        if os.path.normcase(final) != os.path.normcase(str(path)):
+            os.close(fd)
+            raise OSError(errno.ELOOP, f"the path now leads to {final}")
+        return fd
+
+    def _final_path(fd: int) -> str:
+        """The final path of an open file (GetFinalPathNameByHandleW), without the ``\\\\?\\`` prefix."""
+        import ctypes  # noqa: PLC0415
+        import msvcrt  # noqa: PLC0415
+        from ctypes import wintypes  # noqa: PLC0415
+
+        get = ctypes.windll.kernel32.GetFinalPathNameByHandleW
+        get.argtypes = (wintypes.HANDLE, wintypes.LPWSTR, wintypes.DWORD, wintypes.DWORD)
+        get.restype = wintypes.DWORD
+        buffer = ctypes.create_unicode_buffer(32_768)
+        length = get(msvcrt.get_osfhandle(fd), buffer, len(buffer), 0)  # FILE_NAME_NORMALIZED, VOLUME_NAME_DOS
+        if not 0 < length < len(buffer):
+            raise ctypes.WinError()
+        final = buffer.value
+        if final.startswith("\\\\?\\UNC\\"):
+            return "\\\\" + final[8:]
+        return final.removeprefix("\\\\?\\")
+
+else:
+    _FOLDER = os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_PATH", os.O_RDONLY)  # O_PATH: no read right needed
+    _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+
+    def _open_exactly(path: Path) -> int:
+        """``path`` (absolute, resolved) opened one name at a time from ``/``, following no link on the way.
+
+        Each folder is opened relative to the one before (``dir_fd``) with O_NOFOLLOW, and the file with
+        O_NOFOLLOW and O_NONBLOCK (a FIFO opens at once instead of waiting for a writer): a name swapped for a link
+        since the path was checked fails with ELOOP or ENOTDIR, so what is opened is what was checked.
+        """
+        anchor, *folders, name = path.parts
+        fd = os.open(anchor, _FOLDER)
+        try:
+            for folder in folders:
+                inner = os.open(folder, _FOLDER, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            return os.open(name, _FILE, dir_fd=fd)
+        finally:
+            os.close(fd)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9]+")
@@ -147,34 +309,37 @@ class ImageMeta:
 
 
 def image_meta(path: Path, *, verify: bool = False) -> ImageMeta:
-    """Type and pixel size of a saved image; raises ValueError if it is not a readable image.
+    """Type and pixel size of a saved image; ValueError (saying why, without the file's name) unless it is an image
+    of an allowed format that decodes within the pixel cap. OSError is about the file itself (missing, unreadable).
 
-    ``verify`` also checks the file is whole (Pillow's ``verify``: chunk checksums for PNG) without
-    decoding the pixels, so a truncated or spliced download is caught.
+    ``verify`` also proves it whole: chunk checksums (PNG), then every pixel decoded (a JPEG at a reduced scale),
+    so a truncated or spliced download, or one past Pillow's own limits (a giant text chunk), is caught here and
+    not when its preview is made.
     """
-    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - keep Pillow off the start-up path
+    with path.open("rb") as fp:
+        if verify:
+            return _inspect(fp)
+        from PIL import Image  # noqa: PLC0415
 
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-            mime = Image.MIME.get(im.format or "", None)
-            if verify:
-                im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:  # verify() raises SyntaxError too
-        raise ValueError(f"{path.name} is not a readable image ({err})") from err
+        with _open(fp) as im:
+            width, height = _sized(im, THUMBNAIL_MAX_SIDE)
+            mime = Image.MIME.get(im.format or "")
     if mime is None:
-        raise ValueError(f"{path.name} is an image of an unknown type")
+        raise ValueError(f"its type ({im.format}) has no known MIME type")
     return ImageMeta(mime_type=mime, width=width, height=height)
 
 
 def thumbnail(
     path: Path, *, max_side: int = THUMBNAIL_MAX_SIDE, max_bytes: int = THUMBNAIL_MAX_BYTES
 ) -> tuple[bytes, str]:
-    """A JPEG preview no longer than ``max_side`` on its long side and at most ``max_bytes``."""
+    """A JPEG preview no longer than ``max_side`` on its long side and at most ``max_bytes``.
+
+    ValueError (saying why) when the file is not an image that can be previewed: another format, too many pixels,
+    damaged. OSError when the file cannot be read.
+    """
     from PIL import Image  # noqa: PLC0415
 
-    with Image.open(path) as im:
-        im.draft("RGB", (max_side, max_side))  # JPEG decoders can shrink while decoding
+    with path.open("rb") as fp, _decoded(fp, max_side) as (im, _):
         # Shrink first (reducing_gap: a fast box pre-reduction, then LANCZOS), convert the small image after.
         im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
         preview = im.convert("RGB")

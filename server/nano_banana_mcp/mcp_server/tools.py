@@ -73,7 +73,8 @@ def service_of(ctx: Context[App]) -> Service:
 
 
 async def _tool_result(service: Service, result: TaskResult) -> Annotated[CallToolResult, TaskResult]:
-    """Summary line, a small thumbnail per saved image, a resource link per image, structured content."""
+    """Summary line, a small thumbnail per saved image (or a note saying why there is none), a resource link per
+    image, structured content."""
     content: list[ContentBlock] = [TextContent(type="text", text=result.summary())]
     for index, image in enumerate(result.images):
         if image.path is None:
@@ -81,8 +82,11 @@ async def _tool_result(service: Service, result: TaskResult) -> Annotated[CallTo
         path = Path(image.path)
         try:
             data, mime = await service.thumbnail(path)
-        except OSError:
-            log.warning("no thumbnail for %s", path)
+        except (OSError, ValueError) as err:  # the preview is a courtesy: the result comes back without it
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            log.warning("no preview of %s: %s", path, reason)
+            note = f"No preview of image {index + 1} ({reason}); the result stands, the file is at {path}."
+            content.append(TextContent(type="text", text=note))
         else:
             content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime))
         content.append(

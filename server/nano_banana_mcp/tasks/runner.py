@@ -267,11 +267,15 @@ class Runner:
 
 
 def _verified_meta(path: Path) -> ImageMeta:
-    """The image's type and size, or DownloadError unless it is a whole, readable image (run before the rename)."""
+    """The image's type and size (run on the part file, before the rename).
+
+    Raises UnsavableImage unless it is a whole image of an allowed format that decodes within the pixel cap
+    (``images.image_meta``): the same bytes would fail again, so the task ends instead of downloading them forever.
+    """
     try:
         return image_meta(path, verify=True)
     except ValueError as err:
-        raise UnsavableImage(f"The API sent a file that is not an image ({err}).") from err
+        raise UnsavableImage(f"The API sent a file that is not an image this server accepts: {err}.") from err
 
 
 def _disk_error(out_dir: Path, err: OSError) -> str:

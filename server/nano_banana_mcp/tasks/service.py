@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,7 @@ COLLECT_WAIT = 30
 """The ``wait_seconds`` our advice names: well under the ~60 s at which hosts cut a call off."""
 OFFLINE_NOTE = "Offline mode: these are placeholder images from the built-in emulator, not generated images."
 _LEDGER_POLL = 0.25  # how often a wait re-reads the ledger for a task another process is working on
+_PREVIEWS_KEPT = 64  # previews are at most THUMBNAIL_MAX_BYTES (80 KB): ~5 MB in all
 
 
 class TaskResult(BaseModel):
@@ -129,6 +131,50 @@ def _size(n: int | None) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
 
 
+_PreviewKey = tuple[str, int, int, int, int]
+
+
+class _Previews:
+    """Previews made once per version of a file and kept in memory (the newest ``size``), by path, inode, size and
+    modification time: a file replaced or edited gets a new preview. One caller makes it while the others wait.
+
+    Memory rather than files in the data dir: nothing to prune or to trust on the way back, and a restart only
+    costs one (capped) decode per image shown again. A file that cannot be previewed keeps its reason, so it is
+    not decoded again either.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        # key -> (the preview, or None and the reason it cannot be made)
+        self._kept: OrderedDict[_PreviewKey, tuple[tuple[bytes, str] | None, str]] = OrderedDict()
+        self._making: dict[_PreviewKey, anyio.Event] = {}
+
+    async def get(self, path: Path, limiter: anyio.CapacityLimiter) -> tuple[bytes, str]:
+        info = await anyio.Path(path).stat()
+        key = (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        while (kept := self._kept.get(key)) is None:
+            making = self._making.get(key)
+            if making is not None:
+                await making.wait()  # another call is making this very preview; then look again
+                continue
+            self._making[key] = done = anyio.Event()
+            try:
+                try:
+                    self._kept[key] = (await anyio.to_thread.run_sync(thumbnail, path, limiter=limiter), "")
+                except ValueError as err:
+                    self._kept[key] = (None, str(err))
+                while len(self._kept) > self._size:
+                    self._kept.popitem(last=False)
+            finally:  # made, failed or cancelled: the next waiter finds it kept, or makes it
+                del self._making[key]
+                done.set()
+        self._kept.move_to_end(key)
+        preview, reason = kept
+        if preview is None:
+            raise ValueError(reason)
+        return preview
+
+
 @dataclass
 class Service:
     """The operations behind every tool and CLI command."""
@@ -140,6 +186,7 @@ class Service:
     offline: bool = False
     # Decoding a full image for a preview takes tens of MB; a few at a time is as fast on few cores.
     image_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
+    previews: _Previews = field(default_factory=lambda: _Previews(_PREVIEWS_KEPT), init=False, repr=False)
 
     # -- generate ------------------------------------------------------------------------------
 
@@ -267,8 +314,12 @@ class Service:
         )
 
     async def thumbnail(self, path: Path) -> tuple[bytes, str]:
-        """A small JPEG preview of a saved image (see ``images.thumbnail``), made off the event loop."""
-        return await anyio.to_thread.run_sync(thumbnail, path, limiter=self.image_work)
+        """A small JPEG preview of a saved image (see ``images.thumbnail``), made off the event loop once per version
+        of the file and kept (see :class:`_Previews`).
+
+        ValueError (saying why) when the file cannot be previewed; OSError when it cannot be read.
+        """
+        return await self.previews.get(path, self.image_work)
 
     async def image_file(self, handle: str, index: int) -> Path:
         """The saved file of one output, only if it lies inside the output folder (the ledger is not trusted)."""

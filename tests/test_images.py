@@ -1,0 +1,185 @@
+"""Image files: only allowed formats are ever decoded, never more than the pixel cap, and a reference is read
+from the very file that was checked, whatever is swapped in meanwhile."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mcp import Client
+from PIL import Image
+
+from nano_banana_mcp.errors import ReferenceImageError
+from nano_banana_mcp.images import MAX_PIXELS, check_reference, image_meta, thumbnail
+
+pytestmark = pytest.mark.anyio
+
+OTHER_FORMATS = ["eps", "bmp", "tif", "ico", "pcx", "tga"]
+"""Formats Pillow can open that are never accepted: PostScript would run Ghostscript on the file."""
+RACE_SECONDS = 0.5
+
+
+def other_format(path: Path) -> Path:
+    """A small image in the format its suffix names (Pillow writes EPS without Ghostscript)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(path)
+    return path
+
+
+# -- formats and pixels --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", OTHER_FORMATS)
+def test_a_result_in_another_format_is_not_an_image(tmp_path: Path, suffix: str) -> None:
+    """The result check opens PNG, JPEG, WebP and GIF only: BMP, TIFF, EPS and the rest are refused."""
+    with pytest.raises(ValueError, match="not a PNG, JPEG, WebP, GIF or HEIC image"):
+        image_meta(other_format(tmp_path / f"out.{suffix}"), verify=True)
+
+
+@pytest.mark.parametrize("suffix", OTHER_FORMATS)
+def test_a_preview_opens_only_allowed_formats(tmp_path: Path, suffix: str) -> None:
+    """No preview is made of another format, so no other decoder (Ghostscript for EPS) ever runs."""
+    with pytest.raises(ValueError, match="not a PNG, JPEG, WebP, GIF or HEIC image"):
+        thumbnail(other_format(tmp_path / f"out.{suffix}"))
+
+
+def test_a_preview_never_decodes_past_the_pixel_cap(tmp_path: Path) -> None:
+    """A small file of too many pixels is refused from its header, before any pixel is decoded."""
+    side = int(MAX_PIXELS**0.5) + 100
+    big = tmp_path / "big.png"
+    Image.new("1", (side, side)).save(big)  # a few KB on disk
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="pixels"):
+        thumbnail(big)
+    assert time.monotonic() - started < 0.25
+
+
+def test_a_large_jpeg_is_previewed_at_a_reduced_scale(tmp_path: Path) -> None:
+    """A JPEG over the cap is decoded at 1/8 scale for its preview, so it still gets one."""
+    photo = tmp_path / "photo.jpg"
+    Image.new("L", (8000, 6000), 128).save(photo)
+    assert MAX_PIXELS < 8000 * 6000
+    data, mime = thumbnail(photo)
+    assert mime == "image/jpeg"
+    assert data.startswith(b"\xff\xd8")
+
+
+# -- references: the content is decoded -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("magic", [b"\x89PNG\r\n\x1a\n", b"GIF89a", b"\xff\xd8\xff\xe0"], ids=["png", "gif", "jpeg"])
+def test_image_magic_followed_by_text_is_not_a_reference(tmp_path: Path, magic: bytes) -> None:
+    """The first bytes prove nothing: a reference must decode as an image."""
+    fake = tmp_path / "notes.png"
+    fake.write_bytes(magic + b"\n-----BEGIN OPENSSH PRIVATE KEY-----\n" + b"b3BlbnNzaC1rZXktdjEAAAAA\n" * 20)
+    with pytest.raises(ReferenceImageError, match="checked by its content"):
+        check_reference(fake, max_bytes=1_000_000, roots=[tmp_path])
+
+
+@pytest.mark.parametrize("suffix", OTHER_FORMATS)
+def test_a_reference_in_another_format_is_refused(tmp_path: Path, suffix: str) -> None:
+    """References are opened with the same allowlist of formats as results."""
+    with pytest.raises(ReferenceImageError, match="checked by its content"):
+        check_reference(other_format(tmp_path / f"ref.{suffix}"), max_bytes=1_000_000, roots=[tmp_path])
+
+
+async def test_text_behind_image_magic_is_never_uploaded(mcp_client: Client, tmp_path: Path, emulator, text_of) -> None:
+    """Through the tool: a key file that starts like a PNG is refused and nothing is uploaded."""
+    fake = tmp_path / "key.png"
+    fake.write_bytes(b"\x89PNG\r\n\x1a\n-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    result = await mcp_client.call_tool("upload_reference", {"path": str(fake)})
+    assert result.is_error
+    assert "checked by its content" in text_of(result)
+    assert emulator.uploads == 0
+
+
+# -- references: what is read is what was checked -------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+needs_exchange = pytest.mark.skipif(_renameat2 is None, reason="atomic rename-exchange is Linux's renameat2")
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap the two names in one step (renameat2 RENAME_EXCHANGE): the checked name is always something."""
+    if _renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) != 0:  # AT_FDCWD, RENAME_EXCHANGE
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def race(a: Path, b: Path, check: Callable[[], None]) -> None:
+    """Call ``check`` over and over for RACE_SECONDS while another thread swaps ``a`` and ``b`` as fast as it can."""
+    stop = threading.Event()
+
+    def swapping() -> None:
+        while not stop.is_set():
+            exchange(a, b)
+
+    swapper = threading.Thread(target=swapping, daemon=True)
+    swapper.start()
+    try:
+        deadline = time.monotonic() + RACE_SECONDS
+        while time.monotonic() < deadline:
+            check()
+    finally:
+        stop.set()
+        swapper.join()
+
+
+@needs_exchange
+@pytest.mark.parametrize("swapped", ["file", "folder"])
+def test_a_checked_path_swapped_for_a_link_is_never_read(tmp_path: Path, png, swapped: str) -> None:
+    """Swapping the file or its folder for a link into ~/.ssh between the check and the read never sends the secret."""
+    secret = png(tmp_path / ".ssh" / "photo.png", (40, 40))
+    photo = png(tmp_path / "pics" / "photo.png")
+    link = tmp_path / "link"
+    link.symlink_to(secret if swapped == "file" else secret.parent)
+    read: list[bytes] = []
+
+    def check() -> None:
+        with contextlib.suppress(ReferenceImageError):
+            read.append(check_reference(photo, max_bytes=1_000_000, roots=[tmp_path]).data)
+
+    race(photo if swapped == "file" else photo.parent, link, check)
+    assert secret.read_bytes() not in read
+
+
+@needs_exchange
+def test_a_file_swapped_for_a_fifo_is_refused_at_once(tmp_path: Path, png) -> None:
+    """A FIFO swapped in after the check is refused at once; no read blocks waiting for a writer."""
+    photo = png(tmp_path / "pics" / "photo.png")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    took: list[float] = []
+
+    def check() -> None:
+        started = time.monotonic()
+        with contextlib.suppress(ReferenceImageError):
+            check_reference(photo, max_bytes=1_000_000, roots=[tmp_path])
+        took.append(time.monotonic() - started)
+
+    checker = threading.Thread(target=race, args=(photo, fifo, check), daemon=True)
+    checker.start()
+    checker.join(timeout=RACE_SECONDS + 2)
+    blocked = checker.is_alive()
+    for name in (photo, fifo) if blocked else ():  # a read is stuck opening the FIFO: a writer releases it
+        if stat.S_ISFIFO(name.stat().st_mode):
+            os.close(os.open(name, os.O_WRONLY | os.O_NONBLOCK))
+    checker.join()
+    assert not blocked, "a reference check blocked on a FIFO"
+    assert max(took) < 0.5
+
+
+def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO in an allowed folder is refused as not a regular file, without waiting for a writer."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ReferenceImageError, match="not a regular file"):
+        check_reference(fifo, max_bytes=1000, roots=[tmp_path])
