@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,3 +123,33 @@ def test_an_owner_name_cannot_reach_outside_the_folder(tmp_path: Path, locks: Ow
     victim.write_text("keep me")
     assert not locks.is_alive("../victim")
     assert victim.read_text() == "keep me"
+
+
+def test_owners_starting_while_others_check_are_never_taken_for_dead(tmp_path: Path) -> None:
+    """Processes that start while others sweep the lock folder all get their lock, and are all seen alive
+    afterwards (a checker never removes the file of an owner that is just starting)."""
+    stop = threading.Event()
+
+    def sweep() -> None:
+        checker = OwnerLocks(tmp_path)
+        while not stop.is_set():
+            for path in list(tmp_path.glob("*.lock")):
+                checker.is_alive(path.stem)
+
+    sweepers = [threading.Thread(target=sweep) for _ in range(2)]
+    for thread in sweepers:
+        thread.start()
+    try:
+        owners = []
+        for _ in range(40):
+            owner = OwnerLocks(tmp_path)
+            owner.acquire()
+            owners.append(owner)
+    finally:
+        stop.set()
+        for thread in sweepers:
+            thread.join()
+    judge = OwnerLocks(tmp_path)
+    assert all(judge.is_alive(owner.owner) for owner in owners)
+    for owner in owners:
+        owner.release()
