@@ -16,15 +16,18 @@ from nano_banana_mcp.errors import InvalidRequest
 __all__ = [
     "ASPECT_RATIOS",
     "DEFAULT",
+    "MAX_COUNT",
     "MAX_IMAGES",
     "MAX_PROMPT_CHARS",
     "MODELS",
+    "OUTPUT_FORMATS",
     "RESOLUTIONS",
     "AspectRatio",
     "GenerateRequest",
     "Model",
     "ModelInfo",
     "ModelName",
+    "OutputFormat",
     "Resolution",
     "check",
     "constrain",
@@ -105,6 +108,12 @@ else:
     Resolution = Literal[RESOLUTIONS]
 
 
+OutputFormat = Literal["png", "jpeg", "webp"]
+OUTPUT_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp")
+MAX_COUNT = 4
+"""Tasks one generate call may make at once (``count``); each is its own task, key and charge."""
+
+
 class GenerateRequest(BaseModel):
     """One image request, in the API's own names."""
 
@@ -115,6 +124,8 @@ class GenerateRequest(BaseModel):
     images: tuple[str, ...] = ()
     aspect_ratio: AspectRatio | None = None
     resolution: Resolution | None = None
+    output_format: OutputFormat | None = None
+    """Ours, not the API's: the saved file is converted to it after download (None: as delivered)."""
 
     def api_input(self) -> dict[str, Any]:
         """The ``input`` object of a create request; unset options are left out."""

@@ -44,6 +44,7 @@ __all__ = [
     "check_reference",
     "image_meta",
     "output_path",
+    "reference_from_bytes",
     "thumbnail",
 ]
 
@@ -149,7 +150,7 @@ def _inspect(fp: BinaryIO) -> ImageMeta:
 class ReferenceFile:
     """A local reference image that passed the checks, read into memory for upload."""
 
-    path: Path
+    path: Path | None  # None for an image that came as bytes (a data: URI)
     data: bytes
     mime_type: str
     sha256: str
@@ -351,3 +352,19 @@ def thumbnail(
         if quality == 50:
             preview.thumbnail((max_side // 2, max_side // 2), Image.Resampling.LANCZOS)
     return buffer.getvalue(), "image/jpeg"
+
+
+def reference_from_bytes(data: bytes, *, max_bytes: int, shown: str) -> ReferenceFile:
+    """A reference image given as bytes (a ``data:`` URI), checked like a file: size, then a capped decode."""
+    if len(data) > max_bytes:
+        raise ReferenceImageError(
+            f"Reference image {shown} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
+            "Resize or recompress it first."
+        )
+    try:
+        meta = _inspect(io.BytesIO(data))
+    except ValueError as err:
+        raise ReferenceImageError(
+            f"Reference image {shown} cannot be used: {err}. Pass a {_KINDS} image, resized if it is very large."
+        ) from err
+    return ReferenceFile(path=None, data=data, mime_type=meta.mime_type, sha256=hashlib.sha256(data).hexdigest())

@@ -20,7 +20,7 @@ async def test_submit_returns_at_once_and_wait_collects(settings: Settings, emul
     """submit hands back the row before the API answers; wait on its key returns the saved images."""
     emulator.task_seconds = 0.3
     async with open_service(settings) as service:
-        record = await service.submit(GenerateRequest(prompt="quick"))
+        [record] = await service.submit(GenerateRequest(prompt="quick"))
         assert record.phase == "submitting"
         result = await service.wait(record.key, 10)
     assert result.status == "success"

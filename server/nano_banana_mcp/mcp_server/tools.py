@@ -17,7 +17,7 @@ from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, 
 from pydantic import BaseModel, Field
 
 from nano_banana_mcp import catalog
-from nano_banana_mcp.catalog import AspectRatio, GenerateRequest, ModelInfo, ModelName, Resolution
+from nano_banana_mcp.catalog import AspectRatio, GenerateRequest, ModelInfo, ModelName, OutputFormat, Resolution
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import NanoBananaError
 from nano_banana_mcp.mcp_server.legacy import client_roots
@@ -93,7 +93,7 @@ async def _tool_result(service: Service, result: TaskResult) -> Annotated[CallTo
             ResourceLink(
                 type="resource_link",
                 name=path.name,
-                uri=IMAGE_URI.format(task_id=result.task_id, index=index),
+                uri=image.uri or IMAGE_URI.format(task_id=result.task_id, index=index),
                 mime_type=image.mime_type,
                 size=image.size_bytes,
                 description=f"Full-size image ({image.width}x{image.height}) saved at {path}",
@@ -113,7 +113,14 @@ async def generate_image(
     resolution: Annotated[Resolution | None, Field(description="Not for nano-banana-1.")] = None,
     images: Annotated[
         list[str] | None,
-        Field(description="Local paths (uploaded for you), https:// URLs, or URLs from upload_reference."),
+        Field(
+            description="References: a result's nano-banana:// uri (to edit it), local paths, https:// URLs, "
+            "data:image/...;base64 URIs, or upload_reference URLs."
+        ),
+    ] = None,
+    count: Annotated[int, Field(ge=1, le=catalog.MAX_COUNT, description="Images to make, each its own task.")] = 1,
+    output_format: Annotated[
+        OutputFormat | None, Field(description="Convert the saved files; default: as delivered.")
     ] = None,
     wait_seconds: Annotated[
         float,
@@ -131,9 +138,12 @@ async def generate_image(
             images=tuple(images or ()),
             aspect_ratio=aspect_ratio,
             resolution=resolution,
+            output_format=output_format,
         )
         service = service_of(ctx)
-        result = await service.generate(request, wait_seconds, ctx.report_progress, client_roots=client_roots(ctx))
+        result = await service.generate(
+            request, wait_seconds, ctx.report_progress, client_roots=client_roots(ctx), count=count
+        )
         return await _tool_result(service, result)
 
 
@@ -183,7 +193,8 @@ def _generate_description() -> str:
     return (
         "Generate or edit images with a Nano Banana model. Returns when the images are saved (paths and a "
         "preview), or after wait_seconds with a task_id that keeps running: collect it with get_task(task_id, "
-        f"wait_seconds={COLLECT_WAIT}), never by generating again.\n{catalog.summary()}"
+        f"wait_seconds={COLLECT_WAIT}), never by generating again. To edit an image you made, pass its "
+        f"images[].uri in images.\n{catalog.summary()}"
     )
 
 

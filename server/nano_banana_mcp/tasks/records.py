@@ -87,6 +87,7 @@ class SavedImage(BaseModel):
     width: int | None = None
     height: int | None = None
     size_bytes: int | None = None
+    uri: str | None = Field(default=None, description="nano-banana:// URI: pass it in images to edit this one")
 
 
 class TaskRecord(BaseModel):

@@ -7,8 +7,11 @@ row is followed, its images saved, and the agent collects them with the id it wa
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import logging
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +27,7 @@ from nano_banana_mcp import catalog
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, MonetError, NotFound, TaskNotFound
-from nano_banana_mcp.images import ReferenceFile, check_reference, thumbnail
+from nano_banana_mcp.images import ReferenceFile, check_reference, reference_from_bytes, thumbnail
 from nano_banana_mcp.monet import MonetClient, Task
 from nano_banana_mcp.tasks.ledger import Ledger
 from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord, now, status_at_api
@@ -40,6 +43,7 @@ __all__ = [
     "TaskResult",
     "TaskSummary",
     "UploadedReference",
+    "combine",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,7 @@ _PREVIEWS_KEPT = 64  # previews are at most THUMBNAIL_MAX_BYTES (80 KB): ~5 MB i
 
 class TaskResult(BaseModel):
     task_id: str  # this request's own id (the idempotency key) until the API names the task
+    task_ids: list[str] = Field(default_factory=list, description="Every task of the call (count > 1)")
     status: Status = Field(description="success: saved; pending/running: see next_step")
     model: str
     prompt: str
@@ -123,6 +128,48 @@ class UploadedReference(BaseModel):
     sha256: str
     mime_type: str
     size_bytes: int
+
+
+RESULT_URI = "nano-banana://tasks/{task_id}/images/{index}"
+_RESULT_URI = re.compile(r"nano-banana://tasks/([A-Za-z0-9_-]{1,200})/images/(\d{1,3})")
+_DATA_URI = re.compile(r"(?i:data:image/(png|jpeg|jpg|webp|gif);base64),(.*)", re.DOTALL)
+
+
+def combine(results: Sequence[TaskResult]) -> TaskResult:
+    """One result for the tasks of one call: every image, every id; a failed task named with its error."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    statuses = {r.status for r in results}
+    failed = [r for r in results if r.status == "failed"]
+    if statuses <= {"success", "failed"}:
+        status: Status = "failed" if statuses == {"failed"} else "success"
+    else:
+        status = "pending" if statuses <= {"pending", "failed"} else "running"
+    problems = [f"{r.task_id}: {r.error}" for r in results if r.error]
+    error = None
+    if failed and status != "failed":
+        error = f"{len(failed)} of {len(results)} tasks failed. " + " ".join(problems)
+    elif problems:
+        error = " ".join(problems)
+    progress = [r.progress or 0.0 for r in results]
+    next_step = None
+    if status in ("pending", "running"):
+        ids = ", ".join(f'"{r.task_id}"' for r in results if r.status in ("pending", "running"))
+        next_step = (
+            f"They keep running in the background; collect each with get_task(task_id=..., "
+            f"wait_seconds={COLLECT_WAIT}) for {ids}. Do not generate again."
+        )
+    return first.model_copy(
+        update={
+            "task_ids": [r.task_id for r in results],
+            "status": status,
+            "progress": sum(progress) / len(progress),
+            "images": [image for r in results for image in r.images],
+            "error": error,
+            "next_step": next_step,
+        }
+    )
 
 
 def _size(n: int | None) -> str:
@@ -190,11 +237,18 @@ class Service:
 
     # -- generate ------------------------------------------------------------------------------
 
-    async def submit(self, request: GenerateRequest, client_roots: RootsProvider | None = None) -> TaskRecord:
-        """Check, upload references, write the row, and hand it to the runner, which sends the create.
+    async def submit(
+        self, request: GenerateRequest, client_roots: RootsProvider | None = None, count: int = 1
+    ) -> list[TaskRecord]:
+        """Check, resolve and upload the references once, write ``count`` rows (each its own task, key and charge)
+        and hand them to the runner, which sends the creates.
 
-        Returns at once: the row exists and is being worked on, whatever happens to this call next.
+        Returns at once: the rows exist and are being worked on, whatever happens to this call next.
         """
+        if not 1 <= count <= catalog.MAX_COUNT:
+            raise InvalidRequest(
+                f"count must be from 1 to {catalog.MAX_COUNT} (each image is its own task), got {count}."
+            )
         catalog.check(
             request.model,
             prompt=request.prompt,
@@ -203,17 +257,17 @@ class Service:
             resolution=request.resolution,
         )
         _, runner = self._require_client()
-        local = await self._check_references(request.images, client_roots)
-        urls = [await self._upload_cached(local[i]) if i in local else ref for i, ref in enumerate(request.images)]
-        record = TaskRecord(
-            key=str(uuid.uuid4()), request=request.model_copy(update={"images": tuple(urls)}), offline=self.offline
-        )
-        # The row (with its idempotency key) exists before the create is sent, and the runner has it before
-        # this call can be cancelled: whatever happens next, the task is made once, followed and saved.
+        resolved = await self._resolve_references(request.images, client_roots)
+        urls = [ref if isinstance(ref, str) else await self._upload_cached(ref) for ref in resolved]
+        ready = request.model_copy(update={"images": tuple(urls)})
+        records = [TaskRecord(key=str(uuid.uuid4()), request=ready, offline=self.offline) for _ in range(count)]
+        # Each row (with its idempotency key) exists before its create is sent, and the runner has it before this
+        # call can be cancelled: whatever happens next, each task is made once, followed and saved.
         with anyio.CancelScope(shield=True):
-            await self.ledger.add(record)
-            runner.follow(record.key)
-        return record
+            for record in records:
+                await self.ledger.add(record)
+                runner.follow(record.key)
+        return records
 
     async def generate(
         self,
@@ -221,13 +275,41 @@ class Service:
         wait_seconds: float,
         on_progress: ProgressCallback | None = None,
         client_roots: RootsProvider | None = None,
+        count: int = 1,
     ) -> TaskResult:
-        """Submit, then wait. A create the API refused for good (nothing made) is raised as ``MonetError``."""
-        record = await self.submit(request, client_roots)
-        result = await self.wait(record.key, wait_seconds, on_progress)
-        if result.status == "failed" and result.task_id == record.key:
-            raise MonetError(result.error or "The Monet API refused the request.")
-        return result
+        """Submit, then wait for every task. A create the API refused for good (nothing made, in every task of the
+        call) is raised as ``MonetError``."""
+        records = await self.submit(request, client_roots, count)
+        results = await self._wait_all([r.key for r in records], wait_seconds, on_progress)
+        refused = [
+            r for r, record in zip(results, records, strict=True) if r.status == "failed" and r.task_id == record.key
+        ]
+        if len(refused) == len(results):
+            raise MonetError(refused[0].error or "The Monet API refused the request.")
+        return combine(results)
+
+    async def _wait_all(
+        self, keys: Sequence[str], wait_seconds: float, on_progress: ProgressCallback | None
+    ) -> list[TaskResult]:
+        """Wait for several tasks at once, one deadline for all; progress is their mean."""
+        if len(keys) == 1:
+            return [await self.wait(keys[0], wait_seconds, on_progress)]
+        done: dict[int, float] = {}
+        results: dict[int, TaskResult] = {}
+
+        async def one(index: int, key: str) -> None:
+            async def progress(value: float, total: float | None, message: str | None) -> None:
+                done[index] = value
+                if on_progress is not None:
+                    mean = sum(done.values()) / len(keys)
+                    await on_progress(mean, 100.0, f"{len(keys)} tasks {mean:.0f}%")
+
+            results[index] = await self.wait(key, wait_seconds, progress)
+
+        async with anyio.create_task_group() as tg:
+            for index, key in enumerate(keys):
+                tg.start_soon(one, index, key)
+        return [results[i] for i in range(len(keys))]
 
     async def wait(self, handle: str, wait_seconds: float, on_progress: ProgressCallback | None = None) -> TaskResult:
         """Wait up to ``wait_seconds`` for the task to finish (images saved), reporting progress."""
@@ -350,13 +432,18 @@ class Service:
                 f"It keeps running in the background and its images will be saved to {self.settings.output_dir}. "
                 f'Call get_task(task_id="{record.handle}", wait_seconds={COLLECT_WAIT}) to collect it.'
             )
+        images = [
+            image.model_copy(update={"uri": RESULT_URI.format(task_id=record.handle, index=index)})
+            for index, image in enumerate(record.images)
+        ]
         return TaskResult(
             task_id=record.handle,
+            task_ids=[record.handle],
             status=status,
             model=record.request.model,
             prompt=record.request.prompt,
             progress=100.0 if status == "success" else record.progress,
-            images=record.images,
+            images=images,
             error=record.error,
             output_dir=str(self.settings.output_dir),
             offline=record.offline,
@@ -408,24 +495,97 @@ class Service:
         extra = await client_roots() if client_roots is not None else []
         return [*self.settings.reference_roots(), *extra]
 
-    async def _check_references(
+    async def _resolve_references(
         self, images: Sequence[str], client_roots: RootsProvider | None
-    ) -> dict[int, ReferenceFile]:
-        """Check every reference before uploading any: local paths are read, URLs must be https."""
-        local: dict[int, ReferenceFile] = {}
+    ) -> list[str | ReferenceFile]:
+        """Each reference as a URL to pass on, or an image to upload; every one is checked before any is uploaded.
+
+        https:// URLs (and this API's own upload URLs) pass as they are; a ``data:image/...;base64`` URI is decoded
+        and checked like a file (the API takes URLs only, so it is uploaded); ``nano-banana://tasks/{id}/images/{n}``
+        is the saved file of an earlier result of this server; anything else is a local path, read only from the
+        allowed folders.
+        """
+        resolved: list[str | ReferenceFile] = []
         roots: list[Path] | None = None
         for index, ref in enumerate(images):
             if ref.startswith("https://") or self._is_own_upload(ref):
-                continue
-            if "://" in ref or ref.startswith(("data:", "file:")):
+                resolved.append(ref)
+            elif ref[:5].lower() == "data:":
+                resolved.append(await anyio.to_thread.run_sync(self._data_reference, index, ref))
+            elif ref.startswith("nano-banana:"):
+                resolved.append(await self._result_reference(index, ref))
+            elif "://" in ref or ref.startswith("file:"):
                 raise InvalidRequest(
-                    f"images[{index}] {ref[:80]!r} is not usable: pass an https:// URL, a URL from "
-                    "upload_reference, or a local file path."
+                    f"images[{index}] {ref[:80]!r} is not usable: pass an https:// URL, a URL from upload_reference, "
+                    "a data:image/...;base64 URI, a nano-banana://tasks/{task_id}/images/{n} URI of an earlier result, "
+                    "or a local file path."
                 )
-            if roots is None:
-                roots = await self._roots(client_roots)
-            local[index] = await anyio.to_thread.run_sync(self._check_one, ref, roots)
-        return local
+            else:
+                if roots is None:
+                    roots = await self._roots(client_roots)
+                resolved.append(await anyio.to_thread.run_sync(self._check_one, ref, roots))
+        return resolved
+
+    def _data_reference(self, index: int, uri: str) -> ReferenceFile:
+        """A ``data:`` URI's image, decoded and checked like a file of the same size limit."""
+        limit = self.settings.max_reference_bytes
+        match = _DATA_URI.fullmatch(uri)
+        if match is None:
+            raise InvalidRequest(
+                f"images[{index}] is a data: URI that is not a base64 PNG, JPEG, WebP or GIF image; write it as "
+                "data:image/png;base64,... (or image/jpeg, image/webp, image/gif)."
+            )
+        declared, payload = f"image/{match.group(1).lower()}", match.group(2)
+        if len(payload) * 3 // 4 > limit + 3:
+            raise InvalidRequest(
+                f"images[{index}] is a data: URI of about {len(payload) * 3 / 4 / 1e6:.1f} MB; the limit is "
+                f"{limit / 1e6:.0f} MB. Resize or recompress the image."
+            )
+        try:
+            data = base64.b64decode("".join(payload.split()), validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise InvalidRequest(f"images[{index}] is a data: URI whose base64 cannot be decoded ({err}).") from err
+        ref = reference_from_bytes(data, max_bytes=limit, shown=f"images[{index}] (a data: URI)")
+        if ref.mime_type != ("image/jpeg" if declared == "image/jpg" else declared):
+            raise InvalidRequest(
+                f"images[{index}] is a data: URI that says {declared} but holds {ref.mime_type}; say what it is."
+            )
+        return ref
+
+    async def _result_reference(self, index: int, uri: str) -> ReferenceFile:
+        """The saved file of an earlier result of this server, checked like any reference and uploaded.
+
+        The API documents no lifetime for its output URLs, so whether one is still valid cannot be known without
+        asking; the saved file is uploaded instead (once: uploads are cached by content for 23 hours).
+        """
+        match = _RESULT_URI.fullmatch(uri)
+        if match is None:
+            raise InvalidRequest(
+                f"images[{index}] {uri[:120]!r} is not a result URI; they read nano-banana://tasks/{{task_id}}/images/{{n}}"
+                " (each result's images[].uri)."
+            )
+        handle, number = match.group(1), int(match.group(2))
+        record = await self.ledger.find(handle)
+        if record is None:
+            raise InvalidRequest(
+                f"images[{index}] names task {handle!r}, which this server did not make: a nano-banana:// URI must "
+                "come from one of its own results (list_tasks shows them)."
+            )
+        record = await self._current(record.key) or record
+        if record.phase != "downloaded":
+            raise InvalidRequest(
+                f"images[{index}] names task {record.handle}, which is {record.status}"
+                + (f" ({record.error})" if record.error else "")
+                + ": only a finished task's image can be used. Collect it with get_task first."
+            )
+        if not 0 <= number < len(record.images):
+            raise InvalidRequest(
+                f"images[{index}] asks for image {number} of task {record.handle}, which has "
+                f"{len(record.images)} (numbered from 0)."
+            )
+        path = await self.image_file(record.handle, number)
+        output = [self.settings.output_dir]
+        return await anyio.to_thread.run_sync(self._check_one, str(path), output)
 
     def _is_own_upload(self, ref: str) -> bool:
         # The offline emulator serves plain http on loopback; its upload URLs are fine to pass back.
