@@ -83,7 +83,7 @@ step "mcpb pack . $WORK/nano-banana-mcp.mcpb"
 mcpb pack . "$WORK/nano-banana-mcp.mcpb" >"$OUT/mcpb-pack.txt"
 grep -E '^(name|version|package size|unpacked size|total files|ignored)' "$OUT/mcpb-pack.txt"
 "$PY" - "$WORK/nano-banana-mcp.mcpb" "$OUT/mcpb-contents.txt" <<'EOF'
-"""The bundle carries the server and what uv needs to build it, and nothing private or heavy."""
+"""The bundle carries the server and what uv needs to build it (uv.lock when there is one), nothing private or heavy."""
 import sys
 import zipfile
 from pathlib import Path
@@ -92,12 +92,15 @@ bundle, listing = sys.argv[1:]
 names = zipfile.ZipFile(bundle).namelist()
 Path(listing).write_text("\n".join(names) + "\n")
 FORBIDDEN = {".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", ".mypy_cache",
-             ".git", ".ci", "tests", "bench", "dist", "build", "node_modules", "out"}
+             ".git", ".ci", "tests", "bench", "dist", "build", "node_modules", "out", "docs"}
+NOT_FOR_THE_HOST = {"SKILL.md", "SECURITY.md", "server.json"}  # the skill, the security notes, the registry's file
 bad = [n for n in names
-       if FORBIDDEN & set(n.split("/")[:-1]) or n.split("/")[0] in FORBIDDEN
+       if FORBIDDEN & set(n.split("/")[:-1]) or n.split("/")[0] in FORBIDDEN or n in NOT_FOR_THE_HOST
        or n.endswith((".pyc", ".whl", ".mcpb")) or any(p.endswith(".egg-info") for p in n.split("/"))]
 modules = sorted(str(p) for p in Path("server/nano_banana_mcp").glob("*.py"))
-missing = [n for n in ["manifest.json", "pyproject.toml", "README.md", *modules] if n not in names]
+missing = [n for n in ["manifest.json", "pyproject.toml", "README.md", "LICENSE", *modules] if n not in names]
+if Path("uv.lock").is_file() and "uv.lock" not in names:
+    missing.append("uv.lock")
 size = Path(bundle).stat().st_size
 print(f"bundle: {len(names)} files, {size // 1024} KB; top level: {sorted({n.split('/')[0] for n in names})}")
 if bad or missing or size > 5 * 1024 * 1024:

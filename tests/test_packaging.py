@@ -133,7 +133,8 @@ def test_manifest_validates_against_the_mcpb_schema() -> None:
 # -- what the bundle carries -------------------------------------------------------------------------
 
 HEAVY_OR_PRIVATE = [".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", ".git", "*.egg-info"]
-ROOT_ONLY = ["/tests", "/bench", "/dist", "/.ci"]
+ROOT_ONLY = ["/tests", "/bench", "/dist", "/.ci", "/docs"]
+NOT_FOR_THE_HOST = ["SKILL.md", "SECURITY.md", "server.json"]
 
 
 def test_mcpbignore_leaves_out_heavy_and_private_folders() -> None:
@@ -143,18 +144,21 @@ def test_mcpbignore_leaves_out_heavy_and_private_folders() -> None:
         for line in (ROOT / ".mcpbignore").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     }
-    missing = [p for p in HEAVY_OR_PRIVATE + ROOT_ONLY if p not in patterns]
+    missing = [p for p in HEAVY_OR_PRIVATE + ROOT_ONLY + [f"/{name}" for name in NOT_FOR_THE_HOST] if p not in patterns]
     assert not missing, f".mcpbignore lacks {missing}"
 
 
 def test_packed_bundle_carried_only_the_server() -> None:
-    """The bundle `mcpb pack` made holds the server, pyproject.toml and README.md, and none of the excluded folders."""
+    """The bundle `mcpb pack` made holds the server, pyproject.toml and README.md (and uv.lock when there is one),
+    and none of the excluded folders and files (the example image, the skill, the security notes, server.json)."""
     [listing] = client_outputs("mcpb-contents.txt")
     names = listing.read_text(encoding="utf-8").split()
     excluded = {p.strip("/").removeprefix("*") for p in HEAVY_OR_PRIVATE + ROOT_ONLY}
     leaked = [n for n in names if any(part.endswith(tuple(excluded)) for part in n.split("/")[:-1])]
     assert not leaked
+    assert not set(NOT_FOR_THE_HOST) & set(names)
     assert {"manifest.json", "pyproject.toml", "README.md", "server/nano_banana_mcp/mcp_server/app.py"} <= set(names)
+    assert ("uv.lock" in names) == (ROOT / "uv.lock").is_file()  # the release workflow locks before packing
 
 
 # -- what the MCP Inspector saw -------------------------------------------------------------------
@@ -186,3 +190,48 @@ def test_inspector_listed_the_tools_and_generated_an_image(transport: str) -> No
     assert kinds[0] == "text"
     assert "image" in kinds
     assert str(path) in result["content"][0]["text"]
+
+
+# -- the MCP Registry's server.json ---------------------------------------------------------------------------
+
+SERVER_JSON: dict[str, Any] = json.loads((ROOT / "server.json").read_text(encoding="utf-8"))
+REGISTRY_NAME = re.compile(r"^[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+$")  # the registry schema's `name` pattern
+
+
+def test_server_json_has_the_registrys_required_fields_and_pyprojects_values() -> None:
+    """server.json (published by the release workflow) names the package pyproject.toml builds, at its version.
+
+    The registry's JSON schema is not shipped in a package we can install, so its rules are checked here: name in
+    reverse-DNS form with one slash, description of at most 100 characters, a PyPI package over stdio with an exact
+    version. The release workflow also runs `mcp-publisher validate` on it.
+    """
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert SERVER_JSON["$schema"].startswith("https://static.modelcontextprotocol.io/schemas/")
+    assert REGISTRY_NAME.fullmatch(SERVER_JSON["name"])
+    assert SERVER_JSON["name"].startswith("io.github.")  # GitHub OIDC login grants io.github.<owner>/*
+    assert SERVER_JSON["name"].endswith("/" + project["name"])
+    assert SERVER_JSON["description"] == project["description"]
+    assert 1 <= len(SERVER_JSON["description"]) <= 100
+    assert SERVER_JSON["version"] == project["version"] == MANIFEST["version"]
+    [package] = SERVER_JSON["packages"]
+    assert (package["registryType"], package["identifier"]) == ("pypi", project["name"])
+    assert package["version"] == project["version"]
+    assert package["transport"] == {"type": "stdio"}
+    assert SERVER_JSON["repository"]["source"] == "github"
+
+
+def test_server_json_environment_is_what_the_server_reads() -> None:
+    """Each variable it declares is a setting the server reads; the key is secret and optional (offline mode)."""
+    [package] = SERVER_JSON["packages"]
+    declared = {var["name"]: var for var in package["environmentVariables"]}
+    assert declared["MONET_API_KEY"]["isSecret"] is True
+    assert declared["MONET_API_KEY"]["isRequired"] is False
+    for name in declared:
+        field = "api_key" if name == "MONET_API_KEY" else name.removeprefix("NANO_BANANA_").lower()
+        assert field in Settings.model_fields, name
+
+
+def test_readme_carries_the_registry_ownership_marker() -> None:
+    """The MCP Registry accepts a PyPI package only if its description (README.md) says `mcp-name: <name>`."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert re.search(rf"mcp-name: {re.escape(SERVER_JSON['name'])}(\s|-->)", readme)

@@ -1,4 +1,4 @@
-"""The ``nano-banana-mcp`` command: serve MCP (default), generate, tasks, models, emulator."""
+"""The ``nano-banana-mcp`` command: serve MCP (default), generate, tasks, models, emulator, install, uninstall."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from nano_banana_mcp.errors import (
     NanoBananaError,
     ReferenceImageError,
 )
+from nano_banana_mcp.install import DEFAULT_NAME, HOSTS, KEY_VAR
 
 if TYPE_CHECKING:
     from nano_banana_mcp.catalog import GenerateRequest
@@ -35,7 +37,7 @@ __all__ = ["main"]
 log = logging.getLogger("nano_banana_mcp")
 
 _BAR_WIDTH = 30
-_COMMANDS = ("serve", "generate", "tasks", "models", "emulator")
+_COMMANDS = ("serve", "generate", "tasks", "models", "emulator", "install", "uninstall")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_API, EXIT_PENDING = 0, 1, 2, 3, 4, 5
 
 
@@ -169,8 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="images",
         action="append",
         default=[],
-        metavar="PATH_OR_URL",
-        help="reference image (repeatable)",
+        metavar="REFERENCE",
+        help="reference image, repeatable: a path, an https:// URL, a data: URI or an earlier result's "
+        "nano-banana://tasks/ID/images/N",
+    )
+    gen.add_argument(
+        "--count", type=int, default=1, choices=range(1, catalog.MAX_COUNT + 1), help="images to make (default 1)"
+    )
+    gen.add_argument(
+        "--output-format", dest="output_format", choices=list(catalog.OUTPUT_FORMATS), help="convert the saved files"
     )
     gen.add_argument(
         "--wait",
@@ -203,7 +212,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a task takes (default 4)",
     )
     emu.add_argument("--control", action="store_true", help="serve /_emulator/state and /_emulator/faults to steer it")
+
+    _install_parsers(sub)
     return parser
+
+
+def _install_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hosts = ", ".join(HOSTS)
+    install = sub.add_parser(
+        "install",
+        help="register this installation's server with an MCP host",
+        description=f"Register this installation's server ({hosts}) in the host's user-wide config file, by the "
+        "absolute path of its console script: no PATH lookup, nothing fetched. The file is merged (other servers "
+        "and keys stay), backed up as <file>.bak and written atomically; a file that is not valid JSON is refused.",
+        epilog="The API key is written only with --key-from-env; otherwise the command says how the host gets it.\n\n"
+        "example: nano-banana-mcp install claude-desktop --offline",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    install.add_argument("host", choices=HOSTS, help="the MCP host")
+    install.add_argument("--name", default=DEFAULT_NAME, help=f"the server's name in the host (default {DEFAULT_NAME})")
+    install.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
+    key = install.add_mutually_exclusive_group()
+    key.add_argument("--offline", action="store_true", help="register the server in offline mode: no key needed")
+    key.add_argument(
+        "--key-from-env",
+        action="store_true",
+        help=f"copy ${KEY_VAR} from this shell into the entry's env (the file is made readable only by you)",
+    )
+    uninstall = sub.add_parser(
+        "uninstall",
+        help="take the server out of an MCP host's config",
+        description="Remove the server's entry from the host's config file (backed up as <file>.bak); every other "
+        "server and key stays.",
+    )
+    uninstall.add_argument("host", choices=HOSTS, help="the MCP host")
+    uninstall.add_argument("--name", default=DEFAULT_NAME, help=f"the server's name (default {DEFAULT_NAME})")
+    uninstall.add_argument("--dry-run", action="store_true", help="print what would be removed; write nothing")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -252,6 +296,8 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
         return _models(json_out=args.json)
     if command == "emulator":
         return _emulator(args)
+    if command in ("install", "uninstall"):
+        return _install(command, args)
     settings = settings_from(args)
     if command == "serve":
         return _serve(settings, args)
@@ -310,15 +356,16 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
             images=tuple(args.images),
             aspect_ratio=args.aspect_ratio,
             resolution=args.resolution,
+            output_format=args.output_format,
         )
     except ValidationError as err:
         raise InvalidRequest(str(err)) from err
     show_bar = not args.json and sys.stderr.isatty()
     async with open_service(settings) as service:
         if show_bar:
-            result = await _with_progress_bar(service, request, args.wait)
+            result = await _with_progress_bar(service, request, args.wait, args.count)
         else:
-            result = await service.generate(request, args.wait)
+            result = await service.generate(request, args.wait, count=args.count)
     if args.json:
         print(result.model_dump_json(indent=2))
     elif result.status == "success":
@@ -340,7 +387,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_FAILED if result.status == "failed" else EXIT_PENDING
 
 
-async def _with_progress_bar(service: Service, request: GenerateRequest, wait: float) -> TaskResult:
+async def _with_progress_bar(service: Service, request: GenerateRequest, wait: float, count: int) -> TaskResult:
     """A one-line bar on stderr (terminals only), redrawn as the task moves and twice a second."""
     started = time.monotonic()
     done, status = 0.0, "submitting"
@@ -365,7 +412,7 @@ async def _with_progress_bar(service: Service, request: GenerateRequest, wait: f
     async with anyio.create_task_group() as tg:
         tg.start_soon(tick)
         try:
-            result = await service.generate(request, wait, on_progress)
+            result = await service.generate(request, wait, on_progress, count=count)
         finally:
             tg.cancel_scope.cancel()
             sys.stderr.write("\r\x1b[2K")  # clear the bar; the result follows on stdout
@@ -399,6 +446,42 @@ def _models(*, json_out: bool) -> int:
     else:
         print(catalog.markdown_table())
     return EXIT_OK
+
+
+def _install(command: str, args: argparse.Namespace) -> int:
+    from nano_banana_mcp import install  # noqa: PLC0415
+
+    if command == "uninstall":
+        print(install.uninstall(args.host, name=args.name, dry_run=args.dry_run).report())
+        return EXIT_OK
+    key = None
+    if args.key_from_env:
+        key = os.environ.get(KEY_VAR, "").strip()
+        if not key:
+            raise ConfigError(f"--key-from-env: {KEY_VAR} is not set in this shell. Set it, or leave the flag out.")
+    try:
+        change = install.install(args.host, name=args.name, offline=args.offline, key=key, dry_run=args.dry_run)
+    except ConfigError as err:  # the file was left alone: say what to add by hand
+        entry = json.dumps(
+            install.redacted(install.entry_for(args.host, install.server_command(), offline=args.offline))
+        )
+        print(f"error: {err}\nThe entry to add by hand, as server {args.name!r}: {entry}", file=sys.stderr)
+        if args.host == "openclaw":
+            print(f"or let OpenClaw write it: openclaw mcp set {args.name} '{entry}'", file=sys.stderr)
+        return EXIT_CONFIG
+    print(change.report())
+    print(install.key_advice(args.host, change.path, offline=args.offline, key_written=key is not None))
+    if not args.dry_run and change.action != "unchanged":
+        print(_RELOAD[args.host].format(name=args.name))
+    return EXIT_OK
+
+
+_RELOAD = {
+    "claude-desktop": "Quit and reopen Claude Desktop to load it.",
+    "claude-code": "New Claude Code sessions load it (`claude mcp get {name}` shows it); restart running ones.",
+    "cursor": "Cursor loads it from Settings > MCP (toggle it on, or restart Cursor).",
+    "openclaw": "The gateway loads it on the next agent turn; `openclaw mcp doctor {name} --probe` checks it.",
+}
 
 
 def _emulator(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from PIL import Image
 from nano_banana_mcp import catalog
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import output_size
-from nano_banana_mcp.images import thumbnail
+from nano_banana_mcp.images import read_provenance, thumbnail
 from nano_banana_mcp.mcp_server import create_server
 
 pytestmark = pytest.mark.anyio
@@ -78,12 +78,16 @@ async def test_result_carries_a_small_thumbnail_and_a_resource_link(mcp_client: 
     assert base64.b64decode(full.contents[0].blob) == path.read_bytes()
 
 
-async def test_offline_placeholder_is_labelled(mcp_client: Client, emulator) -> None:
-    """The emulator's images say what they are in the PNG itself."""
-    result = await mcp_client.call_tool("generate_image", {"prompt": "a teapot"})
+async def test_offline_placeholder_is_labelled(tmp_path: Path, mode: str) -> None:
+    """In offline mode the saved images say what they are in the file itself, and are not typed as AI media."""
+    offline = Settings(offline=True, output_dir=tmp_path / "out", data_dir=tmp_path / "data", emulator_task_seconds=0.2)
+    async with Client(create_server(offline), mode=mode) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a teapot"})
+    assert result.structured_content["offline"] is True
     path = Path(result.structured_content["images"][0]["path"])
     with Image.open(path) as im:
         assert "placeholder" in im.text["Description"].lower()
+    assert not read_provenance(path)["digital_source_type"].endswith("/trainedAlgorithmicMedia")
 
 
 # -- refusals before anything is paid for --------------------------------------------------------

@@ -16,6 +16,7 @@ from PIL import Image
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
+from nano_banana_mcp.images import read_provenance
 from nano_banana_mcp.mcp_server import create_server
 
 pytestmark = pytest.mark.anyio
@@ -148,3 +149,29 @@ async def test_out_of_range_options_are_refused(mcp_client: Client, emulator: Em
     assert result.is_error
     assert emulator.creates == 0
     assert emulator.uploads == 0
+
+
+@pytest.mark.parametrize(
+    ("fmt", "pil", "suffix"), [("png", "PNG", ".png"), ("jpeg", "JPEG", ".jpg"), ("webp", "WEBP", ".webp")]
+)
+async def test_each_output_format_decodes_back_with_its_provenance(
+    mcp_client: Client, emulator: Emulator, fmt: str, pil: str, suffix: str
+) -> None:
+    """The saved file is in the format asked for (extension and mime type match its content) and carries what made
+    it: prompt, model, task id, this tool, and the IPTC type of AI-generated media."""
+    prompt = 'a "quoted" <fox> & a 🦊, 狐'
+    result = await generate(mcp_client, prompt=prompt, output_format=fmt, aspect_ratio="16:9")
+    [image] = result["images"]
+    path = Path(image["path"])
+    assert path.suffix == suffix
+    with Image.open(path) as im:
+        assert im.format == pil
+        assert im.size == (1024, 576)
+        assert Image.MIME[im.format] == image["mime_type"]
+    assert image["size_bytes"] == path.stat().st_size
+    made = read_provenance(path)
+    assert made["prompt"] == prompt
+    assert made["model"] == "nano-banana-2"
+    assert made["task_id"] == result["task_id"]
+    assert "nano-banana-mcp" in made["software"]
+    assert made["digital_source_type"].endswith("/trainedAlgorithmicMedia")

@@ -113,14 +113,11 @@ async def generate_image(
     resolution: Annotated[Resolution | None, Field(description="Not for nano-banana-1.")] = None,
     images: Annotated[
         list[str] | None,
-        Field(
-            description="References: a result's nano-banana:// uri (to edit it), local paths, https:// URLs, "
-            "data:image/...;base64 URIs, or upload_reference URLs."
-        ),
+        Field(description="References: an earlier images[].uri, local paths, https:// or data:image/... URIs."),
     ] = None,
-    count: Annotated[int, Field(ge=1, le=catalog.MAX_COUNT, description="Images to make, each its own task.")] = 1,
+    count: Annotated[int, Field(ge=1, le=catalog.MAX_COUNT, description="Images, each its own task.")] = 1,
     output_format: Annotated[
-        OutputFormat | None, Field(description="Convert the saved files; default: as delivered.")
+        OutputFormat | None, Field(description="Convert saved files (default: as delivered).")
     ] = None,
     wait_seconds: Annotated[
         float,

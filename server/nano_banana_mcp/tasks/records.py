@@ -87,7 +87,7 @@ class SavedImage(BaseModel):
     width: int | None = None
     height: int | None = None
     size_bytes: int | None = None
-    uri: str | None = Field(default=None, description="nano-banana:// URI: pass it in images to edit this one")
+    uri: str | None = None  # nano-banana://tasks/{id}/images/{n}: what generate_image takes to edit this image
 
 
 class TaskRecord(BaseModel):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -28,7 +29,7 @@ from anyio.abc import TaskGroup
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import MonetError, NanoBananaError, NotFound, UnsavableImage
-from nano_banana_mcp.images import ImageMeta, image_meta, output_path
+from nano_banana_mcp.images import ImageMeta, Provenance, finish_image, image_meta, output_path
 from nano_banana_mcp.monet import MonetClient, Task, is_transient
 from nano_banana_mcp.tasks.ledger import Ledger
 from nano_banana_mcp.tasks.records import SavedImage, TaskRecord
@@ -225,6 +226,19 @@ class Runner:
             final = output_path(out_dir, record.key, index, meta.mime_type, record.created_at)
             if final != got.path:
                 await anyio.Path(got.path).replace(final)
+            provenance = Provenance(
+                prompt=record.request.prompt,
+                model=record.request.model,
+                task_id=record.handle,
+                created_at=record.created_at,
+                offline=record.offline,
+            )
+            try:  # the request's output format, and what made the image written into the file
+                final, meta = await anyio.to_thread.run_sync(
+                    partial(finish_image, final, output_format=record.request.output_format, provenance=provenance)
+                )
+            except ValueError as err:
+                raise UnsavableImage(f"The image could not be finished ({err}).") from err
             record.saved(
                 index,
                 SavedImage(
@@ -233,7 +247,7 @@ class Runner:
                     mime_type=meta.mime_type,
                     width=meta.width,
                     height=meta.height,
-                    size_bytes=got.size,
+                    size_bytes=(await anyio.Path(final).stat()).st_size,
                 ),
             )
             await self._save(record)
