@@ -66,16 +66,18 @@ async def test_a_chain_of_three_edits(mcp_client: Client, emulator: Emulator) ->
     assert emulator.uploads == 3
 
 
-async def test_a_batch_with_one_failure_returns_the_others(mcp_client: Client, emulator: Emulator) -> None:
+async def test_a_batch_with_one_failure_returns_the_others(mcp_client: Client, emulator: Emulator, text_of) -> None:
     """count=3 with one task failing at the API: three creates, two images, the failure named, each id usable."""
     emulator.faults.fail_tasks = 1
-    result = await generate(mcp_client, prompt="three takes", count=3)
+    made = await mcp_client.call_tool("generate_image", {"prompt": "three takes", "count": 3, "wait_seconds": 20})
+    result = made.structured_content
     assert emulator.creates == 3
     assert len(result["task_ids"]) == 3
     assert result["task_id"] == result["task_ids"][0]
     assert len(result["images"]) == 2
     assert result["status"] == "success"
     assert "1 of 3 tasks failed" in result["error"]
+    assert "1 of 3 tasks failed" in text_of(made)
     statuses = []
     for task_id in result["task_ids"]:
         got = await mcp_client.call_tool("get_task", {"task_id": task_id})

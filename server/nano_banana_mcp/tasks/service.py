@@ -80,7 +80,10 @@ class TaskResult(BaseModel):
         if self.status == "success" and all(i.path for i in self.images):
             files = "; ".join(f"{i.path} ({i.width}x{i.height}, {_size(i.size_bytes)})" for i in self.images if i.path)
             count = len(self.images)
-            line = f"Saved {count} image{'s' * (count != 1)} from {self.model} (task {self.task_id}): {files}"
+            tasks = f"tasks {', '.join(self.task_ids)}" if len(self.task_ids) > 1 else f"task {self.task_id}"
+            line = f"Saved {count} image{'s' * (count != 1)} from {self.model} ({tasks}): {files}"
+            if self.error:  # a batch where some tasks failed
+                line = f"{line}. {self.error}"
             return f"{line}. {OFFLINE_NOTE}" if self.offline else line
         if self.status == "failed":
             return f"Task {self.task_id} failed: {self.error}"
