@@ -54,6 +54,7 @@ async def test_upload_reference_reads_from_a_client_root(
 
 
 @pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
+@pytest.mark.filterwarnings("ignore:resources/unsubscribe is removed")
 async def test_subscriptions_only_to_known_tasks_and_capped_per_session(settings: Settings, emulator) -> None:
     """Made-up URIs and unknown tasks are refused (a client cannot grow the server's memory by subscribing),
     and one session holds at most 100 subscriptions."""
