@@ -141,7 +141,7 @@ async def test_unwritable_output_dir_is_clear_and_recoverable(settings: Settings
     blocker.write_text("a file where the output folder should be")
     blocked = settings.model_copy(update={"output_dir": blocker / "images"})
     async with Client(create_server(blocked)) as client:
-        result = await client.call_tool("generate_image", {"prompt": "patience", "wait_seconds": 5})
+        result = await client.call_tool("generate_image", {"prompt": "patience", "wait_seconds": 1})
         data = result.structured_content
         assert "NANO_BANANA_OUTPUT_DIR" in data["error"]
         assert data["images"][0]["path"] is None
