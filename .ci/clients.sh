@@ -113,6 +113,8 @@ step "wheel: pip wheel --no-deps, then a fresh venv"
 WHEEL=$(ls "$WORK"/dist/nano_banana_mcp-*.whl)
 echo "built $(basename "$WHEEL")"
 [[ $(basename "$WHEEL") == "nano_banana_mcp-$VERSION-"* ]] || fail "wheel version is not the manifest's $VERSION"
+"$PY" -m zipfile -l "$WHEEL" | grep -q "nano_banana_mcp/mcp_server/viewer/viewer.html" \
+  || fail "the wheel lacks the MCP Apps viewer (mcp_server/viewer/viewer.html)"
 python3 -m venv "$WORK/venv"
 "$WORK/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$WHEEL" 2>&1 | { grep -v ' is ignored: ' || true; }
 NB=$WORK/venv/bin/nano-banana-mcp

@@ -157,7 +157,13 @@ def test_packed_bundle_carried_only_the_server() -> None:
     leaked = [n for n in names if any(part.endswith(tuple(excluded)) for part in n.split("/")[:-1])]
     assert not leaked
     assert not set(NOT_FOR_THE_HOST) & set(names)
-    assert {"manifest.json", "pyproject.toml", "README.md", "server/nano_banana_mcp/mcp_server/app.py"} <= set(names)
+    assert {
+        "manifest.json",
+        "pyproject.toml",
+        "README.md",
+        "server/nano_banana_mcp/mcp_server/app.py",
+        "server/nano_banana_mcp/mcp_server/viewer/viewer.html",
+    } <= set(names)
     assert ("uv.lock" in names) == (ROOT / "uv.lock").is_file()  # the release workflow locks before packing
 
 

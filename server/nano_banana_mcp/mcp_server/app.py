@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from nano_banana_mcp import __version__, catalog
 from nano_banana_mcp.config import Settings, is_loopback, normal_host
 from nano_banana_mcp.errors import ConfigError, NanoBananaError
+from nano_banana_mcp.mcp_server.apps import ViewerApps, apps_only
 from nano_banana_mcp.mcp_server.http import HttpAuth, http_auth, transport_security
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
 from nano_banana_mcp.mcp_server.tools import IMAGE_URI, App, build_tools, service_of
@@ -79,6 +80,8 @@ def create_server(
         website_url="https://monet.vision",
         lifespan=lifespan,
         tools=build_tools(),
+        extensions=[ViewerApps()],  # MCP Apps: the viewer, bound to the tools that show images
+        middleware=[apps_only],  # ... and offered only to clients that negotiated it
         subscriptions=bus,
         **_auth(token, public_url),
     )

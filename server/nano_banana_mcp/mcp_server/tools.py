@@ -20,6 +20,7 @@ from nano_banana_mcp import catalog
 from nano_banana_mcp.catalog import AspectRatio, GenerateRequest, ModelInfo, ModelName, OutputFormat, Resolution
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import NanoBananaError
+from nano_banana_mcp.mcp_server.apps import ui_binding
 from nano_banana_mcp.mcp_server.legacy import client_roots
 from nano_banana_mcp.mcp_server.schema import slim_tool
 from nano_banana_mcp.tasks import COLLECT_WAIT, Service, Status, TaskList, TaskResult, UploadedReference
@@ -196,7 +197,8 @@ def _generate_description() -> str:
 
 
 def build_tools() -> list[Tool]:
-    """The five tools with titles, annotations, per-model schema rules, and compacted schemas."""
+    """The five tools with titles, annotations, per-model schema rules, and compacted schemas; those whose results
+    the MCP Apps viewer shows are bound to it (``apps.apps_only`` hides the binding from clients without Apps)."""
     read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True)  # destructive_hint means nothing here
     generate = Tool.from_function(
         generate_image,
@@ -205,6 +207,7 @@ def build_tools() -> list[Tool]:
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
         ),
+        meta=ui_binding(),
     )
     # Per-model rules (ratios, resolutions, reference counts) as JSON-schema conditionals on `model`.
     catalog.constrain(generate.parameters)
@@ -218,12 +221,16 @@ def build_tools() -> list[Tool]:
             ),
         ),
         Tool.from_function(
-            get_task, title="Get task", annotations=read_only.model_copy(update={"open_world_hint": True})
+            get_task,
+            title="Get task",
+            annotations=read_only.model_copy(update={"open_world_hint": True}),
+            meta=ui_binding(),
         ),
         Tool.from_function(
             list_tasks,
             title="List tasks",
             annotations=read_only.model_copy(update={"open_world_hint": False}),
+            meta=ui_binding(),
         ),
         Tool.from_function(
             list_models,

@@ -81,7 +81,7 @@ def status_at_api(api_status: str) -> Status:
 
 
 class SavedImage(BaseModel):
-    path: str | None = Field(description="Absolute path on disk; null until saved")
+    path: str | None = Field(description="Absolute path; null until saved")
     url: str = Field(description="API URL; may expire")
     mime_type: str | None = None
     width: int | None = None

@@ -64,7 +64,7 @@ _PREVIEWS_KEPT = 64  # previews are at most THUMBNAIL_MAX_BYTES (80 KB): ~5 MB i
 class TaskResult(BaseModel):
     task_id: str  # this request's own id (the idempotency key) until the API names the task
     task_ids: list[str] = Field(default_factory=list)  # every task of the call (count > 1), task_id first
-    status: Status = Field(description="success: saved; pending/running: see next_step")
+    status: Status = Field(description="success: saved; else see next_step")
     model: str
     prompt: str
     progress: float | None = Field(default=None, description="Percent")
