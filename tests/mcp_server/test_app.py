@@ -93,3 +93,12 @@ async def test_image_resource_serves_only_files_in_the_output_folder(mcp_client:
     db.close()
     with pytest.raises(MCPError, match="not in the output folder"):
         await mcp_client.read_resource(uri)
+
+
+@pytest.mark.parametrize(("fmt", "mime"), [("png", "image/png"), ("jpeg", "image/jpeg"), ("webp", "image/webp")])
+async def test_image_resource_has_the_images_own_type(mcp_client: Client, fmt: str, mime: str) -> None:
+    """A saved image read as a resource says what it is (PNG, JPEG or WebP), not the template's default."""
+    result = await mcp_client.call_tool("generate_image", {"prompt": "typed", "output_format": fmt})
+    read = await mcp_client.read_resource(result.structured_content["images"][0]["uri"])
+    [content] = read.contents
+    assert content.mime_type == mime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from typing import Any
 import anyio
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
@@ -40,6 +42,40 @@ or after wait_seconds with a task_id: the task keeps running in the background, 
 wait_seconds={COLLECT_WAIT}) collects it later. Nothing is lost and nothing is charged twice.
 Models:
 {catalog.summary()}"""
+
+
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
+
+
+def image_type(data: bytes) -> str | None:
+    """The MIME type of a saved image from its first bytes (PNG, JPEG, WebP, GIF), else None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((mime for magic, mime in _MAGIC if data.startswith(magic)), None)
+
+
+async def image_types(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Server middleware: an image resource read is answered with the image's own MIME type.
+
+    A resource template has one MIME type for every URI it matches, and a saved image may be PNG, JPEG, WebP or
+    GIF (``output_format``); so the type is taken from each blob's first bytes here, on the wire form.
+    """
+    result = await call_next(ctx)
+    if ctx.method != "resources/read" or not isinstance(result, dict):
+        return result
+    contents = result.get("contents")
+    if not isinstance(contents, list):
+        return result
+    return result | {"contents": [_typed(item) for item in contents]}
+
+
+def _typed(item: Any) -> Any:
+    if not (
+        isinstance(item, dict) and isinstance(blob := item.get("blob"), str) and "/images/" in str(item.get("uri"))
+    ):
+        return item
+    mime = image_type(base64.b64decode(blob[:64]))  # 64 base64 characters: the first 48 bytes
+    return item | {"mimeType": mime} if mime else item
 
 
 def create_server(
@@ -81,7 +117,7 @@ def create_server(
         lifespan=lifespan,
         tools=build_tools(),
         extensions=[ViewerApps()],  # MCP Apps: the viewer, bound to the tools that show images
-        middleware=[apps_only],  # ... and offered only to clients that negotiated it
+        middleware=[apps_only, image_types],  # ... offered only to clients that negotiated it; images typed
         subscriptions=bus,
         **_auth(token, public_url),
     )
