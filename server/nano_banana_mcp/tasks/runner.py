@@ -30,8 +30,8 @@ from anyio.abc import TaskGroup
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import MonetError, NanoBananaError, NotFound, UnsavableImage
 from nano_banana_mcp.images import ImageMeta, image_meta, output_path
-from nano_banana_mcp.provenance import Provenance, finish_image
 from nano_banana_mcp.monet import MonetClient, Task, is_transient
+from nano_banana_mcp.provenance import Provenance, finish_image
 from nano_banana_mcp.tasks.ledger import Ledger
 from nano_banana_mcp.tasks.records import SavedImage, TaskRecord
 
