@@ -1,9 +1,16 @@
-"""Shared fixtures: one emulator served over real HTTP for the session, reset before every test."""
+"""Shared fixtures: one emulator served over real HTTP for the session, reset before every test; a throwaway
+PostgreSQL cluster for the session, started by the first test that needs one."""
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -138,3 +145,145 @@ def text_of() -> Callable[[Any], str]:
         return "\n".join(c.text for c in result.content if c.type == "text")
 
     return join
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------------------------
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster: initdb'd in a temporary folder, served on a free loopback port, trusted.
+
+    As root (CI), initdb and the server run as the ``postgres`` user (``nobody`` if there is none), which owns the
+    folder: PostgreSQL refuses to run as root.
+    """
+
+    USER = "nano"
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="nb-pg-"))
+        self.data = self.root / "data"
+        self.port = 0
+        self._as: list[str] = []
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            import pwd  # noqa: PLC0415 - POSIX only, as root
+
+            user = next(u for u in ("postgres", "nobody") if _has_user(u))
+            os.chown(self.root, pwd.getpwnam(user).pw_uid, -1)
+            self._as = ["runuser", "-u", user, "--"]
+        self._databases = itertools.count(1)
+        self._admin: Any = None
+
+    def _run(self, tool: str, *args: str) -> None:
+        done = subprocess.run(
+            [*self._as, str(self.bin_dir / tool), *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        if done.returncode:
+            log = self.root / "log"
+            tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+            raise RuntimeError(f"{tool} {' '.join(args)} failed ({done.returncode}): {done.stderr}{tail}")
+
+    def start(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", self.USER, "-A", "trust", "-E", "UTF8", "--no-locale", "-N")
+        for attempt in range(3):  # a free port may be taken between the check and the start
+            self.port = _free_port()
+            options = (
+                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c full_page_writes=off "
+                "-c synchronous_commit=off -c max_connections=200"
+            )
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o", options, "start")
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+        import psycopg  # noqa: PLC0415 - only the tests that use PostgreSQL need the driver
+
+        self._admin = psycopg.connect(self.url("postgres"), autocommit=True)
+
+    def stop(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+        if self.port:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{self.USER}@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """A new, empty database: its URL."""
+        name = f"t{next(self._databases)}"
+        self._admin.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def cut_off(self, url: str, owner: str) -> None:
+        """End the database session holding the ledger owner ``owner``'s lock, as a crashed host or a cut network
+        would (``pg_terminate_backend``); the process it belongs to runs on."""
+        [(pid,)] = self.query(
+            url,
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",  # a bigint key's two halves
+            (owner,),
+        )
+        assert self.query(url, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]
+
+    def query(self, url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on the database at ``url`` (a connection of its own); its rows, if any."""
+        import psycopg  # noqa: PLC0415
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+
+def _has_user(name: str) -> bool:
+    import pwd  # noqa: PLC0415
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _postgres_bin() -> Path | None:
+    """Where initdb and pg_ctl are: Debian's newest /usr/lib/postgresql/<version>/bin, else the PATH."""
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    if versions:
+        return versions[-1].parent
+    found = shutil.which("pg_ctl")
+    return Path(found).parent if found and shutil.which("initdb") else None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throwaway cluster for the session. Skipped without the binaries, except under CI, where that fails."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None or importlib.util.find_spec("psycopg") is None:
+        missing = "PostgreSQL's initdb and pg_ctl" if bin_dir is None else "psycopg"
+        reason = (
+            f"{missing} not found: install Debian's postgresql package (apt-get install -y postgresql) and the team "
+            "extra (pip install -e '.[test]')"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; .ci/run installs both")
+        pytest.skip(reason)
+    cluster = PostgresCluster(bin_dir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def database_url(postgres: PostgresCluster) -> str:
+    """The URL of a new, empty database on the session's cluster."""
+    return postgres.new_database()

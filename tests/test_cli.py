@@ -202,3 +202,27 @@ def test_a_damaged_ledger_is_one_clear_line(offline_env: dict[str, str], tmp_pat
     assert str(ledger) in line
     assert "NANO_BANANA_DATA_DIR" in line
     assert "Traceback" not in proc.stderr
+
+
+def test_database_url_file_puts_the_ledger_in_postgresql(
+    offline_env: dict[str, str], tmp_path: Path, postgres, database_url: str, run_cli
+) -> None:
+    """`--database-url-file` (the URL itself is never a flag) moves the ledger to PostgreSQL: `generate` writes its
+    row there and no SQLite file is made."""
+    url_file = tmp_path / "database-url"
+    url_file.write_text(database_url + "\n")
+    flag = ["--database-url-file", str(url_file)]
+    made = json.loads(run_cli(["generate", "--offline", "--json", *flag, "shared"], offline_env).stdout)
+    assert postgres.query(database_url, "SELECT task_id, phase FROM tasks") == [(made["task_id"], "downloaded")]
+    assert not (tmp_path / "data" / "ledger.sqlite3").exists()
+
+
+def test_an_unreachable_database_is_one_clear_line(offline_env: dict[str, str], run_cli) -> None:
+    """A database that cannot be reached stops the command with exit 3, naming it and the setting, not the password."""
+    env = offline_env | {"NANO_BANANA_DATABASE_URL": f"postgresql://nb:pw-secret@127.0.0.1:{free_port()}/ledger"}
+    proc = run_cli(["tasks", "--offline"], env)
+    assert proc.returncode == 3
+    [line] = proc.stderr.strip().splitlines()
+    assert "NANO_BANANA_DATABASE_URL" in line
+    assert "nb@127.0.0.1" in line
+    assert "pw-secret" not in proc.stderr

@@ -72,6 +72,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--data-dir", dest="data_dir", type=Path, help="ledger and caches [NANO_BANANA_DATA_DIR]")
     g.add_argument(
+        "--database-url-file",
+        dest="database_url_file",
+        type=Path,
+        metavar="PATH",
+        help="file holding a postgresql:// URL: the ledger goes to PostgreSQL, shared by a team's replicas (the URL "
+        "itself only from the environment, never argv) [NANO_BANANA_DATABASE_URL_FILE, NANO_BANANA_DATABASE_URL]",
+    )
+    g.add_argument(
         "--request-timeout",
         dest="request_timeout",
         type=float,
@@ -106,6 +114,7 @@ _SETTING_FLAGS = (
     "base_url",
     "output_dir",
     "data_dir",
+    "database_url_file",
     "request_timeout",
     "max_retries",
     "emulator_task_seconds",

@@ -55,6 +55,8 @@ def _default_data_dir() -> Path:
 
 
 Seconds = Annotated[float, Field(ge=0)]
+_URL_SETTING = "NANO_BANANA_DATABASE_URL"
+_URL_FILE_SETTING = "NANO_BANANA_DATABASE_URL_FILE / --database-url-file"
 
 
 class Settings(BaseSettings):
@@ -94,6 +96,14 @@ class Settings(BaseSettings):
     http_token_file: Path | None = Field(
         default=None, description="File holding the bearer token HTTP clients must send (instead of http_token)."
     )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:password@host:port/database: keep the ledger in PostgreSQL, shared by every "
+        "replica of a team server (default: SQLite in the data dir). A secret: environment or file, never argv.",
+    )
+    database_url_file: Path | None = Field(
+        default=None, description="File holding the PostgreSQL URL (instead of database_url)."
+    )
     max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest API answer read.")
     stream_stall_seconds: float = Field(
         default=120.0, gt=0, description="Leave an event stream that reports no change for this long."
@@ -128,7 +138,7 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("http_token_file", mode="after")
+    @field_validator("http_token_file", "database_url_file", mode="after")
     @classmethod
     def _expand_file(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()
@@ -170,6 +180,30 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("MONET_BASE_URL must start with https:// (or http:// for a local emulator)")
         return value.rstrip("/")
+
+    def database(self) -> SecretStr | None:
+        """The PostgreSQL URL the ledger lives at, from the environment or its file; None for SQLite.
+
+        Checked here rather than by pydantic, whose errors repeat the value (and the password in it).
+        """
+        url = self.database_url if self.database_url and self.database_url.get_secret_value().strip() else None
+        where = _URL_SETTING
+        if self.database_url_file is not None:
+            if url is not None:
+                raise ConfigError(f"Both {_URL_SETTING} and {_URL_FILE_SETTING} are set: set only one of them.")
+            where = f"{self.database_url_file} ({_URL_FILE_SETTING})"
+            try:
+                url = SecretStr(self.database_url_file.read_text(encoding="utf-8").strip())
+            except (OSError, UnicodeDecodeError) as err:
+                raise ConfigError(f"The database URL file {where} cannot be read ({err}).") from err
+        if url is None:
+            return None
+        if not url.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                f"The database URL in {where} must start with postgresql:// (for example "
+                "postgresql://user:password@db.example:5432/nano_banana); unset it to keep the ledger in SQLite."
+            )
+        return url
 
     def require_key(self) -> SecretStr:
         """The API key, or a ConfigError that says how to get one."""

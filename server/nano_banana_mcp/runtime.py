@@ -1,4 +1,5 @@
-"""Builds what a process runs on from its settings: the ledger, one HTTP client, the runner, the service."""
+"""Builds what a process runs on from its settings: the ledger (SQLite, or PostgreSQL for a team), one HTTP client,
+the runner, the service."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import httpx
 from pydantic import SecretStr
 
 from nano_banana_mcp.config import OFFLINE_API_KEY, Settings
+from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.monet import MonetClient, RetryPolicy
-from nano_banana_mcp.tasks import LEDGER_FILE, Ledger, Runner, Service
+from nano_banana_mcp.tasks import LEDGER_FILE, Ledger, LedgerStore, Runner, Service
 from nano_banana_mcp.tasks.runner import Listener
 
-__all__ = ["WORKER_THREADS", "open_service"]
+__all__ = ["WORKER_THREADS", "ledger_for", "open_service"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,22 @@ def retry_policy(settings: Settings) -> RetryPolicy:
         wait_max=settings.retry_max_delay,
         max_retry_after=settings.max_retry_after,
     )
+
+
+def ledger_for(settings: Settings, *, api_scope: str, upload_scope: str) -> LedgerStore:
+    """The ledger these settings name: PostgreSQL when a database URL is set, else SQLite in the data dir."""
+    url = settings.database()
+    if url is None:
+        return Ledger(settings.data_dir / LEDGER_FILE, api_scope=api_scope, upload_scope=upload_scope)
+    try:
+        from nano_banana_mcp.tasks.ledger_pg import PostgresLedger  # noqa: PLC0415 - the team extra, only when used
+    except ImportError as err:
+        raise ConfigError(
+            f"A PostgreSQL ledger is set (NANO_BANANA_DATABASE_URL or its file), but its driver is not installed "
+            f"({err}). Install the team extra: pip install 'nano-banana-mcp[team]' (uv: uv tool install "
+            "'nano-banana-mcp[team]'), or unset it to keep the ledger in SQLite."
+        ) from err
+    return PostgresLedger(url, api_scope=api_scope, upload_scope=upload_scope)
 
 
 @asynccontextmanager
@@ -54,8 +72,7 @@ async def open_service(settings: Settings, *, on_finished: Listener | None = Non
             base_url = stack.enter_context(serve_in_thread(emulator))
             key, scope = SecretStr(OFFLINE_API_KEY), "offline"
             log.info("offline mode: built-in emulator at %s", base_url)
-        ledger = Ledger(settings.data_dir / LEDGER_FILE, api_scope=scope, upload_scope=base_url)
-        await ledger.open()
+        ledger = await ledger_for(settings, api_scope=scope, upload_scope=base_url).open()
         stack.push_async_callback(ledger.close)
 
         def http() -> httpx.AsyncClient:  # built on first use: one client for the whole process

@@ -14,7 +14,9 @@ import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 from PIL import Image
+from pydantic import SecretStr
 
+from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.mcp_server import create_server
 
@@ -365,3 +367,79 @@ async def test_unreadable_create_answers_are_sent_again_not_lost(mcp_client: Cli
     assert emulator.hostile_fired[kind] == 1
     assert emulator.creates == 1
     assert emulator.keys_on_two_endpoints() == set()
+
+
+# -- on PostgreSQL -----------------------------------------------------------------------------------------------
+
+
+def pg_phases(postgres, url: str) -> list[str]:
+    import psycopg  # noqa: PLC0415 - the team extra
+
+    try:
+        return [row[0] for row in postgres.query(url, "SELECT phase FROM tasks")]
+    except psycopg.errors.UndefinedTable:  # the server has not migrated the database yet
+        return []
+
+
+async def test_a_server_on_postgresql_generates_over_stdio(
+    emulator, postgres, database_url: str, process_env: dict[str, str], tmp_path: Path, command: str
+) -> None:
+    """The real server over stdio with NANO_BANANA_DATABASE_URL: the image is saved, the row is in PostgreSQL, and
+    no SQLite ledger is made."""
+    env = process_env | {"NANO_BANANA_DATABASE_URL": database_url}
+    async with Client(StdioServerParameters(command=command, args=[], env=env), read_timeout_seconds=30) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a shared ledger", "aspect_ratio": "1:1"})
+    assert not result.is_error, result.content
+    [image] = result.structured_content["images"]
+    assert Path(image["path"]).parent == tmp_path / "out"
+    assert pg_phases(postgres, database_url) == ["downloaded"]
+    assert not (tmp_path / "data" / "ledger.sqlite3").exists()
+    assert emulator.creates == 1
+
+
+async def test_a_replica_killed_mid_generation_is_finished_by_another(
+    emulator, postgres, database_url: str, process_env: dict[str, str], tmp_path: Path, command: str
+) -> None:
+    """Replica A is SIGKILLed after the create; replica B (its own data dir and output folder, the same database)
+    finishes the task at once; one create."""
+    emulator.task_seconds = 2.0
+    env_a = process_env | {"NANO_BANANA_DATABASE_URL": database_url}
+    proc = subprocess.Popen([command, "generate", "a survivor"], env=env_a)
+    try:
+        await wait_for(lambda: pg_phases(postgres, database_url) == ["created"])
+    finally:
+        proc.kill()
+        proc.wait()
+    out_b = tmp_path / "b" / "out"
+    env_b = env_a | {"NANO_BANANA_DATA_DIR": str(tmp_path / "b" / "data"), "NANO_BANANA_OUTPUT_DIR": str(out_b)}
+    [saved] = await restart_and_collect(command, env_b, out_b)
+    assert saved.read_bytes()[:4] == b"\x89PNG"
+    assert files_in(tmp_path / "out") == []
+    assert emulator.creates == 1
+
+
+async def test_a_runner_whose_row_was_taken_over_stops(
+    settings: Settings, emulator, postgres, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The runner's session is cut while it follows a task and another replica claims the row: the runner's next write
+    is refused, it stops following (no retry loop), and the row stays the other's; one create."""
+    from nano_banana_mcp.runtime import open_service  # noqa: PLC0415
+    from nano_banana_mcp.tasks.ledger_pg import PostgresLedger  # noqa: PLC0415
+
+    emulator.task_seconds = 1.5
+    async with open_service(settings.model_copy(update={"database_url": SecretStr(database_url)})) as service:
+        assert service.runner is not None
+        [rec] = await service.submit(GenerateRequest(prompt="taken over"))
+        await wait_for(lambda: emulator.creates == 1)
+        other = await PostgresLedger(SecretStr(database_url), api_scope=settings.base_url).open()
+        try:
+            postgres.cut_off(database_url, service.ledger.owner)
+            with anyio.fail_after(2):
+                while not await other.claim(rec.key):
+                    await anyio.sleep(0.01)
+            await wait_for(lambda: not service.runner.is_following(rec.key), timeout=5)
+            assert postgres.query(database_url, "SELECT owner FROM tasks") == [(other.owner,)]
+            assert "another process took the row over" in caplog.text
+        finally:
+            await other.close()
+    assert emulator.creates == 1

@@ -14,6 +14,7 @@ from nano_banana_mcp.tasks.service import (
     TaskSummary,
     UploadedReference,
 )
+from nano_banana_mcp.tasks.store import LedgerStore, RowTaken
 
 __all__ = [
     "COLLECT_WAIT",
@@ -23,9 +24,11 @@ __all__ = [
     "STATUSES",
     "Endpoint",
     "Ledger",
+    "LedgerStore",
     "Phase",
     "ProgressCallback",
     "RootsProvider",
+    "RowTaken",
     "Runner",
     "SavedImage",
     "Service",

@@ -1,5 +1,8 @@
 """The task ledger: SQLite in the data dir, so no paid result is ever lost or charged twice.
 
+This is the default :class:`~nano_banana_mcp.tasks.store.LedgerStore`; replicas of a team server share one
+in PostgreSQL instead (:mod:`nano_banana_mcp.tasks.ledger_pg`).
+
 A task's row (idempotency key, request, endpoint, phase) is written **before** its create request is
 sent, and updated as the task moves on (see :mod:`nano_banana_mcp.tasks.records`). Several processes may
 share one data dir (Claude Desktop and the CLI at once): a row is worked on only by its **owner**, a
@@ -26,6 +29,7 @@ from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.tasks.owners import OwnerLocks
 from nano_banana_mcp.tasks.records import UNFINISHED_PHASES, SavedImage, Status, TaskRecord, now
+from nano_banana_mcp.tasks.store import RowTaken
 
 __all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "Ledger"]
 
@@ -131,6 +135,10 @@ class Ledger:
             await anyio.to_thread.run_sync(db.close, limiter=self._limiter)
         await anyio.to_thread.run_sync(self.owners.release)
 
+    async def ping(self) -> None:
+        """The file answers a read (a health check)."""
+        await self._run(lambda db: db.execute("SELECT 1 FROM tasks LIMIT 1").fetchall())
+
     def _problem(self, err: BaseException) -> ConfigError:
         return ConfigError(
             f"The task ledger at {self.path} cannot be used ({err}). Set NANO_BANANA_DATA_DIR (or --data-dir) "
@@ -196,15 +204,20 @@ class Ledger:
         )
 
     async def save(self, record: TaskRecord) -> None:
+        """Write the row's new state, only while this process owns it (else :class:`RowTaken`)."""
         record.updated_at = now()
         key, *rest = self._row(record)
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE tasks SET task_id=?, request=?, phase=?, endpoint=?, api_status=?, progress=?, images=?, "
-                "error=?, offline=?, created_at=?, updated_at=?, status=? WHERE key=?",
-                (*rest, record.status, key),
+        written = await self._run(
+            lambda db: (
+                db.execute(
+                    "UPDATE tasks SET task_id=?, request=?, phase=?, endpoint=?, api_status=?, progress=?, images=?, "
+                    "error=?, offline=?, created_at=?, updated_at=?, status=? WHERE key=? AND owner=?",
+                    (*rest, record.status, key, self.owner),
+                ).rowcount
             )
         )
+        if written != 1:
+            raise RowTaken(f"task {record.handle}: this process no longer owns the row; it was not written")
 
     async def get(self, key: str) -> TaskRecord | None:
         return await self._one("key", key)

@@ -1,7 +1,8 @@
 """The task runner: the one place a create is sent, and what carries every task to its saved images.
 
-A row is worked on by exactly one live process (see :meth:`Ledger.claim`). Working it means, until it is
-finished, one step after another, each retried by the package's one retry policy:
+A row is worked on by exactly one live process (see :meth:`LedgerStore.claim`); should another process take it
+over (this one lost its owner lock), this one's next write is refused (``RowTaken``) and it stops. Working a row
+means, until it is finished, one step after another, each retried by the package's one retry policy:
 
 1. **create**: the row's endpoint is fixed before the first send. ``/tasks/sync`` (the default) creates
    the task and streams its progress; if the stream breaks before the task is named, the same request
@@ -32,8 +33,8 @@ from nano_banana_mcp.errors import MonetError, NanoBananaError, NotFound, Unsava
 from nano_banana_mcp.images import ImageMeta, image_meta, output_path
 from nano_banana_mcp.monet import MonetClient, Task, is_transient
 from nano_banana_mcp.provenance import Provenance, finish_image
-from nano_banana_mcp.tasks.ledger import Ledger
 from nano_banana_mcp.tasks.records import SavedImage, TaskRecord
+from nano_banana_mcp.tasks.store import LedgerStore, RowTaken
 
 __all__ = ["Listener", "Runner"]
 
@@ -48,7 +49,7 @@ class Runner:
     def __init__(
         self,
         client: MonetClient,
-        ledger: Ledger,
+        ledger: LedgerStore,
         settings: Settings,
         task_group: TaskGroup,
         *,
@@ -63,8 +64,9 @@ class Runner:
         self._live: dict[str, TaskRecord] = {}
         self._events: dict[str, anyio.Event] = {}
         self._streams = anyio.CapacityLimiter(max(settings.max_streams, 1))  # each open stream holds a connection
-        # A row is worked until it is finished: every failure is tried again, with the policy's backoff.
-        self._persist = client.retry.with_(attempts=None, retry_on=lambda _err: True)
+        # A row is worked until it is finished: every failure is tried again, with the policy's backoff, unless the
+        # row is no longer this process's to work.
+        self._persist = client.retry.with_(attempts=None, retry_on=lambda err: not isinstance(err, RowTaken))
 
     def start(self) -> None:
         """Resume what the ledger holds now, and keep sweeping while the server runs."""
@@ -118,6 +120,9 @@ class Runner:
                 log.info("task %s: working (%s)", record.handle, record.phase)
                 await self._persist.run(self._advance, record)
                 log.info("task %s: %s", record.handle, record.status if not record.error else record.error)
+        except RowTaken:
+            log.warning("task %s: another process took the row over; it carries it on, this one stops", key)
+            record = None
         except NanoBananaError as err:  # the ledger itself failed; the next sweep tries again
             log.error("task %s: %s", key, err)
         finally:
@@ -146,6 +151,8 @@ class Runner:
         except UnsavableImage as err:  # trying again cannot help: the task ends, its URLs kept
             record.unsavable(f"The task finished at the API, but its image could not be saved: {err}")
             await self._save(record)
+        except RowTaken:
+            raise  # not ours any more: nothing to record
         except Exception as err:  # the one broad catch: a row is retried whatever went wrong
             reason = self._describe(err)
             log.warning("task %s: %s; trying again", record.handle, reason)

@@ -29,9 +29,9 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, MonetError, NotFound, TaskNotFound
 from nano_banana_mcp.images import ReferenceFile, check_reference, reference_from_bytes, thumbnail
 from nano_banana_mcp.monet import MonetClient, Task
-from nano_banana_mcp.tasks.ledger import Ledger
 from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord, now, status_at_api
 from nano_banana_mcp.tasks.runner import Runner
+from nano_banana_mcp.tasks.store import LedgerStore
 
 __all__ = [
     "COLLECT_WAIT",
@@ -230,7 +230,7 @@ class Service:
     """The operations behind every tool and CLI command."""
 
     settings: Settings
-    ledger: Ledger
+    ledger: LedgerStore
     client: MonetClient | None
     runner: Runner | None
     offline: bool = False

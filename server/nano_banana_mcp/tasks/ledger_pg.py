@@ -1,0 +1,480 @@
+"""The task ledger in PostgreSQL (``NANO_BANANA_DATABASE_URL``): one database for every replica of a team server.
+
+It keeps the promises of :class:`~nano_banana_mcp.tasks.store.LedgerStore` with the database's own means:
+
+- **Owners are sessions.** Each process holds a session-level advisory lock keyed by its owner id
+  (``pg_advisory_lock(hashtextextended(owner, 0))``) on a connection of its own, for as long as it runs. A
+  process that dies loses that connection, and PostgreSQL ends the session and drops the lock: at once for a
+  killed process (its socket closes), after the TCP keepalives set here (about 25 s) for a vanished host. An
+  owner is dead when its lock can be taken: ``pg_try_advisory_lock`` of its key, unlocked again in the same
+  statement. A claim is one ``UPDATE`` whose condition is "no owner, or me, or a dead owner": of two processes
+  racing for a dead owner's row, one takes the row lock and wins; the other re-reads the row, finds a live
+  owner, and loses. No clock is trusted.
+- **A process that loses its own lock** (a network cut, a database restart) is dead to the others, so it takes
+  a new owner id on a new connection; its rows are claimed again by whoever comes first, and a write on a row
+  that changed hands meanwhile is refused (:class:`RowTaken`), so two processes never work one row.
+- **Migrations** are versioned in a ``schema_version`` table and applied inside one transaction that holds a
+  transaction-level advisory lock: of replicas starting together one migrates, the others wait, then find
+  nothing to do. PostgreSQL's DDL is transactional: a failed migration leaves nothing half done.
+
+Queries go through a small pool (psycopg 3, async); the owner connection is apart from it, so no pooled session
+ever holds an owner lock. This module needs the ``team`` extra (``pip install 'nano-banana-mcp[team]'``);
+:func:`nano_banana_mcp.runtime.ledger_for` imports it only when a database URL is set. Every failure is a
+:class:`ConfigError` naming the database (``user@host:port/dbname``, never the password) and the setting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, LiteralString
+
+import anyio
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
+
+from nano_banana_mcp.catalog import GenerateRequest
+from nano_banana_mcp.errors import ConfigError
+from nano_banana_mcp.tasks.records import UNFINISHED_PHASES, SavedImage, Status, TaskRecord, now
+from nano_banana_mcp.tasks.store import RowTaken
+
+__all__ = ["MIGRATIONS", "POOL_SIZE", "SCHEMA_VERSION", "PostgresLedger"]
+
+log = logging.getLogger(__name__)
+
+_Connection = psycopg.AsyncConnection[TupleRow]
+
+# Each entry migrates the schema from version i to i + 1. Append; never edit a released entry. JSON is kept as
+# text, as in SQLite: jsonb refuses the \u0000 a prompt may hold.
+MIGRATIONS: Sequence[LiteralString] = (
+    """
+    CREATE TABLE tasks (
+        seq        bigint GENERATED ALWAYS AS IDENTITY,
+        key        text PRIMARY KEY,
+        task_id    text UNIQUE,
+        request    text NOT NULL,
+        phase      text NOT NULL,
+        status     text NOT NULL,
+        endpoint   text,
+        api_status text,
+        progress   double precision,
+        images     text NOT NULL DEFAULT '[]',
+        error      text,
+        offline    boolean NOT NULL DEFAULT false,
+        api_scope  text NOT NULL,
+        owner      text,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL
+    );
+    CREATE INDEX tasks_created ON tasks (created_at DESC, seq DESC);
+    CREATE INDEX tasks_status ON tasks (status, created_at DESC, seq DESC);
+    CREATE INDEX tasks_unfinished ON tasks (api_scope, created_at)
+        WHERE phase IN ('submitting', 'created', 'succeeded');
+    CREATE TABLE uploads (
+        sha256     text NOT NULL,
+        scope      text NOT NULL,
+        url        text NOT NULL,
+        expires_at timestamptz NOT NULL,
+        PRIMARY KEY (sha256, scope)
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+POOL_SIZE = 4
+"""Pooled connections per process (each query holds one for a fraction of a millisecond); plus the owner's own."""
+CONNECT_SECONDS = 10
+_KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
+"""TCP keepalives on every connection, on both ends: a host that vanishes loses its owner lock in ~25 s."""
+
+_COLUMNS = (
+    "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at"
+)
+_UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
+_SCHEMA_LOCK = "pg_advisory_xact_lock(hashtextextended('nano-banana-mcp ledger schema', 0))"
+# True when the row's owner holds no lock: it is dead. Taken and let go in one statement: nothing is left held.
+_OWNER_DEAD = (
+    "CASE WHEN pg_try_advisory_lock(hashtextextended(owner, 0)) "
+    "THEN pg_advisory_unlock(hashtextextended(owner, 0)) ELSE false END"
+)
+_FREE = f"(owner IS NULL OR owner = %(me)s OR {_OWNER_DEAD})"
+
+
+def _new_owner() -> str:
+    """Unique for all time: an id whose lock was lost is never taken again."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text holds no NUL character (an API may send one); SQLite does, so it is replaced only here."""
+    return value.replace("\x00", "\ufffd") if value else value
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+class PostgresLedger:
+    """Task records in PostgreSQL, their owners, and the upload cache. One instance per process."""
+
+    def __init__(self, url: SecretStr, *, api_scope: str, upload_scope: str | None = None) -> None:
+        """``url`` is a ``postgresql://`` URL (libpq's, so ``?sslmode=require`` and the ``PG*`` variables work);
+        ``api_scope`` and ``upload_scope`` as for :class:`~nano_banana_mcp.tasks.ledger.Ledger`."""
+        self.api_scope = api_scope
+        self.upload_scope = upload_scope or api_scope
+        self._url = url
+        self.where = _where(url)
+        """The database as messages name it: ``user@host:port/dbname``, without the password."""
+        self._owner = _new_owner()
+        self._owner_conn: _Connection | None = None
+        self._owner_guard = anyio.Lock()
+        self._pool: AsyncConnectionPool[_Connection] | None = None
+        self._closed = True
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    # -- life ----------------------------------------------------------------------------------
+
+    async def open(self) -> PostgresLedger:
+        """Connect, migrate, take this process's owner lock, and open the pool."""
+        self._closed = False
+        try:
+            conn = await self._connect()
+            self._owner_conn = conn
+            await _migrate(conn, self.where)
+            await self._lock_owner(conn, self._owner)
+            pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
+                self._conninfo(),
+                kwargs={"autocommit": True},
+                min_size=1,
+                max_size=POOL_SIZE,
+                open=False,
+                check=AsyncConnectionPool.check_connection,  # a connection the database dropped is not handed out
+                name="nano-banana-mcp ledger",
+            )
+            self._pool = pool
+            await pool.open(wait=True, timeout=CONNECT_SECONDS)
+        except BaseException as err:
+            with anyio.CancelScope(shield=True):
+                await self.close()
+            if isinstance(err, psycopg.Error):
+                raise self._problem(err) from err
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Close the pool and the owner connection: the rows this process owned are free for the others at once."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        conn, self._owner_conn = self._owner_conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):  # now, rather than when the server process has ended
+                await conn.execute("SELECT pg_advisory_unlock_all()")
+            await conn.close()
+
+    async def ping(self) -> None:
+        """The database answers, and this process holds its owner lock (taken anew if it was lost)."""
+        await self._live_owner()
+        await self._rows("SELECT 1")
+
+    def _conninfo(self) -> str:
+        """The URL with this package's defaults for what it leaves unsaid (a timeout, keepalives, a name)."""
+        url = self._url.get_secret_value()
+        given = conninfo_to_dict(url)
+        defaults: dict[str, Any] = {
+            "connect_timeout": CONNECT_SECONDS,
+            "application_name": "nano-banana-mcp",
+            "keepalives": 1,
+            **{f"keepalives_{name}": value for name, value in _KEEPALIVE.items()},
+        }
+        return make_conninfo(url, **{k: v for k, v in defaults.items() if k not in given})
+
+    async def _connect(self) -> _Connection:
+        return await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True)
+
+    async def _lock_owner(self, conn: _Connection, owner: str) -> None:
+        """Hold an owner lock on ``conn``, for ``owner`` or, should its 64-bit hash be held already, a new id."""
+        keepalives = ", ".join(f"set_config('tcp_keepalives_{k}', '{v}', false)" for k, v in _KEEPALIVE.items())
+        for _ in range(3):
+            cursor = await conn.execute(f"SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), {keepalives}", (owner,))
+            row = await cursor.fetchone()
+            if row is not None and row[0]:
+                self._owner = owner
+                return
+            owner = _new_owner()
+        raise psycopg.OperationalError("no owner lock could be taken (three ids in a row were held)")
+
+    async def _live_owner(self) -> str:
+        """This process's owner id, its lock checked on the owner connection.
+
+        If that connection is gone, the old id is dead to the others (its rows are theirs to claim): a new id is
+        locked on a new connection.
+        """
+        async with self._owner_guard:
+            conn = self._owner_conn
+            if self._closed:
+                raise RuntimeError("the ledger is closed")
+            if conn is not None:
+                try:
+                    await conn.execute("SELECT 1")
+                except psycopg.Error as err:
+                    log.warning(
+                        "ledger: the owner connection to %s was lost (%s); its rows are free for any replica to resume",
+                        self.where,
+                        self._reason(err),
+                    )
+                    self._owner_conn = None
+                    with anyio.CancelScope(shield=True):
+                        await conn.close()
+                else:
+                    return self._owner
+            try:
+                conn = await self._connect()
+            except psycopg.Error as err:
+                raise self._problem(err) from err
+            try:
+                await self._lock_owner(conn, _new_owner())  # the old id stays dead
+            except BaseException as err:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
+                if isinstance(err, psycopg.Error):
+                    raise self._problem(err) from err
+                raise
+            self._owner_conn = conn
+            log.info("ledger: owner connection to %s restored; this process is now %s", self.where, self._owner)
+            return self._owner
+
+    def _problem(self, err: BaseException) -> ConfigError:
+        settings = "NANO_BANANA_DATABASE_URL (or the file NANO_BANANA_DATABASE_URL_FILE names)"
+        reason = self._reason(err)
+        if reason is None:
+            return ConfigError(
+                f"The PostgreSQL URL of the task ledger in {settings} cannot be read: write it as "
+                "postgresql://user:password@host:port/dbname, with any special character in the password "
+                "percent-encoded."
+            )
+        return ConfigError(
+            f"The task ledger in PostgreSQL at {self.where} cannot be used ({reason}). Check {settings}: the "
+            "server must be reachable, the database must exist, and its user must be allowed to create tables in it."
+        )
+
+    def _reason(self, err: BaseException) -> str | None:
+        """What went wrong, on one line and without the URL's password; None if the URL itself cannot be read."""
+        try:
+            password = conninfo_to_dict(self._url.get_secret_value()).get("password")
+        except psycopg.Error:  # libpq's reason would quote the URL, password and all
+            return None
+        reason = " ".join(str(err).split()) or type(err).__name__
+        return reason.replace(str(password), "***") if password else reason
+
+    async def _rows(self, query: LiteralString, params: Sequence[Any] | dict[str, Any] = ()) -> list[TupleRow]:
+        pool = self._require_pool()
+        try:
+            async with pool.connection() as conn:
+                cursor = await conn.execute(query, params)
+                return await cursor.fetchall() if cursor.description is not None else []
+        except psycopg.Error as err:
+            raise self._problem(err) from err
+
+    async def _write(self, query: LiteralString, params: Sequence[Any] | dict[str, Any]) -> int:
+        """Run a statement; the number of rows it changed."""
+        pool = self._require_pool()
+        try:
+            async with pool.connection() as conn:
+                return (await conn.execute(query, params)).rowcount
+        except psycopg.Error as err:
+            raise self._problem(err) from err
+
+    def _require_pool(self) -> AsyncConnectionPool[_Connection]:
+        if self._pool is None:
+            raise RuntimeError("the ledger is closed")
+        return self._pool
+
+    # -- task records ----------------------------------------------------------------------------
+
+    async def add(self, record: TaskRecord) -> None:
+        """Insert a new row, owned by this process: it is about to send the create."""
+        await self._write(
+            f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join(['%s'] * 15)})",
+            (*self._row(record), record.status, self.api_scope, self.owner),
+        )
+
+    async def save(self, record: TaskRecord) -> None:
+        """Write the row's new state, only while this process owns it (else :class:`RowTaken`)."""
+        record.updated_at = now()
+        key, *rest = self._row(record)
+        written = await self._write(
+            "UPDATE tasks SET task_id=%s, request=%s, phase=%s, endpoint=%s, api_status=%s, progress=%s, images=%s, "
+            "error=%s, offline=%s, created_at=%s, updated_at=%s, status=%s WHERE key=%s AND owner=%s",
+            (*rest, record.status, key, self.owner),
+        )
+        if written != 1:
+            raise RowTaken(f"task {record.handle}: this process no longer owns the row; it was not written")
+
+    async def get(self, key: str) -> TaskRecord | None:
+        rows = await self._rows(f"SELECT {_COLUMNS} FROM tasks WHERE key=%s", (_text(key),))
+        return self._record(rows[0]) if rows else None
+
+    async def find(self, handle: str) -> TaskRecord | None:
+        """The row an agent means: by the API's task id, or by our own key before the API named it."""
+        rows = await self._rows(
+            f"SELECT {_COLUMNS} FROM tasks WHERE task_id=%(h)s OR key=%(h)s "
+            "ORDER BY task_id IS NOT DISTINCT FROM %(h)s DESC LIMIT 1",
+            {"h": _text(handle)},
+        )
+        return self._record(rows[0]) if rows else None
+
+    async def known_task_ids(self, task_ids: Sequence[str]) -> set[str]:
+        """Which of these API task ids have a row here (one query, however many)."""
+        wanted = list(dict.fromkeys(task_ids))[:1000]
+        if not wanted:
+            return set()
+        rows = await self._rows("SELECT task_id FROM tasks WHERE task_id = ANY(%s)", ([_text(t) for t in wanted],))
+        return {row[0] for row in rows}
+
+    async def recent(self, limit: int, offset: int = 0, status: Status | None = None) -> list[TaskRecord]:
+        """Rows newest first, optionally only those with this public status."""
+        where, args = ("WHERE status=%s", (status,)) if status else ("", ())
+        rows = await self._rows(
+            f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, seq DESC LIMIT %s OFFSET %s",
+            (*args, limit, offset),
+        )
+        return [self._record(r) for r in rows]
+
+    async def count(self, status: Status | None = None) -> int:
+        where, args = ("WHERE status=%s", (status,)) if status else ("", ())
+        [(count,)] = await self._rows(f"SELECT count(*) FROM tasks {where}", args)
+        return int(count)
+
+    # -- owners --------------------------------------------------------------------------------
+
+    async def claim(self, key: str) -> bool:
+        """Own an unfinished row of this API: if nobody does, this process already does, or its owner is dead.
+
+        One statement, a compare-and-set under the row's lock: of two processes that both see a dead owner, one wins.
+        """
+        me = await self._live_owner()
+        return (
+            await self._write(
+                "UPDATE tasks SET owner=%(me)s "
+                f"WHERE key=%(key)s AND api_scope=%(scope)s AND {_UNFINISHED} AND {_FREE}",
+                {"me": me, "key": _text(key), "scope": self.api_scope},
+            )
+            == 1
+        )
+
+    async def release(self, key: str) -> None:
+        await self._write("UPDATE tasks SET owner=NULL WHERE key=%s AND owner=%s", (_text(key), self.owner))
+
+    async def claimable(self) -> list[str]:
+        """Unfinished rows of this API with no live owner but this process, oldest first."""
+        me = await self._live_owner()
+        rows = await self._rows(
+            f"SELECT key FROM tasks WHERE api_scope=%(scope)s AND {_UNFINISHED} AND {_FREE} ORDER BY created_at, seq",
+            {"me": me, "scope": self.api_scope},
+        )
+        return [row[0] for row in rows]
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    async def cached_upload(self, sha256: str) -> tuple[str, datetime] | None:
+        rows = await self._rows(
+            "SELECT url, expires_at FROM uploads WHERE sha256=%s AND scope=%s", (_text(sha256), self.upload_scope)
+        )
+        return (rows[0][0], _utc(rows[0][1])) if rows else None
+
+    async def remember_upload(self, sha256: str, url: str, expires_at: datetime) -> None:
+        await self._write(
+            "INSERT INTO uploads (sha256, scope, url, expires_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (sha256, scope) DO UPDATE SET url=excluded.url, expires_at=excluded.expires_at",
+            (_text(sha256), self.upload_scope, _text(url), expires_at),
+        )
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row(r: TaskRecord) -> tuple[Any, ...]:
+        images = "[" + ",".join(i.model_dump_json() for i in r.images) + "]"
+        return (
+            _text(r.key),
+            _text(r.task_id),
+            r.request.model_dump_json(),
+            r.phase,
+            r.endpoint,
+            _text(r.api_status),
+            r.progress,
+            images,
+            _text(r.error),
+            r.offline,
+            r.created_at,
+            r.updated_at,
+        )
+
+    @staticmethod
+    def _record(row: TupleRow) -> TaskRecord:
+        key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created, updated = row
+        return TaskRecord(
+            key=key,
+            task_id=task_id,
+            request=GenerateRequest.model_validate_json(request),
+            phase=phase,
+            endpoint=endpoint,
+            api_status=api_status,
+            progress=progress,
+            images=[SavedImage.model_validate(i) for i in json.loads(images)],
+            error=error,
+            offline=offline,
+            created_at=_utc(created),
+            updated_at=_utc(updated),
+        )
+
+
+async def _migrate(conn: _Connection, where: str) -> None:
+    """Bring the schema to ``SCHEMA_VERSION``, once however many processes start together.
+
+    A write even when there is nothing to migrate: a database this process cannot write (a read-only standby, a
+    user without rights) fails here, at start, rather than on the first task.
+    """
+    async with conn.transaction():
+        await conn.execute(f"SELECT {_SCHEMA_LOCK}")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cursor = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+        row = await cursor.fetchone()
+        version = int(row[0]) if row is not None else 0
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"The task ledger in PostgreSQL at {where} was written by a newer nano-banana-mcp (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}). Upgrade every replica, or point NANO_BANANA_DATABASE_URL elsewhere."
+            )
+        for step in range(version, SCHEMA_VERSION):
+            await conn.execute(MIGRATIONS[step])
+            await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (step + 1,))
+            log.info("ledger: %s migrated to schema %d", where, step + 1)
+        await conn.execute("UPDATE schema_version SET applied_at = applied_at WHERE version = %s", (SCHEMA_VERSION,))
+
+
+def _where(url: SecretStr) -> str:
+    """``user@host:port/dbname`` of a URL, for messages: never its password, nor its other parameters."""
+    try:
+        parts = conninfo_to_dict(url.get_secret_value())
+    except psycopg.Error:
+        return "(a URL that cannot be read)"  # and that _problem says
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    host = str(parts.get("host") or "localhost")
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"{user}{host}{port}/{parts.get('dbname') or ''}"

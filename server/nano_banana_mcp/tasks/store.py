@@ -1,0 +1,96 @@
+"""What the runner and the service need from a ledger, whichever database holds it.
+
+Two ledgers satisfy it: :class:`~nano_banana_mcp.tasks.ledger.Ledger` (SQLite in the data dir, the default)
+and :class:`~nano_banana_mcp.tasks.ledger_pg.PostgresLedger` (``NANO_BANANA_DATABASE_URL``, for replicas of a
+team server). Both keep the same promises:
+
+- a task's row, with its idempotency key, is written before its create is sent (:meth:`LedgerStore.add`);
+- a row is worked by one live process at a time, its **owner**: a process that dies loses its rows at once,
+  a claim is a compare-and-set, and a process whose row was taken over is refused its next write
+  (:class:`RowTaken`) and stops;
+- the schema is versioned and migrated once, however many processes start together;
+- uploads are cached by content hash, per API.
+
+Every failure to reach, migrate, read or write the database is a ``ConfigError`` naming it and the setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol, Self
+
+from nano_banana_mcp.errors import NanoBananaError
+from nano_banana_mcp.tasks.records import Status, TaskRecord
+
+__all__ = ["LedgerStore", "RowTaken"]
+
+
+class RowTaken(NanoBananaError):
+    """This process no longer owns the row (it lost its owner lock and another process took the row over):
+    the write is refused, and whoever was working the row stops; its new owner carries it on."""
+
+
+class LedgerStore(Protocol):
+    """Task records, their owners, and the upload cache. One instance per process."""
+
+    @property
+    def owner(self) -> str:
+        """The identity this process writes on the rows it works (changes if its owner lock is ever lost)."""
+        ...
+
+    async def open(self) -> Self:
+        """Reach the database, migrate its schema, and take this process's owner lock."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of the database; rows this process owned are taken over by the others at once."""
+        ...
+
+    async def ping(self) -> None:
+        """Return if the ledger answers (a health check); ConfigError otherwise."""
+        ...
+
+    # -- task records ----------------------------------------------------------------------------
+
+    async def add(self, record: TaskRecord) -> None:
+        """Insert a new row, owned by this process: it is about to send the create."""
+        ...
+
+    async def save(self, record: TaskRecord) -> None:
+        """Write the row's new state; :class:`RowTaken` if another process owns it now."""
+        ...
+
+    async def get(self, key: str) -> TaskRecord | None: ...
+
+    async def find(self, handle: str) -> TaskRecord | None:
+        """The row an agent means: by the API's task id, or by our own key before the API named it."""
+        ...
+
+    async def known_task_ids(self, task_ids: Sequence[str]) -> set[str]:
+        """Which of these API task ids have a row here (one query, however many)."""
+        ...
+
+    async def recent(self, limit: int, offset: int = 0, status: Status | None = None) -> list[TaskRecord]:
+        """Rows newest first, optionally only those with this public status."""
+        ...
+
+    async def count(self, status: Status | None = None) -> int: ...
+
+    # -- owners ----------------------------------------------------------------------------------
+
+    async def claim(self, key: str) -> bool:
+        """Own an unfinished row of this API: if nobody does, this process already does, or its owner is dead."""
+        ...
+
+    async def release(self, key: str) -> None: ...
+
+    async def claimable(self) -> list[str]:
+        """Unfinished rows of this API with no live owner but this process, oldest first."""
+        ...
+
+    # -- uploads ---------------------------------------------------------------------------------
+
+    async def cached_upload(self, sha256: str) -> tuple[str, datetime] | None: ...
+
+    async def remember_upload(self, sha256: str, url: str, expires_at: datetime) -> None: ...

@@ -1,0 +1,186 @@
+"""What only the PostgreSQL ledger has: a URL (and its password, never shown), a schema that replicas starting together
+migrate once, and owners that are database sessions: a replica whose connection is cut loses its rows to the others
+within seconds, takes a new identity, and is refused any write on a row that changed hands."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from pydantic import SecretStr
+
+from nano_banana_mcp.catalog import GenerateRequest
+from nano_banana_mcp.errors import ConfigError
+from nano_banana_mcp.tasks import RowTaken, TaskRecord
+from nano_banana_mcp.tasks.ledger_pg import SCHEMA_VERSION, PostgresLedger
+
+pytestmark = pytest.mark.anyio
+
+API = "https://monet.example"
+PASSWORD = "s3cret-Pa55word"  # must never appear in a message
+
+
+def record(key: str, **changes: object) -> TaskRecord:
+    return TaskRecord(key=key, request=GenerateRequest(prompt=f"prompt {key}"), **changes)
+
+
+def pg_ledger(url: str) -> PostgresLedger:
+    return PostgresLedger(SecretStr(url), api_scope=API)
+
+
+@pytest.fixture
+async def replica_a(database_url: str) -> AsyncIterator[PostgresLedger]:
+    ledger = await pg_ledger(database_url).open()
+    yield ledger
+    await ledger.close()
+
+
+@pytest.fixture
+async def replica_b(database_url: str, replica_a: PostgresLedger) -> AsyncIterator[PostgresLedger]:
+    ledger = await pg_ledger(database_url).open()
+    yield ledger
+    await ledger.close()
+
+
+# -- replicas ----------------------------------------------------------------------------------------------------
+
+
+async def test_a_cut_off_replicas_rows_are_taken_within_seconds(
+    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
+) -> None:
+    """Replica A's session ends (its backend terminated): B sees A's rows free and claims them all within 2 s."""
+    keys = [f"k{i}" for i in range(5)]
+    for key in keys:
+        await replica_a.add(record(key))
+    assert await replica_b.claimable() == []
+    assert not await replica_b.claim("k0")
+    postgres.cut_off(database_url, replica_a.owner)
+    with anyio.fail_after(2):
+        while await replica_b.claimable() != keys:
+            await anyio.sleep(0.01)
+        assert [await replica_b.claim(key) for key in keys] == [True] * 5
+
+
+async def test_a_replica_that_lost_its_session_is_refused_rows_taken_meanwhile(
+    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
+) -> None:
+    """A replica whose session was cut while it worked a row: once B holds the row, A's next write of it is refused;
+    A goes on under a new identity, and what nobody took is still its to resume."""
+    working, untouched = record("working"), record("untouched")
+    await replica_a.add(working)
+    await replica_a.add(untouched)
+    old_identity = replica_a.owner
+    postgres.cut_off(database_url, old_identity)
+    with anyio.fail_after(2):
+        while not await replica_b.claim("working"):
+            await anyio.sleep(0.01)
+    working.phase, working.task_id = "created", "task_1"
+    with pytest.raises(RowTaken):
+        await replica_a.save(working)
+    assert await replica_a.claimable() == ["untouched"]  # its lost rows that nobody took are its to resume
+    assert replica_a.owner != old_identity
+    assert await replica_a.claim("untouched")
+    assert not await replica_b.claim("untouched")
+    await replica_a.save(untouched)
+    got = await replica_b.get("working")
+    assert got is not None
+    assert got.phase == "submitting"
+
+
+async def test_owners_are_sessions_holding_one_advisory_lock_each(
+    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
+) -> None:
+    """Each replica holds exactly one session-level advisory lock, on a connection apart from its pool."""
+    rows = postgres.query(
+        database_url,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+        "AND ((classid::bigint << 32) | objid::bigint) = ANY(ARRAY[hashtextextended(%s, 0), hashtextextended(%s, 0)])",
+        (replica_a.owner, replica_b.owner),
+    )
+    assert rows == [(2,)]
+    await replica_a.close()
+    assert postgres.query(
+        database_url,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+        "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
+        (replica_a.owner,),
+    ) == [(0,)]
+
+
+# -- the schema --------------------------------------------------------------------------------------------------
+
+
+async def test_replicas_starting_together_migrate_once(postgres, database_url: str) -> None:
+    """Six replicas opening an empty database at once: one migrates, every one starts, each version is applied once."""
+    ledgers = [pg_ledger(database_url) for _ in range(6)]
+    async with anyio.create_task_group() as tg:
+        for ledger in ledgers:
+            tg.start_soon(ledger.open)
+    try:
+        assert postgres.query(database_url, "SELECT version FROM schema_version ORDER BY version") == [
+            (v,) for v in range(1, SCHEMA_VERSION + 1)
+        ]
+        await ledgers[0].add(record("k1"))
+        assert [await ledger.count() for ledger in ledgers] == [1] * 6
+    finally:
+        for ledger in ledgers:
+            await ledger.close()
+
+
+async def test_a_newer_schema_is_refused_with_advice(postgres, database_url: str) -> None:
+    """A database migrated by a newer version is not touched; the error names it and says what to do."""
+    await (await pg_ledger(database_url).open()).close()
+    postgres.query(database_url, "INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(ConfigError, match="newer nano-banana-mcp") as info:
+        await pg_ledger(database_url).open()
+    assert "NANO_BANANA_DATABASE_URL" in str(info.value)
+    assert postgres.query(database_url, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION + 1,)]
+
+
+async def test_a_nul_character_from_the_api_is_stored(replica_a: PostgresLedger) -> None:
+    """PostgreSQL text holds no NUL: a prompt keeps it (as JSON), an API's error text has it replaced, nothing fails."""
+    rec = TaskRecord(key="k1", request=GenerateRequest(prompt="a\x00b"))
+    await replica_a.add(rec)
+    rec.phase, rec.error = "failed", "bad\x00thing"
+    await replica_a.save(rec)
+    got = await replica_a.get("k1")
+    assert got is not None
+    assert (got.request.prompt, got.error) == ("a\x00b", "bad\ufffdthing")
+
+
+# -- the URL -----------------------------------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(f"postgresql://nano:{PASSWORD}@127.0.0.1:{closed_port()}/ledger", id="unreachable"),
+        pytest.param(f"postgresql://nano:{PASSWORD}%zz@127.0.0.1/ledger", id="unreadable"),
+    ],
+)
+async def test_a_database_that_cannot_be_used_is_named_without_its_password(url: str) -> None:
+    """The error names the database and the setting; the password is in no message."""
+    with pytest.raises(ConfigError) as info:
+        await pg_ledger(url).open()
+    message = str(info.value)
+    assert "NANO_BANANA_DATABASE_URL" in message
+    assert PASSWORD not in message
+    assert "s3cret" not in message
+
+
+async def test_a_missing_database_is_named(postgres) -> None:
+    """A database that does not exist: the error names it (user@host:port/dbname) and says what to check."""
+    url = postgres.url("no_such_database")
+    with pytest.raises(ConfigError) as info:
+        await pg_ledger(url).open()
+    assert f"nano@127.0.0.1:{postgres.port}/no_such_database" in str(info.value)
+    assert "does not exist" in str(info.value)
