@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import threading
@@ -335,3 +336,23 @@ def test_cli_refuses_to_serve_publicly_without_a_token(
     )
     assert proc.returncode == 3, proc.stderr
     assert named in proc.stderr
+
+
+def test_healthz_answers_without_a_token_and_names_no_secret(
+    process_env: dict[str, str], command: str, tmp_path: Path
+) -> None:
+    """`GET /healthz` needs no token and says whether the ledger answers and the image folder is writable: 200
+    when both hold, 503 naming which does not; never the token, the key or a path."""
+    with serving(command, process_env, tmp_path / "err.txt") as server:
+        ok = httpx.get(f"{server.base}/healthz")
+        assert (ok.status_code, ok.json()) == (200, {"status": "ok", "ledger": "ok", "storage": "ok"})
+        assert hello(server.base).status_code == 401  # the MCP endpoint still needs the token
+        out = Path(process_env["NANO_BANANA_OUTPUT_DIR"])
+        shutil.rmtree(out, ignore_errors=True)
+        out.write_text("a file where the image folder should be")
+        sick = httpx.get(f"{server.base}/healthz")
+    assert sick.status_code == 503
+    assert sick.json() == {"status": "degraded", "ledger": "ok", "storage": "unwritable"}
+    for answer in (ok.text, sick.text):
+        assert process_env["MONET_API_KEY"] not in answer
+        assert str(tmp_path) not in answer

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,6 +20,8 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from pydantic import AnyHttpUrl, SecretStr
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from nano_banana_mcp import __version__, catalog
 from nano_banana_mcp.config import Settings, is_loopback, normal_host
@@ -79,7 +83,7 @@ def _typed(item: Any) -> Any:
 
 
 def create_server(
-    settings: Settings, *, public_url: str | None = None, token: SecretStr | None = None
+    settings: Settings, *, public_url: str | None = None, token: SecretStr | None = None, health: Health | None = None
 ) -> MCPServer[App]:
     """The MCP server for these settings; its lifespan owns the HTTP client and the task runner.
 
@@ -106,7 +110,14 @@ def create_server(
     @asynccontextmanager
     async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
         async with open_service(settings, on_finished=on_finished) as service:
-            yield App(service=service, settings=settings)
+            app = App(service=service, settings=settings)
+            if health is not None:
+                health.app = app
+            try:
+                yield app
+            finally:
+                if health is not None:
+                    health.app = None
 
     mcp: MCPServer[App] = MCPServer(
         SERVER_NAME,
@@ -163,8 +174,44 @@ def http_app(
         raise ConfigError(f"Refusing to serve HTTP on {host} without a bearer token. Drop --no-auth.")
     name = normal_host(host)
     shown_host = f"[{name}]" if ":" in name else name
-    mcp = create_server(settings, public_url=f"http://{shown_host}:{port}", token=auth.token)
+    health = Health()
+    mcp = create_server(settings, public_url=f"http://{shown_host}:{port}", token=auth.token, health=health)
+    mcp.custom_route("/healthz", methods=["GET"])(health.endpoint)  # outside /mcp: no token, no Host check
     return mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be made in ``folder`` (made if missing) right now: the image store's health."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".healthz-"):
+            return True
+    except OSError:
+        return False
+
+
+class Health:
+    """``GET /healthz`` for load balancers: whether this replica's ledger answers and its image store is writable.
+
+    No auth and no secrets: the answer names only what is reachable (200) or not (503), never why.
+    """
+
+    def __init__(self) -> None:
+        self.app: App | None = None
+
+    async def endpoint(self, _request: Request) -> JSONResponse:
+        app = self.app
+        if app is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        checks = {"ledger": "ok", "storage": "ok"}
+        try:
+            await app.service.ledger.ping()
+        except NanoBananaError:
+            checks["ledger"] = "unreachable"
+        if not await anyio.to_thread.run_sync(_writable, app.settings.output_dir):
+            checks["storage"] = "unwritable"
+        healthy = all(value == "ok" for value in checks.values())
+        return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
 
 
 class StaticTokenVerifier(TokenVerifier):
