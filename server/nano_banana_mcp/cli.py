@@ -108,6 +108,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 _SETTING_FLAGS = (
     "http_token",
     "http_token_file",
+    "http_tokens_file",
     "allowed_dirs",
     "download_hosts",
     "offline",
@@ -141,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="file holding the bearer token HTTP clients must send (default: one made on the first start and kept "
         "in the data dir, mode 600) [NANO_BANANA_HTTP_TOKEN_FILE]",
+    )
+    serve.add_argument(
+        "--auth-tokens-file",
+        dest="http_tokens_file",
+        type=Path,
+        metavar="PATH",
+        help="file of `tenant token` lines, one bearer token per tenant; each tenant sees only its own tasks, "
+        "images and uploads [NANO_BANANA_HTTP_TOKENS_FILE]",
     )
     serve.add_argument(
         "--auth-token",
@@ -335,7 +344,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 "it; set NANO_BANANA_HTTP_TOKEN or use --auth-token-file instead.",
                 file=sys.stderr,
             )
-        if auth.token is None:
+        if not auth.required:
             print(
                 "warning: --no-auth: any program or user on this machine can call this server, generate on your "
                 "account and read your images through it. Use it only for local tools that cannot send headers.",

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     http_token_file: Path | None = Field(
         default=None, description="File holding the bearer token HTTP clients must send (instead of http_token)."
     )
+    http_tokens_file: Path | None = Field(
+        default=None,
+        description="File of `tenant token` lines (token may be sha256:<hex>): one bearer token per tenant, each "
+        "tenant seeing only its own tasks, images and uploads (instead of http_token).",
+    )
     database_url: SecretStr | None = Field(
         default=None,
         description="postgresql://user:password@host:port/database: keep the ledger in PostgreSQL, shared by every "
@@ -138,7 +143,7 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("http_token_file", "database_url_file", mode="after")
+    @field_validator("http_token_file", "http_tokens_file", "database_url_file", mode="after")
     @classmethod
     def _expand_file(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()

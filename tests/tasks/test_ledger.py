@@ -1,5 +1,6 @@
 """Every ledger keeps the same promises, on SQLite and on PostgreSQL: rows survive, live owners keep others off, dead
-owners lose rows at once, lists agree with their totals, uploads are cached per API.
+owners lose rows at once, lists agree with their totals, uploads are cached per API, callers see one tenant's rows
+and uploads.
 
 Each test runs on both (``[sqlite]``, ``[postgresql]``). What only one of them has is tested apart: the SQLite
 file (WAL, damage, read-only, its version-1 migration) in ``test_ledger_sqlite.py``, the database (URLs,
@@ -370,6 +371,60 @@ async def test_a_new_upload_replaces_the_cached_one(ledger: LedgerStore) -> None
     later = now() + timedelta(hours=24)
     await ledger.remember_upload("abc", "https://files/new.png", later)
     assert await ledger.cached_upload("abc") == ("https://files/new.png", later)
+
+
+# -- tenants ---------------------------------------------------------------------------------------
+
+
+async def test_a_caller_finds_and_lists_only_its_tenants_rows(ledger: LedgerStore) -> None:
+    """find, known_task_ids, recent and count see one tenant's rows; another tenant's id is as good as unknown."""
+    start = now()
+    await ledger.add(record("a1", phase="downloaded", task_id="ta1", tenant="alice", created_at=start))
+    await ledger.add(record("a2", tenant="alice", created_at=start + timedelta(seconds=1)))
+    await ledger.add(record("b1", phase="downloaded", task_id="tb1", tenant="bob", created_at=start))
+    await ledger.add(record("d1", phase="downloaded", task_id="td1", created_at=start))  # the default tenant
+    for handle in ("ta1", "a1", "a2"):
+        found = await ledger.find(handle, tenant="alice")
+        assert found is not None and found.tenant == "alice"
+        assert await ledger.find(handle, tenant="bob") is None
+        assert await ledger.find(handle) is None
+    assert await ledger.find("a2", tenant="alice") == await ledger.get("a2")  # the runner's get spans tenants
+    assert await ledger.known_task_ids(["ta1", "tb1", "td1"], tenant="alice") == {"ta1"}
+    assert await ledger.known_task_ids(["ta1", "tb1", "td1"]) == {"td1"}
+    assert [r.key for r in await ledger.recent(10, tenant="alice")] == ["a2", "a1"]
+    assert [r.key for r in await ledger.recent(10, status="success", tenant="alice")] == ["a1"]
+    assert [r.key for r in await ledger.recent(10, tenant="bob")] == ["b1"]
+    assert [r.key for r in await ledger.recent(10)] == ["d1"]
+    assert (await ledger.count(tenant="alice"), await ledger.count("success", tenant="alice")) == (2, 1)
+    assert (await ledger.count(tenant="bob"), await ledger.count(tenant="carol"), await ledger.count()) == (1, 0, 1)
+
+
+async def test_the_runner_works_every_tenants_rows(ledger: LedgerStore, other: LedgerStore) -> None:
+    """claimable, claim and save are the server's own work: a row of any tenant is resumed, its tenant kept."""
+    await other.add(record("a1", phase="created", task_id="ta1", tenant="alice"))
+    await other.add(record("b1", phase="created", task_id="tb1", tenant="bob"))
+    await other.release("a1")
+    await other.release("b1")
+    assert set(await ledger.claimable()) >= {"a1", "b1"}
+    assert await ledger.claim("a1") and await ledger.claim("b1")
+    row = await ledger.get("b1")
+    assert row is not None and row.tenant == "bob"
+    row.phase = "downloaded"
+    await ledger.save(row)
+    saved = await ledger.find("tb1", tenant="bob")
+    assert saved is not None and saved.tenant == "bob" and saved.phase == "downloaded"
+
+
+async def test_the_upload_cache_is_per_tenant(ledger: LedgerStore) -> None:
+    """An upload cached for one tenant is not another's; each keeps its own URL for the same content."""
+    expires = now() + timedelta(hours=24)
+    await ledger.remember_upload("abc", "https://files/alice.png", expires, tenant="alice")
+    assert await ledger.cached_upload("abc", tenant="alice") == ("https://files/alice.png", expires)
+    assert await ledger.cached_upload("abc", tenant="bob") is None
+    assert await ledger.cached_upload("abc") is None
+    await ledger.remember_upload("abc", "https://files/bob.png", expires, tenant="bob")
+    assert await ledger.cached_upload("abc", tenant="bob") == ("https://files/bob.png", expires)
+    assert await ledger.cached_upload("abc", tenant="alice") == ("https://files/alice.png", expires)
 
 
 # -- concurrency -----------------------------------------------------------------------------------

@@ -184,3 +184,37 @@ async def test_a_missing_database_is_named(postgres) -> None:
         await pg_ledger(url).open()
     assert f"nano@127.0.0.1:{postgres.port}/no_such_database" in str(info.value)
     assert "does not exist" in str(info.value)
+
+
+async def test_a_version_1_database_gets_tenants_and_keeps_its_rows_and_uploads(postgres, database_url: str) -> None:
+    """Migration 2 on a database of version 1: its rows and uploads belong to the tenant ``default``, and the
+    upload cache is keyed by tenant from then on."""
+    from nano_banana_mcp.tasks.ledger_pg import MIGRATIONS  # noqa: PLC0415
+
+    postgres.query(database_url, MIGRATIONS[0])
+    postgres.query(
+        database_url,
+        "CREATE TABLE schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    postgres.query(database_url, "INSERT INTO schema_version (version) VALUES (1)")
+    postgres.query(
+        database_url,
+        "INSERT INTO tasks (key, task_id, request, phase, status, api_scope, created_at, updated_at) "
+        "VALUES ('k1', 't1', %s, 'downloaded', 'success', %s, now(), now())",
+        (GenerateRequest(prompt="old").model_dump_json(), API),
+    )
+    postgres.query(
+        database_url,
+        "INSERT INTO uploads (sha256, scope, url, expires_at) VALUES ('abc', %s, 'https://f/abc', now() + '1 day')",
+        (API,),
+    )
+    ledger = await pg_ledger(database_url).open()
+    try:
+        found = await ledger.find("t1")
+        assert found is not None and found.tenant == "default"
+        assert await ledger.find("t1", tenant="alice") is None
+        assert (await ledger.cached_upload("abc") or ("",))[0] == "https://f/abc"
+        assert await ledger.cached_upload("abc", tenant="alice") is None
+    finally:
+        await ledger.close()
+    assert postgres.query(database_url, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]

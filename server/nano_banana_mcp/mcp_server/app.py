@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import base64
-import hmac
+import hashlib
 import logging
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp.server.subscriptions import ResourceUpdated, ServerEvent
 from pydantic import AnyHttpUrl, SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,13 +27,22 @@ from nano_banana_mcp import __version__, catalog
 from nano_banana_mcp.config import Settings, is_loopback, normal_host
 from nano_banana_mcp.errors import ConfigError, NanoBananaError
 from nano_banana_mcp.mcp_server.apps import ViewerApps, apps_only
-from nano_banana_mcp.mcp_server.http import HttpAuth, http_auth, transport_security
+from nano_banana_mcp.mcp_server.http import HttpAuth, TenantToken, http_auth, transport_security
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
-from nano_banana_mcp.mcp_server.tools import IMAGE_URI, App, build_tools, service_of
+from nano_banana_mcp.mcp_server.tools import IMAGE_URI, App, build_tools, service_of, tenant_of
 from nano_banana_mcp.runtime import open_service
-from nano_banana_mcp.tasks import COLLECT_WAIT, TaskRecord
+from nano_banana_mcp.tasks import COLLECT_WAIT, DEFAULT_TENANT, TaskRecord
 
-__all__ = ["INSTRUCTIONS", "SERVER_NAME", "TASK_URI", "StaticTokenVerifier", "create_server", "http_app"]
+__all__ = [
+    "INSTRUCTIONS",
+    "SERVER_NAME",
+    "TASK_URI",
+    "StaticTokenVerifier",
+    "TenantBus",
+    "TenantTokenVerifier",
+    "create_server",
+    "http_app",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +91,56 @@ def _typed(item: Any) -> Any:
     return item | {"mimeType": mime} if mime else item
 
 
+class TenantBus:
+    """The ``subscriptions/listen`` bus, by tenant: a listener hears about its own tenant's tasks only.
+
+    A listen stream names any URIs it likes (the SDK checks none), so a task's update is delivered only to the
+    streams opened with its tenant's token; events for everyone (list changes) reach every stream.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: dict[object, tuple[str, Callable[[ServerEvent], None]]] = {}
+
+    async def publish(self, event: ServerEvent, *, tenant: str | None = None) -> None:
+        """Deliver ``event`` to every listener, or (``tenant``) to that tenant's only."""
+        for listening, listener in list(self._listeners.values()):
+            if tenant is not None and listening != tenant:
+                continue
+            try:
+                listener(event)
+            except Exception:  # one bad listener must not starve the others
+                log.exception("subscription listener raised; continuing")
+        await anyio.lowlevel.checkpoint()
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        """Register a listener of the calling request's tenant (called in the listen request)."""
+        token = object()
+        self._listeners[token] = (tenant_of(), listener)
+
+        def unsubscribe() -> None:
+            self._listeners.pop(token, None)
+
+        return unsubscribe
+
+
 def create_server(
-    settings: Settings, *, public_url: str | None = None, token: SecretStr | None = None, health: Health | None = None
+    settings: Settings,
+    *,
+    public_url: str | None = None,
+    token: SecretStr | None = None,
+    tenants: Sequence[TenantToken] = (),
+    health: Health | None = None,
 ) -> MCPServer[App]:
     """The MCP server for these settings; its lifespan owns the HTTP client and the task runner.
 
-    With ``public_url`` and ``token`` (HTTP only), every request needs that bearer token.
+    With ``public_url`` and ``token`` (HTTP only), every request needs that bearer token (the tenant ``default``);
+    with ``tenants`` instead, one of theirs, and each request sees only its token's tenant's tasks.
     """
 
-    bus = InMemorySubscriptionBus()
+    bus = TenantBus()
 
     async def known(app: App, task_id: str) -> bool:
-        return await app.service.ledger.find(task_id) is not None
+        return await app.service.ledger.find(task_id, tenant=tenant_of()) is not None
 
     subscribers = LegacySubscribers(known)
 
@@ -104,7 +151,7 @@ def create_server(
         """
         for handle in dict.fromkeys(h for h in (record.task_id, record.key) if h):
             uri = TASK_URI.format(task_id=handle)
-            await bus.publish(ResourceUpdated(uri=uri))
+            await bus.publish(ResourceUpdated(uri=uri), tenant=record.tenant)
             await subscribers.notify(uri)
 
     @asynccontextmanager
@@ -130,14 +177,14 @@ def create_server(
         extensions=[ViewerApps()],  # MCP Apps: the viewer, bound to the tools that show images
         middleware=[apps_only, image_types],  # ... offered only to clients that negotiated it; images typed
         subscriptions=bus,
-        **_auth(token, public_url),
+        **_auth(token, tenants, public_url),
     )
     subscribers.install(mcp)
 
     @mcp.resource(TASK_URI, name="task", mime_type="application/json", description="A task's status and files.")
     async def task_resource(task_id: str, ctx: Context[App]) -> str:
         try:
-            result = await service_of(ctx).get(task_id)
+            result = await service_of(ctx).get(task_id, tenant=tenant_of())
         except NanoBananaError as err:
             raise ResourceError(str(err)) from err
         return result.model_dump_json(indent=2)
@@ -147,7 +194,7 @@ def create_server(
         if not index.isdigit():
             raise ResourceError(f"Task {task_id} has no image {index}.")
         try:  # only a file inside the output folder is served, whatever the ledger says
-            path = await service_of(ctx).image_file(task_id, int(index))
+            path = await service_of(ctx).image_file(task_id, int(index), tenant=tenant_of())
         except NanoBananaError as err:
             raise ResourceError(str(err)) from err
         return await anyio.Path(path).read_bytes()
@@ -170,12 +217,14 @@ def http_app(
     """
     if auth is None:
         auth = http_auth(settings, host)
-    if auth.token is None and not is_loopback(host):
+    if not auth.required and not is_loopback(host):
         raise ConfigError(f"Refusing to serve HTTP on {host} without a bearer token. Drop --no-auth.")
     name = normal_host(host)
     shown_host = f"[{name}]" if ":" in name else name
     health = Health()
-    mcp = create_server(settings, public_url=f"http://{shown_host}:{port}", token=auth.token, health=health)
+    mcp = create_server(
+        settings, public_url=f"http://{shown_host}:{port}", token=auth.token, tenants=auth.tenants, health=health
+    )
     mcp.custom_route("/healthz", methods=["GET"])(health.endpoint)  # outside /mcp: no token, no Host check
     return mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))
 
@@ -214,27 +263,44 @@ class Health:
         return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
 
 
-class StaticTokenVerifier(TokenVerifier):
-    """Accepts exactly one bearer token, compared in constant time."""
+class TenantTokenVerifier(TokenVerifier):
+    """Maps a bearer token to its tenant: compared in constant time with every tenant's (digests for ``sha256:``
+    entries), all of them whatever matches. The tenant is the access token's ``subject``, so the SDK's session
+    ownership tells tenants apart, and :func:`~nano_banana_mcp.mcp_server.tools.tenant_of` reads it."""
 
-    def __init__(self, token: SecretStr) -> None:
-        self._token = token.get_secret_value().encode()
+    def __init__(self, tenants: Sequence[TenantToken]) -> None:
+        self._tenants = tuple(tenants)
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        if hmac.compare_digest(token.encode(), self._token):
-            return AccessToken(token="<bearer>", client_id="nano-banana-http", scopes=[])  # noqa: S106 - a label
-        return None
+        presented = token.encode()
+        digest = hashlib.sha256(presented).digest()
+        found = None
+        for entry in self._tenants:  # no early exit: the time taken does not tell which entry matched
+            if entry.matches(presented, digest):
+                found = entry.tenant
+        if found is None:
+            return None
+        return AccessToken(token="<bearer>", client_id="nano-banana-http", scopes=[], subject=found)  # noqa: S106
 
 
-def _auth(token: SecretStr | None, public_url: str | None) -> dict[str, Any]:
-    """``MCPServer`` arguments that require this bearer token, when serving HTTP with one."""
-    if public_url is None or token is None:
+class StaticTokenVerifier(TenantTokenVerifier):
+    """Accepts exactly one bearer token, compared in constant time: the tenant ``default``."""
+
+    def __init__(self, token: SecretStr) -> None:
+        super().__init__([TenantToken(DEFAULT_TENANT, token.get_secret_value().encode())])
+
+
+def _auth(token: SecretStr | None, tenants: Sequence[TenantToken], public_url: str | None) -> dict[str, Any]:
+    """``MCPServer`` arguments that require this bearer token (or one of the tenants'), when serving HTTP."""
+    if public_url is None or (token is None and not tenants):
         return {}
+    verifier = TenantTokenVerifier(tenants) if tenants else StaticTokenVerifier(token) if token else None
+    assert verifier is not None
     return {
-        "token_verifier": StaticTokenVerifier(token),
+        "token_verifier": verifier,
         "auth": AuthSettings(
             issuer_url=AnyHttpUrl(public_url),
             resource_server_url=AnyHttpUrl(f"{public_url}/mcp"),
-            validate_token_resource=False,  # one static token for this server; it carries no audience
+            validate_token_resource=False,  # static tokens for this server; they carry no audience
         ),
     }

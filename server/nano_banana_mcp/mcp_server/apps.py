@@ -23,6 +23,8 @@ from mcp.server.apps import Apps, ResourcePermissions, client_supports_apps
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp_types import CallToolRequestParams, CallToolResult
 
+from nano_banana_mcp.mcp_server.http import tenant_of
+
 if TYPE_CHECKING:
     from nano_banana_mcp.tasks import Service
 
@@ -95,7 +97,7 @@ class ViewerApps(Apps):
 async def _request_of(service: Service, structured: dict[str, Any]) -> dict[str, Any] | None:
     """The request behind a result, from the ledger (None for a task made elsewhere)."""
     task_id = structured.get("task_id")
-    record = await service.ledger.find(task_id) if isinstance(task_id, str) else None
+    record = await service.ledger.find(task_id, tenant=tenant_of()) if isinstance(task_id, str) else None
     if record is None:
         return None
     request = record.request.model_dump(mode="json")

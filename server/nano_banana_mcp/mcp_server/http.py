@@ -13,22 +13,36 @@ here from the normalised host, for every spelling of loopback.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
+import re
 import secrets
 import shlex
 import socket
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings, is_loopback, normal_host
 from nano_banana_mcp.errors import ConfigError
+from nano_banana_mcp.tasks.service import DEFAULT_TENANT
 
-__all__ = ["TOKEN_FILE", "HttpAuth", "bind", "http_auth", "transport_security"]
+__all__ = [
+    "TOKEN_FILE",
+    "HttpAuth",
+    "TenantToken",
+    "bind",
+    "http_auth",
+    "read_tokens_file",
+    "tenant_of",
+    "transport_security",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +51,25 @@ TOKEN_FILE = "http-token"  # noqa: S105 - a file name
 
 _TOKEN_SETTING = "NANO_BANANA_HTTP_TOKEN / --auth-token"  # noqa: S105 - a setting's name
 _FILE_SETTING = "NANO_BANANA_HTTP_TOKEN_FILE / --auth-token-file"
+_TENANTS_SETTING = "NANO_BANANA_HTTP_TOKENS_FILE / --auth-tokens-file"
+_MAX_TENANTS_BYTES = 1024 * 1024
+_TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SHA256 = "sha256:"
+
+
+@dataclass(frozen=True)
+class TenantToken:
+    """One tenant's bearer token, as the verifier compares it: the token's bytes, or (``hashed``) its SHA-256."""
+
+    tenant: str
+    secret: bytes = field(repr=False)
+    hashed: bool = False
+
+    def matches(self, token: bytes, digest: bytes) -> bool:
+        """Whether a presented token (and its SHA-256) is this one, in constant time."""
+        return hmac.compare_digest(digest if self.hashed else token, self.secret)
+
+
 _MAX_FILE_BYTES = 4096
 _NO_AUTH = "--no-auth"
 
@@ -50,6 +83,13 @@ class HttpAuth:
     """``NANO_BANANA_HTTP_TOKEN``, ``--auth-token``, the path of the token file, or ``--no-auth``."""
     made_here: bool = False
     """The token was made by this server and kept in the data folder: the start-up line shows it."""
+    tenants: tuple[TenantToken, ...] = ()
+    """With a tokens file (``token`` is then None): each tenant's token; a request is its token's tenant's."""
+
+    @property
+    def required(self) -> bool:
+        """Whether clients must send a bearer token (false only with ``--no-auth``)."""
+        return self.token is not None or bool(self.tenants)
 
     def start_message(self, url: str) -> str:
         """What the server prints on stderr at start: where it is, and the exact line that connects a client.
@@ -57,6 +97,12 @@ class HttpAuth:
         The token itself is shown only when this server made it; a token the user set is named by where it is.
         """
         command = f"claude mcp add --transport http nano-banana {url}"
+        if self.tenants:
+            return (
+                f"nano-banana MCP server on {url} for {len(self.tenants)} tenant{'s' * (len(self.tenants) != 1)} "
+                f"({self.source}); each client sends its tenant's bearer token. Connect with:\n"
+                f'  {command} --header "Authorization: Bearer <your tenant\'s token>"'
+            )
         if self.token is None:
             return f"nano-banana MCP server on {url}, without authentication ({_NO_AUTH}). Connect with:\n  {command}"
         if self.made_here:
@@ -78,7 +124,11 @@ def http_auth(settings: Settings, host: str, *, no_auth: bool = False) -> HttpAu
 
     ``no_auth`` serves without one, only on loopback and only when no token is configured.
     """
-    given = ((_TOKEN_SETTING, settings.http_token), (_FILE_SETTING, settings.http_token_file))
+    given = (
+        (_TOKEN_SETTING, settings.http_token),
+        (_FILE_SETTING, settings.http_token_file),
+        (_TENANTS_SETTING, settings.http_tokens_file),
+    )
     configured = [setting for setting, value in given if value is not None]  # an empty token is set, and refused
     if no_auth:
         if not is_loopback(host):
@@ -90,7 +140,10 @@ def http_auth(settings: Settings, host: str, *, no_auth: bool = False) -> HttpAu
             raise ConfigError(f"--no-auth and a bearer token ({configured[0]}) are both set: choose one.")
         return HttpAuth(token=None, source=_NO_AUTH)
     if len(configured) > 1:
-        raise ConfigError(f"Both {_TOKEN_SETTING} and {_FILE_SETTING} are set: set only one of them.")
+        raise ConfigError(f"Both {configured[0]} and {configured[1]} are set: set only one of them.")
+    if settings.http_tokens_file is not None:
+        path = settings.http_tokens_file
+        return HttpAuth(token=None, source=str(path), tenants=read_tokens_file(path))
     if settings.http_token is not None:
         token = _checked(settings.http_token.get_secret_value(), _TOKEN_SETTING)
         return HttpAuth(token=token, source="NANO_BANANA_HTTP_TOKEN")
@@ -99,6 +152,16 @@ def http_auth(settings: Settings, host: str, *, no_auth: bool = False) -> HttpAu
         return HttpAuth(token=_read_token(path, f"{path} ({_FILE_SETTING})", private=False), source=str(path))
     path = settings.data_dir / TOKEN_FILE
     return HttpAuth(token=_kept_token(path), source=str(path), made_here=True)
+
+
+def tenant_of() -> str:
+    """The tenant of the request being served: its bearer token's (the verifier puts it in the access token's
+    ``subject``), else ``default`` (stdio, a single token, no auth).
+
+    Read from the SDK's per-request auth context and handed to the service explicitly, never kept anywhere.
+    """
+    token = get_access_token()
+    return token.subject if token is not None and token.subject else DEFAULT_TENANT
 
 
 def transport_security(host: str, port: int) -> TransportSecuritySettings:
@@ -200,3 +263,83 @@ def _kept_token(path: Path) -> SecretStr:
         os.fsync(file.fileno())
     log.info("Made an HTTP bearer token, kept in %s", path)
     return SecretStr(token)
+
+
+def read_tokens_file(path: Path) -> tuple[TenantToken, ...]:
+    """The tenants of a tokens file: one ``tenant token`` pair a line (the token may be ``sha256:<hex>``, its
+    digest); blank lines and ``#`` comments are skipped.
+
+    A malformed line, a tenant or token given twice, or a file without tenants is a ConfigError naming the file and
+    the line; no message ever shows a token.
+    """
+    where = f"the tokens file {path} ({_TENANTS_SETTING})"
+    try:
+        with path.open("rb") as file:
+            info = os.fstat(file.fileno())
+            data = file.read(_MAX_TENANTS_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"Cannot read {where}: {err.strerror or err}.") from err
+    if len(data) > _MAX_TENANTS_BYTES:
+        raise ConfigError(f"{where} is over {_MAX_TENANTS_BYTES // 1024} KB; it holds one line per tenant.")
+    if os.name == "posix" and stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
+        log.warning("The HTTP tokens file %s can be read by other users; `chmod 600` it.", path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {err.start}).") from err
+    entries: list[TenantToken] = []
+    tenant_lines: dict[str, int] = {}
+    digest_lines: dict[bytes, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        at = f"{path} line {number}"
+        entry = _tenant_line(fields, at)
+        tenant = entry.tenant
+        if tenant in tenant_lines:
+            raise ConfigError(f"{at}: this tenant is already given on line {tenant_lines[tenant]}.")
+        digest = entry.secret if entry.hashed else hashlib.sha256(entry.secret).digest()
+        if digest in digest_lines:
+            first = digest_lines[digest]
+            raise ConfigError(f"{at}: this token is also the token of line {first}; each tenant needs its own.")
+        tenant_lines[tenant] = number
+        digest_lines[digest] = number
+        entries.append(entry)
+    if not entries:
+        raise ConfigError(f"{where} holds no tenant: write one `tenant token` line per tenant.")
+    return tuple(entries)
+
+
+def _tenant_line(fields: list[str], at: str) -> TenantToken:
+    """One line's ``tenant token`` (its fields, split on white space); ``at`` names the file and line."""
+    tenant = fields[0]
+    if not _TENANT_NAME.fullmatch(tenant):
+        raise ConfigError(
+            f"{at}: the tenant name must be 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or "
+            f"digit). Write each line as `tenant token`. ({_TENANTS_SETTING})"
+        )
+    if len(fields) == 1:
+        raise ConfigError(f"{at}: one field where `tenant token` was expected (no token).")
+    if len(fields) == 3:
+        raise ConfigError(
+            f"{at}: a third field (an environment variable holding the tenant's own Monet key) is not "
+            "supported yet; every tenant uses the server's MONET_API_KEY. Write the line as `tenant token`."
+        )
+    if len(fields) > 3:
+        raise ConfigError(f"{at}: {len(fields)} fields where `tenant token` was expected (a token has no spaces).")
+    return _tenant_token(tenant, fields[1], at)
+
+
+def _tenant_token(tenant: str, token: str, at: str) -> TenantToken:
+    """One line's token: ``sha256:`` and 64 hex digits (its digest), or the token itself as a header carries it."""
+    if token[: len(_SHA256)].lower() == _SHA256:
+        hexdigest = token[len(_SHA256) :]
+        if not re.fullmatch(r"[0-9A-Fa-f]{64}", hexdigest):
+            raise ConfigError(f"{at}: a sha256: token must be followed by 64 hex digits (its SHA-256 in hex).")
+        return TenantToken(tenant, bytes.fromhex(hexdigest), hashed=True)
+    if not all(33 <= ord(c) < 127 for c in token):
+        raise ConfigError(
+            f"{at}: the token has characters an HTTP header cannot carry: use letters, digits and - . _ ~ + / = only."
+        )
+    return TenantToken(tenant, token.encode(), hashed=False)

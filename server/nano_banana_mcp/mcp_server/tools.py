@@ -21,6 +21,7 @@ from nano_banana_mcp.catalog import AspectRatio, GenerateRequest, ModelInfo, Mod
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import NanoBananaError
 from nano_banana_mcp.mcp_server.apps import ui_binding
+from nano_banana_mcp.mcp_server.http import tenant_of
 from nano_banana_mcp.mcp_server.legacy import client_roots
 from nano_banana_mcp.mcp_server.schema import slim_tool
 from nano_banana_mcp.tasks import COLLECT_WAIT, Service, Status, TaskList, TaskResult, UploadedReference
@@ -37,6 +38,7 @@ __all__ = [
     "list_models",
     "list_tasks",
     "service_of",
+    "tenant_of",
     "upload_reference",
 ]
 
@@ -140,7 +142,7 @@ async def generate_image(
         )
         service = service_of(ctx)
         result = await service.generate(
-            request, wait_seconds, ctx.report_progress, client_roots=client_roots(ctx), count=count
+            request, wait_seconds, ctx.report_progress, client_roots=client_roots(ctx), count=count, tenant=tenant_of()
         )
         return await _tool_result(service, result)
 
@@ -155,7 +157,7 @@ async def get_task(
     """Status and images of a task; with wait_seconds, wait for it to finish first."""
     with agent_errors():
         service = service_of(ctx)
-        result = await service.wait(task_id, wait_seconds, ctx.report_progress)
+        result = await service.wait(task_id, wait_seconds, ctx.report_progress, tenant=tenant_of())
         return await _tool_result(service, result)
 
 
@@ -167,7 +169,7 @@ async def list_tasks(
 ) -> TaskList:
     """Recent tasks, newest first, with status and saved files (this machine's and the API's)."""
     with agent_errors():
-        return await service_of(ctx).list_tasks(page, page_size, status)
+        return await service_of(ctx).list_tasks(page, page_size, status, tenant=tenant_of())
 
 
 async def upload_reference(
@@ -176,7 +178,7 @@ async def upload_reference(
 ) -> UploadedReference:
     """Upload a local image once; pass the URL in generate_image's images until expires_at (24 hours)."""
     with agent_errors():
-        return await service_of(ctx).upload(path, client_roots=client_roots(ctx))
+        return await service_of(ctx).upload(path, client_roots=client_roots(ctx), tenant=tenant_of())
 
 
 async def list_models() -> ModelList:

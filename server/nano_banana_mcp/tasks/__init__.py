@@ -5,6 +5,7 @@ from nano_banana_mcp.tasks.records import STATUSES, Endpoint, Phase, SavedImage,
 from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.service import (
     COLLECT_WAIT,
+    DEFAULT_TENANT,
     OFFLINE_NOTE,
     ProgressCallback,
     RootsProvider,
@@ -18,6 +19,7 @@ from nano_banana_mcp.tasks.store import LedgerStore, RowTaken
 
 __all__ = [
     "COLLECT_WAIT",
+    "DEFAULT_TENANT",
     "LEDGER_FILE",
     "OFFLINE_NOTE",
     "SCHEMA_VERSION",

@@ -83,12 +83,32 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX tasks_status ON tasks (status, created_at DESC);
     ALTER TABLE uploads RENAME COLUMN base_url TO scope;
     """,
+    # 3: tenants. Each row and each cached upload belongs to one tenant (the HTTP token's, or 'default'); an
+    # upload's key gains the tenant, so the table is made anew (SQLite cannot change a primary key).
+    """
+    ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX tasks_tenant ON tasks (tenant, created_at DESC);
+    CREATE INDEX tasks_tenant_status ON tasks (tenant, status, created_at DESC);
+    CREATE TABLE uploads_by_tenant (
+        sha256     TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        tenant     TEXT NOT NULL DEFAULT 'default',
+        url        TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (sha256, scope, tenant)
+    );
+    INSERT INTO uploads_by_tenant (sha256, scope, url, expires_at) SELECT sha256, scope, url, expires_at FROM uploads;
+    DROP TABLE uploads;
+    ALTER TABLE uploads_by_tenant RENAME TO uploads;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = (
-    "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at"
+    "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at, "
+    "tenant"
 )
+DEFAULT_TENANT = "default"
 _UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
 
 
@@ -198,7 +218,7 @@ class Ledger:
         row = self._row(record)
         await self._run(
             lambda db: db.execute(
-                f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join('?' * 15)})",
+                f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join('?' * 16)})",
                 (*row, record.status, self.api_scope, self.owner),
             )
         )
@@ -206,7 +226,7 @@ class Ledger:
     async def save(self, record: TaskRecord) -> None:
         """Write the row's new state, only while this process owns it (else :class:`RowTaken`)."""
         record.updated_at = now()
-        key, *rest = self._row(record)
+        key, *rest, _tenant = self._row(record)  # a row's tenant never changes
         written = await self._run(
             lambda db: (
                 db.execute(
@@ -220,27 +240,30 @@ class Ledger:
             raise RowTaken(f"task {record.handle}: this process no longer owns the row; it was not written")
 
     async def get(self, key: str) -> TaskRecord | None:
-        return await self._one("key", key)
+        return await self._one("key", key, None)
 
-    async def find(self, handle: str) -> TaskRecord | None:
+    async def find(self, handle: str, *, tenant: str = DEFAULT_TENANT) -> TaskRecord | None:
         """The row an agent means: by the API's task id, or by our own key before the API named it."""
-        return await self._one("task_id", handle) or await self._one("key", handle)
+        return await self._one("task_id", handle, tenant) or await self._one("key", handle, tenant)
 
-    async def known_task_ids(self, task_ids: Sequence[str]) -> set[str]:
-        """Which of these API task ids have a row here (one query, however many)."""
+    async def known_task_ids(self, task_ids: Sequence[str], *, tenant: str = DEFAULT_TENANT) -> set[str]:
+        """Which of these API task ids have a row of this tenant here (one query, however many)."""
         wanted = list(dict.fromkeys(task_ids))[:1000]
         if not wanted:
             return set()
         rows = await self._run(
             lambda db: db.execute(
-                f"SELECT task_id FROM tasks WHERE task_id IN ({', '.join('?' * len(wanted))})", wanted
+                f"SELECT task_id FROM tasks WHERE tenant=? AND task_id IN ({', '.join('?' * len(wanted))})",
+                (tenant, *wanted),
             ).fetchall()
         )
         return {row[0] for row in rows}
 
-    async def recent(self, limit: int, offset: int = 0, status: Status | None = None) -> list[TaskRecord]:
-        """Rows newest first, optionally only those with this public status."""
-        where, args = ("WHERE status=?", (status,)) if status else ("", ())
+    async def recent(
+        self, limit: int, offset: int = 0, status: Status | None = None, *, tenant: str = DEFAULT_TENANT
+    ) -> list[TaskRecord]:
+        """This tenant's rows newest first, optionally only those with this public status."""
+        where, args = ("WHERE tenant=? AND status=?", (tenant, status)) if status else ("WHERE tenant=?", (tenant,))
         rows = await self._run(
             lambda db: db.execute(
                 f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
@@ -249,8 +272,8 @@ class Ledger:
         )
         return [self._record(r) for r in rows]
 
-    async def count(self, status: Status | None = None) -> int:
-        where, args = ("WHERE status=?", (status,)) if status else ("", ())
+    async def count(self, status: Status | None = None, *, tenant: str = DEFAULT_TENANT) -> int:
+        where, args = ("WHERE tenant=? AND status=?", (tenant, status)) if status else ("WHERE tenant=?", (tenant,))
         count: int = await self._run(lambda db: db.execute(f"SELECT count(*) FROM tasks {where}", args).fetchone()[0])
         return count
 
@@ -300,19 +323,22 @@ class Ledger:
 
     # -- uploads -------------------------------------------------------------------------------
 
-    async def cached_upload(self, sha256: str) -> tuple[str, datetime] | None:
+    async def cached_upload(self, sha256: str, *, tenant: str = DEFAULT_TENANT) -> tuple[str, datetime] | None:
         row = await self._run(
             lambda db: db.execute(
-                "SELECT url, expires_at FROM uploads WHERE sha256=? AND scope=?", (sha256, self.upload_scope)
+                "SELECT url, expires_at FROM uploads WHERE sha256=? AND scope=? AND tenant=?",
+                (sha256, self.upload_scope, tenant),
             ).fetchone()
         )
         return (row[0], datetime.fromisoformat(row[1])) if row else None
 
-    async def remember_upload(self, sha256: str, url: str, expires_at: datetime) -> None:
+    async def remember_upload(
+        self, sha256: str, url: str, expires_at: datetime, *, tenant: str = DEFAULT_TENANT
+    ) -> None:
         await self._run(
             lambda db: db.execute(
-                "INSERT OR REPLACE INTO uploads (sha256, scope, url, expires_at) VALUES (?, ?, ?, ?)",
-                (sha256, self.upload_scope, url, _iso(expires_at)),
+                "INSERT OR REPLACE INTO uploads (sha256, scope, tenant, url, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (sha256, self.upload_scope, tenant, url, _iso(expires_at)),
             )
         )
 
@@ -334,12 +360,16 @@ class Ledger:
             int(r.offline),
             _iso(r.created_at),
             _iso(r.updated_at),
+            r.tenant,
         )
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> TaskRecord:
-        key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created, updated = row
+        key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created, updated = row[
+            :12
+        ]
         return TaskRecord(
+            tenant=row[12],
             key=key,
             task_id=task_id,
             request=GenerateRequest.model_validate_json(request),
@@ -354,8 +384,8 @@ class Ledger:
             updated_at=datetime.fromisoformat(updated),
         )
 
-    async def _one(self, column: str, value: str) -> TaskRecord | None:
-        row = await self._run(
-            lambda db: db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {column}=?", (value,)).fetchone()
-        )
+    async def _one(self, column: str, value: str, tenant: str | None) -> TaskRecord | None:
+        """The row whose ``column`` is ``value``, of this tenant (None: of any, for the runner's own work)."""
+        where, args = (f"{column}=?", (value,)) if tenant is None else (f"{column}=? AND tenant=?", (value, tenant))
+        row = await self._run(lambda db: db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {where}", args).fetchone())
         return self._record(row) if row else None

@@ -87,6 +87,15 @@ MIGRATIONS: Sequence[LiteralString] = (
         PRIMARY KEY (sha256, scope)
     );
     """,
+    # 2: tenants. Each row and each cached upload belongs to one tenant (the HTTP token's, or 'default').
+    """
+    ALTER TABLE tasks ADD COLUMN tenant text NOT NULL DEFAULT 'default';
+    CREATE INDEX tasks_tenant_created ON tasks (tenant, created_at DESC, seq DESC);
+    CREATE INDEX tasks_tenant_status ON tasks (tenant, status, created_at DESC, seq DESC);
+    ALTER TABLE uploads ADD COLUMN tenant text NOT NULL DEFAULT 'default';
+    ALTER TABLE uploads DROP CONSTRAINT uploads_pkey;
+    ALTER TABLE uploads ADD PRIMARY KEY (sha256, scope, tenant);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 POOL_SIZE = 4
@@ -96,8 +105,10 @@ _KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
 """TCP keepalives on every connection, on both ends: a host that vanishes loses its owner lock in ~25 s."""
 
 _COLUMNS = (
-    "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at"
+    "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at, "
+    "tenant"
 )
+DEFAULT_TENANT = "default"
 _UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
 _SCHEMA_LOCK = "pg_advisory_xact_lock(hashtextextended('nano-banana-mcp ledger schema', 0))"
 # True when the row's owner holds no lock: it is dead. Taken and let go in one statement: nothing is left held.
@@ -307,14 +318,14 @@ class PostgresLedger:
     async def add(self, record: TaskRecord) -> None:
         """Insert a new row, owned by this process: it is about to send the create."""
         await self._write(
-            f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join(['%s'] * 15)})",
+            f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join(['%s'] * 16)})",
             (*self._row(record), record.status, self.api_scope, self.owner),
         )
 
     async def save(self, record: TaskRecord) -> None:
         """Write the row's new state, only while this process owns it (else :class:`RowTaken`)."""
         record.updated_at = now()
-        key, *rest = self._row(record)
+        key, *rest, _tenant = self._row(record)  # a row's tenant never changes
         written = await self._write(
             "UPDATE tasks SET task_id=%s, request=%s, phase=%s, endpoint=%s, api_status=%s, progress=%s, images=%s, "
             "error=%s, offline=%s, created_at=%s, updated_at=%s, status=%s WHERE key=%s AND owner=%s",
@@ -327,34 +338,38 @@ class PostgresLedger:
         rows = await self._rows(f"SELECT {_COLUMNS} FROM tasks WHERE key=%s", (_text(key),))
         return self._record(rows[0]) if rows else None
 
-    async def find(self, handle: str) -> TaskRecord | None:
+    async def find(self, handle: str, *, tenant: str = DEFAULT_TENANT) -> TaskRecord | None:
         """The row an agent means: by the API's task id, or by our own key before the API named it."""
         rows = await self._rows(
-            f"SELECT {_COLUMNS} FROM tasks WHERE task_id=%(h)s OR key=%(h)s "
+            f"SELECT {_COLUMNS} FROM tasks WHERE (task_id=%(h)s OR key=%(h)s) AND tenant=%(t)s "
             "ORDER BY task_id IS NOT DISTINCT FROM %(h)s DESC LIMIT 1",
-            {"h": _text(handle)},
+            {"h": _text(handle), "t": tenant},
         )
         return self._record(rows[0]) if rows else None
 
-    async def known_task_ids(self, task_ids: Sequence[str]) -> set[str]:
-        """Which of these API task ids have a row here (one query, however many)."""
+    async def known_task_ids(self, task_ids: Sequence[str], *, tenant: str = DEFAULT_TENANT) -> set[str]:
+        """Which of these API task ids have a row of this tenant here (one query, however many)."""
         wanted = list(dict.fromkeys(task_ids))[:1000]
         if not wanted:
             return set()
-        rows = await self._rows("SELECT task_id FROM tasks WHERE task_id = ANY(%s)", ([_text(t) for t in wanted],))
+        rows = await self._rows(
+            "SELECT task_id FROM tasks WHERE tenant=%s AND task_id = ANY(%s)", (tenant, [_text(t) for t in wanted])
+        )
         return {row[0] for row in rows}
 
-    async def recent(self, limit: int, offset: int = 0, status: Status | None = None) -> list[TaskRecord]:
-        """Rows newest first, optionally only those with this public status."""
-        where, args = ("WHERE status=%s", (status,)) if status else ("", ())
+    async def recent(
+        self, limit: int, offset: int = 0, status: Status | None = None, *, tenant: str = DEFAULT_TENANT
+    ) -> list[TaskRecord]:
+        """This tenant's rows newest first, optionally only those with this public status."""
+        where, args = ("WHERE tenant=%s AND status=%s", (tenant, status)) if status else ("WHERE tenant=%s", (tenant,))
         rows = await self._rows(
             f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, seq DESC LIMIT %s OFFSET %s",
             (*args, limit, offset),
         )
         return [self._record(r) for r in rows]
 
-    async def count(self, status: Status | None = None) -> int:
-        where, args = ("WHERE status=%s", (status,)) if status else ("", ())
+    async def count(self, status: Status | None = None, *, tenant: str = DEFAULT_TENANT) -> int:
+        where, args = ("WHERE tenant=%s AND status=%s", (tenant, status)) if status else ("WHERE tenant=%s", (tenant,))
         [(count,)] = await self._rows(f"SELECT count(*) FROM tasks {where}", args)
         return int(count)
 
@@ -389,17 +404,20 @@ class PostgresLedger:
 
     # -- uploads -------------------------------------------------------------------------------
 
-    async def cached_upload(self, sha256: str) -> tuple[str, datetime] | None:
+    async def cached_upload(self, sha256: str, *, tenant: str = DEFAULT_TENANT) -> tuple[str, datetime] | None:
         rows = await self._rows(
-            "SELECT url, expires_at FROM uploads WHERE sha256=%s AND scope=%s", (_text(sha256), self.upload_scope)
+            "SELECT url, expires_at FROM uploads WHERE sha256=%s AND scope=%s AND tenant=%s",
+            (_text(sha256), self.upload_scope, tenant),
         )
         return (rows[0][0], _utc(rows[0][1])) if rows else None
 
-    async def remember_upload(self, sha256: str, url: str, expires_at: datetime) -> None:
+    async def remember_upload(
+        self, sha256: str, url: str, expires_at: datetime, *, tenant: str = DEFAULT_TENANT
+    ) -> None:
         await self._write(
-            "INSERT INTO uploads (sha256, scope, url, expires_at) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (sha256, scope) DO UPDATE SET url=excluded.url, expires_at=excluded.expires_at",
-            (_text(sha256), self.upload_scope, _text(url), expires_at),
+            "INSERT INTO uploads (sha256, scope, tenant, url, expires_at) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (sha256, scope, tenant) DO UPDATE SET url=excluded.url, expires_at=excluded.expires_at",
+            (_text(sha256), self.upload_scope, tenant, _text(url), expires_at),
         )
 
     # -- rows ----------------------------------------------------------------------------------
@@ -420,12 +438,16 @@ class PostgresLedger:
             r.offline,
             r.created_at,
             r.updated_at,
+            r.tenant,
         )
 
     @staticmethod
     def _record(row: TupleRow) -> TaskRecord:
-        key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created, updated = row
+        key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created, updated = row[
+            :12
+        ]
         return TaskRecord(
+            tenant=row[12],
             key=key,
             task_id=task_id,
             request=GenerateRequest.model_validate_json(request),

@@ -95,6 +95,8 @@ class TaskRecord(BaseModel):
 
     key: str
     request: GenerateRequest
+    tenant: str = "default"
+    """Who the row belongs to: the HTTP token's tenant, or ``default`` (stdio, one token, no auth)."""
     phase: Phase = "submitting"
     endpoint: Endpoint | None = None
     task_id: str | None = None

@@ -35,6 +35,7 @@ from nano_banana_mcp.tasks.store import LedgerStore
 
 __all__ = [
     "COLLECT_WAIT",
+    "DEFAULT_TENANT",
     "OFFLINE_NOTE",
     "ProgressCallback",
     "RootsProvider",
@@ -57,6 +58,8 @@ UPLOAD_REUSE_MARGIN = timedelta(hours=1)
 COLLECT_WAIT = 30
 """The ``wait_seconds`` our advice names: well under the ~60 s at which hosts cut a call off."""
 OFFLINE_NOTE = "Offline mode: these are placeholder images from the built-in emulator, not generated images."
+DEFAULT_TENANT = "default"
+"""The tenant of stdio, of a single HTTP token, and of a server without auth."""
 _LEDGER_POLL = 0.25  # how often a wait re-reads the ledger for a task another process is working on
 _PREVIEWS_KEPT = 64  # previews are at most THUMBNAIL_MAX_BYTES (80 KB): ~5 MB in all
 
@@ -241,7 +244,12 @@ class Service:
     # -- generate ------------------------------------------------------------------------------
 
     async def submit(
-        self, request: GenerateRequest, client_roots: RootsProvider | None = None, count: int = 1
+        self,
+        request: GenerateRequest,
+        client_roots: RootsProvider | None = None,
+        count: int = 1,
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> list[TaskRecord]:
         """Check, resolve and upload the references once, write ``count`` rows (each its own task, key and charge)
         and hand them to the runner, which sends the creates.
@@ -260,10 +268,12 @@ class Service:
             resolution=request.resolution,
         )
         _, runner = self._require_client()
-        resolved = await self._resolve_references(request.images, client_roots)
-        urls = [ref if isinstance(ref, str) else await self._upload_cached(ref) for ref in resolved]
+        resolved = await self._resolve_references(request.images, client_roots, tenant)
+        urls = [ref if isinstance(ref, str) else await self._upload_cached(ref, tenant) for ref in resolved]
         ready = request.model_copy(update={"images": tuple(urls)})
-        records = [TaskRecord(key=str(uuid.uuid4()), request=ready, offline=self.offline) for _ in range(count)]
+        records = [
+            TaskRecord(key=str(uuid.uuid4()), request=ready, offline=self.offline, tenant=tenant) for _ in range(count)
+        ]
         # Each row (with its idempotency key) exists before its create is sent, and the runner has it before this
         # call can be cancelled: whatever happens next, each task is made once, followed and saved.
         with anyio.CancelScope(shield=True):
@@ -279,11 +289,13 @@ class Service:
         on_progress: ProgressCallback | None = None,
         client_roots: RootsProvider | None = None,
         count: int = 1,
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> TaskResult:
         """Submit, then wait for every task. A create the API refused for good (nothing made, in every task of the
         call) is raised as ``MonetError``."""
-        records = await self.submit(request, client_roots, count)
-        results = await self._wait_all([r.key for r in records], wait_seconds, on_progress)
+        records = await self.submit(request, client_roots, count, tenant=tenant)
+        results = await self._wait_all([r.key for r in records], wait_seconds, on_progress, tenant)
         refused = [
             r for r, record in zip(results, records, strict=True) if r.status == "failed" and r.task_id == record.key
         ]
@@ -292,11 +304,11 @@ class Service:
         return combine(results)
 
     async def _wait_all(
-        self, keys: Sequence[str], wait_seconds: float, on_progress: ProgressCallback | None
+        self, keys: Sequence[str], wait_seconds: float, on_progress: ProgressCallback | None, tenant: str
     ) -> list[TaskResult]:
         """Wait for several tasks at once, one deadline for all; progress is their mean."""
         if len(keys) == 1:
-            return [await self.wait(keys[0], wait_seconds, on_progress)]
+            return [await self.wait(keys[0], wait_seconds, on_progress, tenant=tenant)]
         done: dict[int, float] = {}
         results: dict[int, TaskResult] = {}
 
@@ -307,18 +319,25 @@ class Service:
                     mean = sum(done.values()) / len(keys)
                     await on_progress(mean, 100.0, f"{len(keys)} tasks {mean:.0f}%")
 
-            results[index] = await self.wait(key, wait_seconds, progress)
+            results[index] = await self.wait(key, wait_seconds, progress, tenant=tenant)
 
         async with anyio.create_task_group() as tg:
             for index, key in enumerate(keys):
                 tg.start_soon(one, index, key)
         return [results[i] for i in range(len(keys))]
 
-    async def wait(self, handle: str, wait_seconds: float, on_progress: ProgressCallback | None = None) -> TaskResult:
-        """Wait up to ``wait_seconds`` for the task to finish (images saved), reporting progress."""
-        record = await self.ledger.find(handle)
+    async def wait(
+        self,
+        handle: str,
+        wait_seconds: float,
+        on_progress: ProgressCallback | None = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+    ) -> TaskResult:
+        """Wait up to ``wait_seconds`` for the tenant's task to finish (images saved), reporting progress."""
+        record = await self.ledger.find(handle, tenant=tenant)
         if record is None:
-            return await self.get(handle)
+            return await self.get(handle, tenant=tenant)
         key = record.key
         self._resume(record)
         last: tuple[str, float | None] | None = None
@@ -342,28 +361,41 @@ class Service:
 
     # -- look-ups ------------------------------------------------------------------------------
 
-    async def get(self, handle: str) -> TaskResult:
-        """A task by id: from the ledger when known, else from the API (tasks made elsewhere)."""
-        record = await self.ledger.find(handle)
+    @property
+    def tenants(self) -> bool:
+        """Several tenants share this server (a tokens file): each sees its own rows only, never the API's lists,
+        which hold every tenant's tasks (the API account is shared)."""
+        return self.settings.http_tokens_file is not None
+
+    async def get(self, handle: str, *, tenant: str = DEFAULT_TENANT) -> TaskResult:
+        """A task by id: from the tenant's ledger rows when known, else from the API (tasks made elsewhere).
+
+        With tenants, a task not in the tenant's rows is unknown, without asking the API: another tenant's task
+        answers exactly like one that does not exist.
+        """
+        record = await self.ledger.find(handle, tenant=tenant)
         if record is not None:
             self._resume(record)
             return self.result(await self._current(record.key) or record)
+        unknown = f"No task {handle!r} is known here or at the API. Use list_tasks to see recent tasks."
         client, _ = self._require_client()
+        if self.tenants:
+            raise TaskNotFound(unknown)
         try:
             task = await client.get_task(handle)
         except NotFound as err:
-            raise TaskNotFound(
-                f"No task {handle!r} is known here or at the API. Use list_tasks to see recent tasks."
-            ) from err
+            raise TaskNotFound(unknown) from err
         return self._foreign_result(task)
 
-    async def list_tasks(self, page: int = 1, page_size: int = 20, status: Status | None = None) -> TaskList:
-        """Tasks newest first: this data dir's ledger (filtered in SQL), plus the API's own list."""
-        records = await self.ledger.recent(page_size, (page - 1) * page_size, status)
+    async def list_tasks(
+        self, page: int = 1, page_size: int = 20, status: Status | None = None, *, tenant: str = DEFAULT_TENANT
+    ) -> TaskList:
+        """Tasks newest first: the tenant's ledger rows (filtered in SQL), and the API's list (not with tenants)."""
+        records = await self.ledger.recent(page_size, (page - 1) * page_size, status, tenant=tenant)
         results = [self.result(await self._current(r.key) or r) for r in records]
-        total_local = await self.ledger.count(status)
+        total_local = await self.ledger.count(status, tenant=tenant)
         total_api, api_error = None, None
-        if self.client is not None:
+        if self.client is not None and not self.tenants:
             try:
                 api_page = await self.client.list_tasks(page, page_size)
             except MonetError as err:
@@ -371,7 +403,7 @@ class Service:
             else:
                 total_api = api_page.total
                 page_tasks = api_page.tasks[:page_size]  # an API that sends more than asked for gets no more read
-                ours = await self.ledger.known_task_ids([t.id for t in page_tasks])
+                ours = await self.ledger.known_task_ids([t.id for t in page_tasks], tenant=tenant)
                 for task in page_tasks:
                     if task.id not in ours:
                         foreign = self._foreign_result(task)
@@ -387,12 +419,15 @@ class Service:
             api_error=api_error,
         )
 
-    async def upload(self, path: str, client_roots: RootsProvider | None = None) -> UploadedReference:
-        """Upload one local reference image (checked first); reuse a still-valid earlier upload."""
+    async def upload(
+        self, path: str, client_roots: RootsProvider | None = None, *, tenant: str = DEFAULT_TENANT
+    ) -> UploadedReference:
+        """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant."""
         self._require_client()
         roots = await self._roots(client_roots)
         ref = await anyio.to_thread.run_sync(self._check_one, path, roots)
-        url, expires = await self._upload_cached(ref), await self.ledger.cached_upload(ref.sha256)
+        url = await self._upload_cached(ref, tenant)
+        expires = await self.ledger.cached_upload(ref.sha256, tenant=tenant)
         assert expires is not None
         return UploadedReference(
             url=url, expires_at=expires[1], sha256=ref.sha256, mime_type=ref.mime_type, size_bytes=len(ref.data)
@@ -406,9 +441,10 @@ class Service:
         """
         return await self.previews.get(path, self.image_work)
 
-    async def image_file(self, handle: str, index: int) -> Path:
-        """The saved file of one output, only if it lies inside the output folder (the ledger is not trusted)."""
-        result = await self.get(handle)
+    async def image_file(self, handle: str, index: int, *, tenant: str = DEFAULT_TENANT) -> Path:
+        """The saved file of one of the tenant's outputs, only if it lies inside the output folder (the ledger is not
+        trusted)."""
+        result = await self.get(handle, tenant=tenant)
         if not 0 <= index < len(result.images):
             raise TaskNotFound(f"Task {handle} has no image {index}.")
         path = result.images[index].path
@@ -492,6 +528,16 @@ class Service:
         return self.client, self.runner
 
     def _check_one(self, path: str, roots: Sequence[Path]) -> ReferenceFile:
+        """A local reference, read only from ``roots``; with tenants, never from the output folder by path (it holds
+        every tenant's images: each reaches its own through their ``nano-banana://`` URIs)."""
+        if self.tenants and Path(path).expanduser().resolve().is_relative_to(self.settings.output_dir):
+            raise InvalidRequest(
+                f"{path[:200]!r} is in the server's output folder, which is not read by path here: pass an image's "
+                "nano-banana://tasks/{task_id}/images/{n} URI (each result's images[].uri) instead."
+            )
+        return self._read_one(path, roots)
+
+    def _read_one(self, path: str, roots: Sequence[Path]) -> ReferenceFile:
         return check_reference(path, max_bytes=self.settings.max_reference_bytes, roots=roots)
 
     async def _roots(self, client_roots: RootsProvider | None) -> list[Path]:
@@ -499,7 +545,7 @@ class Service:
         return [*self.settings.reference_roots(), *extra]
 
     async def _resolve_references(
-        self, images: Sequence[str], client_roots: RootsProvider | None
+        self, images: Sequence[str], client_roots: RootsProvider | None, tenant: str
     ) -> list[str | ReferenceFile]:
         """Each reference as a URL to pass on, or an image to upload; every one is checked before any is uploaded.
 
@@ -516,7 +562,7 @@ class Service:
             elif ref[:5].lower() == "data:":
                 resolved.append(await anyio.to_thread.run_sync(self._data_reference, index, ref))
             elif ref.startswith("nano-banana:"):
-                resolved.append(await self._result_reference(index, ref))
+                resolved.append(await self._result_reference(index, ref, tenant))
             elif "://" in ref or ref.startswith("file:"):
                 raise InvalidRequest(
                     f"images[{index}] {ref[:80]!r} is not usable: pass an https:// URL, a URL from upload_reference, "
@@ -555,7 +601,7 @@ class Service:
             )
         return ref
 
-    async def _result_reference(self, index: int, uri: str) -> ReferenceFile:
+    async def _result_reference(self, index: int, uri: str, tenant: str) -> ReferenceFile:
         """The saved file of an earlier result of this server, checked like any reference and uploaded.
 
         The API documents no lifetime for its output URLs, so whether one is still valid cannot be known without
@@ -568,7 +614,7 @@ class Service:
                 " (each result's images[].uri)."
             )
         handle, number = match.group(1), int(match.group(2))
-        record = await self.ledger.find(handle)
+        record = await self.ledger.find(handle, tenant=tenant)
         if record is None:
             raise InvalidRequest(
                 f"images[{index}] names task {handle!r}, which this server did not make: a nano-banana:// URI must "
@@ -586,19 +632,19 @@ class Service:
                 f"images[{index}] asks for image {number} of task {record.handle}, which has "
                 f"{len(record.images)} (numbered from 0)."
             )
-        path = await self.image_file(record.handle, number)
+        path = await self.image_file(record.handle, number, tenant=tenant)
         output = [self.settings.output_dir]
-        return await anyio.to_thread.run_sync(self._check_one, str(path), output)
+        return await anyio.to_thread.run_sync(self._read_one, str(path), output)  # the tenant's own, found by URI
 
     def _is_own_upload(self, ref: str) -> bool:
         # The offline emulator serves plain http on loopback; its upload URLs are fine to pass back.
         return self.client is not None and ref.startswith(self.client.base_url + "/")
 
-    async def _upload_cached(self, ref: ReferenceFile) -> str:
-        cached = await self.ledger.cached_upload(ref.sha256)
+    async def _upload_cached(self, ref: ReferenceFile, tenant: str) -> str:
+        cached = await self.ledger.cached_upload(ref.sha256, tenant=tenant)
         if cached is not None and cached[1] - UPLOAD_REUSE_MARGIN > now():
             return cached[0]
         client, _ = self._require_client()
         uploaded = await client.upload_file(ref.data, ref.upload_name, ref.mime_type)
-        await self.ledger.remember_upload(ref.sha256, uploaded.url, now() + UPLOAD_LIFETIME)
+        await self.ledger.remember_upload(ref.sha256, uploaded.url, now() + UPLOAD_LIFETIME, tenant=tenant)
         return uploaded.url

@@ -9,7 +9,9 @@ team server). Both keep the same promises:
   a claim is a compare-and-set, and a process whose row was taken over is refused its next write
   (:class:`RowTaken`) and stops;
 - the schema is versioned and migrated once, however many processes start together;
-- uploads are cached by content hash, per API.
+- uploads are cached by content hash, per API and tenant;
+- every look-up a caller makes (``find``, ``known_task_ids``, ``recent``, ``count``, the upload cache) is of one
+  tenant's rows; the runner's own work (``get`` by key, ``claim``, ``claimable``, ``save``) spans every tenant.
 
 Every failure to reach, migrate, read or write the database is a ``ConfigError`` naming it and the setting.
 """
@@ -61,21 +63,28 @@ class LedgerStore(Protocol):
         """Write the row's new state; :class:`RowTaken` if another process owns it now."""
         ...
 
-    async def get(self, key: str) -> TaskRecord | None: ...
-
-    async def find(self, handle: str) -> TaskRecord | None:
-        """The row an agent means: by the API's task id, or by our own key before the API named it."""
+    async def get(self, key: str) -> TaskRecord | None:
+        """The row with this key, of any tenant: for the runner, and for keys read from a tenant's own rows."""
         ...
 
-    async def known_task_ids(self, task_ids: Sequence[str]) -> set[str]:
-        """Which of these API task ids have a row here (one query, however many)."""
+    async def find(self, handle: str, *, tenant: str = "default") -> TaskRecord | None:
+        """This tenant's row an agent means: by the API's task id, or by our own key before the API named it.
+
+        Another tenant's row is not found: to a caller it does not exist.
+        """
         ...
 
-    async def recent(self, limit: int, offset: int = 0, status: Status | None = None) -> list[TaskRecord]:
-        """Rows newest first, optionally only those with this public status."""
+    async def known_task_ids(self, task_ids: Sequence[str], *, tenant: str = "default") -> set[str]:
+        """Which of these API task ids have a row of this tenant here (one query, however many)."""
         ...
 
-    async def count(self, status: Status | None = None) -> int: ...
+    async def recent(
+        self, limit: int, offset: int = 0, status: Status | None = None, *, tenant: str = "default"
+    ) -> list[TaskRecord]:
+        """This tenant's rows newest first, optionally only those with this public status."""
+        ...
+
+    async def count(self, status: Status | None = None, *, tenant: str = "default") -> int: ...
 
     # -- owners ----------------------------------------------------------------------------------
 
@@ -91,6 +100,8 @@ class LedgerStore(Protocol):
 
     # -- uploads ---------------------------------------------------------------------------------
 
-    async def cached_upload(self, sha256: str) -> tuple[str, datetime] | None: ...
+    async def cached_upload(self, sha256: str, *, tenant: str = "default") -> tuple[str, datetime] | None: ...
 
-    async def remember_upload(self, sha256: str, url: str, expires_at: datetime) -> None: ...
+    async def remember_upload(
+        self, sha256: str, url: str, expires_at: datetime, *, tenant: str = "default"
+    ) -> None: ...

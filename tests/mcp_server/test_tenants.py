@@ -1,0 +1,293 @@
+"""Tenants (``NANO_BANANA_HTTP_TOKENS_FILE``): one bearer token per tenant, each tenant blind to the others' tasks,
+images, resources and uploads; another tenant's task answers exactly like an unknown one. The real ASGI app over
+real HTTP (uvicorn in a thread), SDK clients sending each tenant's token."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from pydantic import SecretStr
+
+from nano_banana_mcp.config import Settings
+from nano_banana_mcp.errors import ConfigError
+from nano_banana_mcp.mcp_server import http_app
+from nano_banana_mcp.mcp_server.app import TenantTokenVerifier
+from nano_banana_mcp.mcp_server.http import bind, http_auth, read_tokens_file
+
+pytestmark = pytest.mark.anyio
+
+ALICE = "alice-token-0123456789"
+BOB = "bob-token-9876543210"  # written in the file as its sha256: digest
+UNKNOWN = "task_nope0000000000"
+
+
+def _text(result: Any) -> str:
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+@dataclass
+class Served:
+    url: str
+    settings: Settings
+
+
+@pytest.fixture(scope="module")
+def tenants_server(tmp_path_factory, make_settings, emulator_server) -> Iterator[Served]:
+    """The HTTP app with a tokens file of two tenants: alice (plain token) and bob (``sha256:`` digest)."""
+    root = tmp_path_factory.mktemp("tenants")
+    tokens = root / "tokens"
+    bob_digest = hashlib.sha256(BOB.encode()).hexdigest()
+    tokens.write_text(f"# team\n\nalice {ALICE}\n  bob   sha256:{bob_digest.upper()}  \n")
+    settings = make_settings(emulator_server.base_url, root).model_copy(update={"http_tokens_file": tokens})
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(http_app(settings, "127.0.0.1", port), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    yield Served(f"http://127.0.0.1:{port}/mcp", settings)
+    server.should_exit = True
+    thread.join(10)
+
+
+@asynccontextmanager
+async def connect(served: Served, token: str, **kwargs: Any) -> AsyncIterator[Client]:
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+        Client(streamable_http_client(served.url, http_client=http), read_timeout_seconds=30, **kwargs) as client,
+    ):
+        yield client
+
+
+async def _resource_error(client: Client, uri: str) -> tuple[int, str]:
+    with pytest.raises(MCPError) as caught:
+        await client.read_resource(uri)
+    return caught.value.error.code, caught.value.error.message
+
+
+def _same(text: str, task_id: str) -> str:
+    """An answer with the task id it names replaced: what an unknown id's answer must equal."""
+    return text.replace(task_id, "<id>")
+
+
+async def test_each_tenant_is_blind_to_the_others_tasks_images_and_uploads(
+    tenants_server: Served, emulator, png
+) -> None:
+    """Alice's task, its image and resources, and her upload do not exist for bob: by id (the same error text and
+    code as an id nobody made), by list, as a reference; and bob's upload of the same file is his own."""
+    reference = png(tenants_server.settings.allowed_dirs[0] / "refs" / "cat.png")
+    async with connect(tenants_server, ALICE) as alice, connect(tenants_server, BOB) as bob:
+        made = await alice.call_tool("generate_image", {"prompt": "alice's secret"})
+        assert not made.is_error, _text(made)
+        task_id = made.structured_content["task_id"]
+        task_uri = f"nano-banana://tasks/{task_id}"
+        image_uri = made.structured_content["images"][0]["uri"]
+        assert (await alice.read_resource(image_uri)).contents  # hers to read
+
+        # get_task: the same answer as for an id nobody made
+        theirs = await bob.call_tool("get_task", {"task_id": task_id})
+        unknown = await bob.call_tool("get_task", {"task_id": UNKNOWN})
+        assert theirs.is_error and unknown.is_error
+        assert _same(_text(theirs), task_id) == _same(_text(unknown), UNKNOWN)
+        assert "alice's secret" not in _text(theirs)
+
+        # resources/read of the task and of its image
+        for uri in (task_uri, image_uri):
+            unknown_uri = uri.replace(task_id, UNKNOWN)
+            code, message = await _resource_error(bob, uri)
+            unknown_code, unknown_message = await _resource_error(bob, unknown_uri)
+            assert (code, _same(message, task_id)) == (unknown_code, _same(unknown_message, UNKNOWN))
+
+        # a nano-banana:// reference to her image
+        edits = [
+            await bob.call_tool("generate_image", {"prompt": "edit", "images": [uri]})
+            for uri in (image_uri, image_uri.replace(task_id, UNKNOWN))
+        ]
+        assert all(e.is_error for e in edits)
+        assert _same(_text(edits[0]), task_id) == _same(_text(edits[1]), UNKNOWN)
+
+        # nor her saved file by its path (the output folder is every tenant's)
+        path = made.structured_content["images"][0]["path"]
+        for tool, args in (("upload_reference", {"path": path}), ("generate_image", {"prompt": "x", "images": [path]})):
+            by_path = await bob.call_tool(tool, args)
+            assert by_path.is_error and "output folder" in _text(by_path)
+        mine = await alice.call_tool("upload_reference", {"path": path})
+        assert mine.is_error  # the same for her: her own images go by their URI
+        ok = await alice.call_tool("generate_image", {"prompt": "edit mine", "images": [image_uri]})
+        assert not ok.is_error, _text(ok)
+        uploads_so_far = emulator.uploads
+
+        # list_tasks: each sees their own rows only, and never the API's shared list
+        bob_list = (await bob.call_tool("list_tasks", {})).structured_content
+        alice_list = (await alice.call_tool("list_tasks", {})).structured_content
+        assert bob_list["tasks"] == [] and bob_list["total_local"] == 0
+        assert [t["task_id"] for t in alice_list["tasks"]] == [ok.structured_content["task_id"], task_id]
+        assert alice_list["total_api"] is None and bob_list["total_api"] is None
+
+        # the upload cache is per tenant
+        first = await alice.call_tool("upload_reference", {"path": str(reference)})
+        again = await alice.call_tool("upload_reference", {"path": str(reference)})
+        assert emulator.uploads == uploads_so_far + 1
+        assert again.structured_content["url"] == first.structured_content["url"]
+        his = await bob.call_tool("upload_reference", {"path": str(reference)})
+        assert not his.is_error, _text(his)
+        assert emulator.uploads == uploads_so_far + 2
+        assert his.structured_content["url"] != first.structured_content["url"]
+
+        # and bob's own work is his
+        own = await bob.call_tool("generate_image", {"prompt": "bob's"})
+        assert not own.is_error, _text(own)
+        bob_list = (await bob.call_tool("list_tasks", {})).structured_content
+        assert [t["task_id"] for t in bob_list["tasks"]] == [own.structured_content["task_id"]]
+        gone = await alice.call_tool("get_task", {"task_id": own.structured_content["task_id"]})
+        assert gone.is_error
+
+
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
+async def test_subscriptions_are_per_tenant(tenants_server: Served, emulator) -> None:
+    """A legacy subscribe to another tenant's task is refused like an unknown one; a 2026 listen on it hears
+    nothing, while its own tenant hears it finish."""
+    emulator.task_seconds = 0.5
+    async with connect(tenants_server, ALICE) as alice:
+        made = await alice.call_tool("generate_image", {"prompt": "later", "wait_seconds": 0})
+        task_id = made.structured_content["task_id"]
+        uri = f"nano-banana://tasks/{task_id}"
+        async with connect(tenants_server, BOB, mode="legacy") as bob_legacy:
+            errors = []
+            for target in (uri, f"nano-banana://tasks/{UNKNOWN}"):
+                with pytest.raises(MCPError) as caught:
+                    await bob_legacy.subscribe_resource(target)
+                errors.append((caught.value.error.code, caught.value.error.message.replace(target, "<uri>")))
+            assert errors[0] == errors[1]
+        async with connect(tenants_server, ALICE, mode="legacy") as alice_legacy:
+            await alice_legacy.subscribe_resource(uri)  # her own task: accepted
+        heard: dict[str, list[str]] = {"alice": [], "bob": []}
+
+        async def listen(name: str, client: Client) -> None:
+            async with client.listen(resource_subscriptions=[uri]) as sub:
+                async for event in sub:
+                    heard[name].append(event.uri)
+
+        async with connect(tenants_server, BOB) as bob:
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(listen, "bob", bob)
+                    async with alice.listen(resource_subscriptions=[uri]) as sub:
+                        async for event in sub:
+                            heard["alice"].append(event.uri)
+                            break
+                    await anyio.sleep(0.3)  # time for a leaked event to arrive
+                    tg.cancel_scope.cancel()
+    assert heard == {"alice": [uri], "bob": []}
+
+
+def test_tokens_map_to_their_tenant_and_sha256_entries_take_the_token_not_the_digest(
+    tenants_server: Served,
+) -> None:
+    """Each token (plain or by digest) is accepted; the digest itself, a guess or nothing is 401."""
+    base = tenants_server.url
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    digest = hashlib.sha256(BOB.encode()).hexdigest()
+    for token, status in ((ALICE, 200), (BOB, 200), (f"sha256:{digest}", 401), (digest, 401), ("guess", 401)):
+        answer = httpx.post(base, json=hello, headers=headers | {"Authorization": f"Bearer {token}"}, timeout=20)
+        assert answer.status_code == status, token
+        assert ALICE not in answer.text and BOB not in answer.text
+
+
+async def test_verifier_names_the_tenant_in_the_subject(tmp_path: Path) -> None:
+    (tmp_path / "tokens").write_text(f"alice {ALICE}\nbob sha256:{hashlib.sha256(BOB.encode()).hexdigest()}\n")
+    verifier = TenantTokenVerifier(read_tokens_file(tmp_path / "tokens"))
+    alice, bob = await verifier.verify_token(ALICE), await verifier.verify_token(BOB)
+    assert alice is not None and alice.subject == "alice" and alice.token != ALICE
+    assert bob is not None and bob.subject == "bob"
+    for wrong in (ALICE[:-1], ALICE + "x", "", BOB.upper()):
+        assert await verifier.verify_token(wrong) is None
+
+
+SECRET = "do-not-print-me-42"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "says"),
+    [
+        (f"alice {SECRET}\n\n# c\nalice other-token\n", 4, "already given on line 1"),
+        (f"alice {SECRET}\nbob {SECRET}\n", 2, "also the token of line 1"),
+        (f"alice {SECRET}\nbob sha256:{hashlib.sha256(SECRET.encode()).hexdigest()}\n", 2, "also the token of line 1"),
+        (f"# c\n{SECRET}\n", 2, "no token"),
+        ("alice sha256:abc\n", 1, "64 hex digits"),
+        (f"alice {SECRET} ALICE_MONET_KEY\n", 1, "not supported yet"),
+        (f"alice {SECRET} x y\n", 1, "4 fields"),
+        (f"al/ice {SECRET}\n", 1, "tenant name"),
+        (f"alice {SECRET}\u00e9\n", 1, "header cannot carry"),
+    ],
+)
+def test_a_malformed_tokens_file_is_refused_naming_the_line_never_the_token(
+    settings: Settings, tmp_path: Path, text: str, line: int, says: str
+) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        http_auth(settings.model_copy(update={"http_tokens_file": path}), "127.0.0.1")
+    message = str(caught.value)
+    assert f"{path} line {line}:" in message
+    assert says in message
+    assert SECRET not in message
+
+
+def test_an_empty_tokens_file_or_two_token_settings_are_refused(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("# nobody yet\n\n")
+    with pytest.raises(ConfigError, match="holds no tenant"):
+        http_auth(settings.model_copy(update={"http_tokens_file": path}), "127.0.0.1")
+    path.write_text(f"alice {ALICE}\n")
+    both = settings.model_copy(update={"http_tokens_file": path, "http_token": SecretStr(SECRET)})
+    with pytest.raises(ConfigError, match="set only one"):
+        http_auth(both, "127.0.0.1")
+    with pytest.raises(ConfigError, match="both set"):
+        http_auth(settings.model_copy(update={"http_tokens_file": path}), "127.0.0.1", no_auth=True)
+
+
+def test_the_server_refuses_to_start_on_a_malformed_tokens_file(
+    process_env: dict[str, str], command: str, tmp_path: Path
+) -> None:
+    """`serve --http` with a malformed line exits with the file and line, and without the token."""
+    (tmp_path / "tokens").write_text(f"alice {ALICE}\nbob\n")
+    env = process_env | {"NANO_BANANA_HTTP_TOKENS_FILE": str(tmp_path / "tokens")}
+    done = subprocess.run(
+        [command, "serve", "--http", "--port", "0"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode != 0
+    assert f"{tmp_path / 'tokens'} line 2:" in done.stderr
+    assert ALICE not in done.stderr + done.stdout
+
+
+def test_the_start_line_names_the_file_not_a_token(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "tokens").write_text(f"alice {ALICE}\n")
+    auth = http_auth(settings.model_copy(update={"http_tokens_file": tmp_path / "tokens"}), "127.0.0.1")
+    assert auth.required and auth.token is None
+    message = auth.start_message("http://127.0.0.1:8000/mcp")
+    assert "1 tenant" in message and str(tmp_path / "tokens") in message
+    assert ALICE not in message
