@@ -101,6 +101,22 @@ class Settings(BaseSettings):
         description="File of `tenant token` lines (token may be sha256:<hex>): one bearer token per tenant, each "
         "tenant seeing only its own tasks, images and uploads (instead of http_token).",
     )
+    oauth_issuer: str | None = Field(
+        default=None,
+        description="Your identity provider's issuer URL (https://...): HTTP clients sign in there, and the server "
+        "accepts the JWT access tokens it signs (RS256/ES256) for oauth_audience (instead of http_token).",
+    )
+    oauth_audience: str | None = Field(
+        default=None, description="The audience (aud) this server's access tokens carry; required with oauth_issuer."
+    )
+    oauth_tenant_claim: str = Field(
+        default="sub", description="The access-token claim that names the tenant (default: sub, the subject)."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The URL clients reach this HTTP server at, before /mcp (https://mcp.example.com behind a proxy "
+        "or load balancer): the protected-resource metadata names it (default: http://host:port as served).",
+    )
     database_url: SecretStr | None = Field(
         default=None,
         description="postgresql://user:password@host:port/database: keep the ledger in PostgreSQL, shared by every "

@@ -29,6 +29,7 @@ from nano_banana_mcp.errors import ConfigError, NanoBananaError
 from nano_banana_mcp.mcp_server.apps import ViewerApps, apps_only
 from nano_banana_mcp.mcp_server.http import HttpAuth, TenantToken, http_auth, transport_security
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
+from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
 from nano_banana_mcp.mcp_server.tools import IMAGE_URI, App, build_tools, service_of, tenant_of
 from nano_banana_mcp.runtime import open_service
 from nano_banana_mcp.tasks import COLLECT_WAIT, DEFAULT_TENANT, TaskRecord
@@ -129,12 +130,14 @@ def create_server(
     public_url: str | None = None,
     token: SecretStr | None = None,
     tenants: Sequence[TenantToken] = (),
+    oauth: OAuthConfig | None = None,
     health: Health | None = None,
 ) -> MCPServer[App]:
     """The MCP server for these settings; its lifespan owns the HTTP client and the task runner.
 
     With ``public_url`` and ``token`` (HTTP only), every request needs that bearer token (the tenant ``default``);
-    with ``tenants`` instead, one of theirs, and each request sees only its token's tenant's tasks.
+    with ``tenants`` instead, one of theirs, and each request sees only its token's tenant's tasks; with ``oauth``
+    instead, a JWT access token of that identity provider, whose subject (or configured claim) is the tenant.
     """
 
     bus = TenantBus()
@@ -177,7 +180,7 @@ def create_server(
         extensions=[ViewerApps()],  # MCP Apps: the viewer, bound to the tools that show images
         middleware=[apps_only, image_types],  # ... offered only to clients that negotiated it; images typed
         subscriptions=bus,
-        **_auth(token, tenants, public_url),
+        **_auth(token, tenants, public_url, oauth),
     )
     subscribers.install(mcp)
 
@@ -221,9 +224,20 @@ def http_app(
         raise ConfigError(f"Refusing to serve HTTP on {host} without a bearer token. Drop --no-auth.")
     name = normal_host(host)
     shown_host = f"[{name}]" if ":" in name else name
+    public_url = (settings.public_url or "").strip().rstrip("/") or f"http://{shown_host}:{port}"
+    if not public_url.startswith(("https://", "http://")) or public_url.endswith("/mcp"):
+        raise ConfigError(
+            "NANO_BANANA_PUBLIC_URL must be the https:// URL clients reach this server at, without the /mcp path "
+            "(for example https://mcp.example.com)."
+        )
     health = Health()
     mcp = create_server(
-        settings, public_url=f"http://{shown_host}:{port}", token=auth.token, tenants=auth.tenants, health=health
+        settings,
+        public_url=public_url,
+        token=auth.token,
+        tenants=auth.tenants,
+        oauth=auth.oauth,
+        health=health,
     )
     mcp.custom_route("/healthz", methods=["GET"])(health.endpoint)  # outside /mcp: no token, no Host check
     return mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))
@@ -290,9 +304,24 @@ class StaticTokenVerifier(TenantTokenVerifier):
         super().__init__([TenantToken(DEFAULT_TENANT, token.get_secret_value().encode())])
 
 
-def _auth(token: SecretStr | None, tenants: Sequence[TenantToken], public_url: str | None) -> dict[str, Any]:
-    """``MCPServer`` arguments that require this bearer token (or one of the tenants'), when serving HTTP."""
-    if public_url is None or (token is None and not tenants):
+def _auth(
+    token: SecretStr | None, tenants: Sequence[TenantToken], public_url: str | None, oauth: OAuthConfig | None = None
+) -> dict[str, Any]:
+    """``MCPServer`` arguments that require this bearer token (or one of the tenants', or the identity provider's
+    access tokens), when serving HTTP."""
+    if public_url is None:
+        return {}
+    if oauth is not None:
+        return {
+            "token_verifier": JwtVerifier(oauth),
+            "auth": AuthSettings(
+                issuer_url=AnyHttpUrl(oauth.issuer),  # the protected-resource metadata names the identity provider
+                resource_server_url=AnyHttpUrl(f"{public_url}/mcp"),
+                required_scopes=None,
+                validate_token_resource=False,  # the verifier checks the token's audience itself
+            ),
+        }
+    if token is None and not tenants:
         return {}
     verifier = TenantTokenVerifier(tenants) if tenants else StaticTokenVerifier(token) if token else None
     assert verifier is not None

@@ -3,7 +3,9 @@
 Every HTTP server requires a bearer token, as Jupyter does: the one configured (``NANO_BANANA_HTTP_TOKEN``, or
 the file named by ``NANO_BANANA_HTTP_TOKEN_FILE`` / ``--auth-token-file``), or else one made on the first
 start and kept in the data folder (mode 600 from the moment the file exists) for the next. Only ``--no-auth``
-on a loopback address serves without one, for local tools that cannot send headers.
+on a loopback address serves without one, for local tools that cannot send headers. With
+``NANO_BANANA_OAUTH_ISSUER`` the bearer token is instead an access token of the team's identity provider
+(:mod:`nano_banana_mcp.mcp_server.oauth`); it excludes every other kind.
 
 On loopback, the Host and Origin headers must name this server (a foreign Host is answered 421, a foreign
 Origin 403). The SDK turns that on by itself only for the exact strings ``127.0.0.1``, ``localhost`` and
@@ -24,6 +26,7 @@ import socket
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.transport_security import TransportSecuritySettings
@@ -32,6 +35,9 @@ from pydantic import SecretStr
 from nano_banana_mcp.config import Settings, is_loopback, normal_host
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.tasks.service import DEFAULT_TENANT
+
+if TYPE_CHECKING:
+    from nano_banana_mcp.mcp_server.oauth import OAuthConfig
 
 __all__ = [
     "TOKEN_FILE",
@@ -85,11 +91,13 @@ class HttpAuth:
     """The token was made by this server and kept in the data folder: the start-up line shows it."""
     tenants: tuple[TenantToken, ...] = ()
     """With a tokens file (``token`` is then None): each tenant's token; a request is its token's tenant's."""
+    oauth: OAuthConfig | None = None
+    """With an identity provider (``token`` is then None): its JWT access tokens; the tenant is their subject."""
 
     @property
     def required(self) -> bool:
         """Whether clients must send a bearer token (false only with ``--no-auth``)."""
-        return self.token is not None or bool(self.tenants)
+        return self.token is not None or bool(self.tenants) or self.oauth is not None
 
     def start_message(self, url: str) -> str:
         """What the server prints on stderr at start: where it is, and the exact line that connects a client.
@@ -97,6 +105,11 @@ class HttpAuth:
         The token itself is shown only when this server made it; a token the user set is named by where it is.
         """
         command = f"claude mcp add --transport http nano-banana {url}"
+        if self.oauth is not None:
+            return (
+                f"nano-banana MCP server on {url}; clients sign in through {self.oauth.issuer} (audience "
+                f"{self.oauth.audience}, tenant claim {self.oauth.tenant_claim}). Connect with:\n  {command}"
+            )
         if self.tenants:
             return (
                 f"nano-banana MCP server on {url} for {len(self.tenants)} tenant{'s' * (len(self.tenants) != 1)} "
@@ -130,6 +143,17 @@ def http_auth(settings: Settings, host: str, *, no_auth: bool = False) -> HttpAu
         (_TENANTS_SETTING, settings.http_tokens_file),
     )
     configured = [setting for setting, value in given if value is not None]  # an empty token is set, and refused
+    from nano_banana_mcp.mcp_server.oauth import ISSUER_SETTING, oauth_config  # noqa: PLC0415 - no cycle at import
+
+    oauth = oauth_config(settings)
+    if oauth is not None:
+        if no_auth or configured:
+            other = _NO_AUTH if no_auth else configured[0]
+            raise ConfigError(
+                f"Both {ISSUER_SETTING} and {other} are set: with an identity provider, clients sign in there and "
+                "send its access tokens; unset the other."
+            )
+        return HttpAuth(token=None, source=ISSUER_SETTING, oauth=oauth)
     if no_auth:
         if not is_loopback(host):
             raise ConfigError(

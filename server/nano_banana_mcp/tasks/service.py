@@ -363,9 +363,9 @@ class Service:
 
     @property
     def tenants(self) -> bool:
-        """Several tenants share this server (a tokens file): each sees its own rows only, never the API's lists,
-        which hold every tenant's tasks (the API account is shared)."""
-        return self.settings.http_tokens_file is not None
+        """Several tenants share this server (a tokens file, or an identity provider's subjects): each sees its own
+        rows only, never the API's lists, which hold every tenant's tasks (the API account is shared)."""
+        return self.settings.http_tokens_file is not None or bool((self.settings.oauth_issuer or "").strip())
 
     async def get(self, handle: str, *, tenant: str = DEFAULT_TENANT) -> TaskResult:
         """A task by id: from the tenant's ledger rows when known, else from the API (tasks made elsewhere).
