@@ -23,7 +23,6 @@ import httpx
 import httpx2
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
@@ -34,7 +33,7 @@ from pydantic import SecretStr
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.mcp_server import http_app, oauth
-from nano_banana_mcp.mcp_server.http import bind, http_auth
+from nano_banana_mcp.mcp_server.http import http_auth
 from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
 
 pytestmark = pytest.mark.anyio
@@ -128,18 +127,10 @@ def _oauth_settings(settings: Settings, issuer: str, **more: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def served(idp: IdP, tmp_path_factory, make_settings, emulator_server) -> Iterator[Served]:
+def served(idp: IdP, tmp_path_factory, make_settings, emulator_server, serve_http) -> Iterator[Served]:
     settings = _oauth_settings(make_settings(emulator_server.base_url, tmp_path_factory.mktemp("oauth")), idp.issuer)
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(http_app(settings, "127.0.0.1", port), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield Served(f"http://127.0.0.1:{port}", settings)
-    server.should_exit = True
-    thread.join(10)
+    with serve_http(settings) as base:
+        yield Served(base, settings)
 
 
 def hello(served: Served, token: str | None) -> httpx.Response:

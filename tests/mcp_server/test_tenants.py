@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +16,6 @@ import anyio
 import httpx
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -26,9 +23,8 @@ from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError
-from nano_banana_mcp.mcp_server import http_app
 from nano_banana_mcp.mcp_server.app import TenantTokenVerifier
-from nano_banana_mcp.mcp_server.http import bind, http_auth, read_tokens_file
+from nano_banana_mcp.mcp_server.http import http_auth, read_tokens_file
 
 pytestmark = pytest.mark.anyio
 
@@ -48,23 +44,15 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def tenants_server(tmp_path_factory, make_settings, emulator_server) -> Iterator[Served]:
+def tenants_server(tmp_path_factory, make_settings, emulator_server, serve_http) -> Iterator[Served]:
     """The HTTP app with a tokens file of two tenants: alice (plain token) and bob (``sha256:`` digest)."""
     root = tmp_path_factory.mktemp("tenants")
     tokens = root / "tokens"
     bob_digest = hashlib.sha256(BOB.encode()).hexdigest()
     tokens.write_text(f"# team\n\nalice {ALICE}\n  bob   sha256:{bob_digest.upper()}  \n")
     settings = make_settings(emulator_server.base_url, root).model_copy(update={"http_tokens_file": tokens})
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(http_app(settings, "127.0.0.1", port), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield Served(f"http://127.0.0.1:{port}/mcp", settings)
-    server.should_exit = True
-    thread.join(10)
+    with serve_http(settings) as base:
+        yield Served(f"{base}/mcp", settings)
 
 
 @asynccontextmanager

@@ -15,7 +15,6 @@ migrate, read or write the file is a :class:`ConfigError` that names the file an
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -25,11 +24,10 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.tasks.owners import OwnerLocks
-from nano_banana_mcp.tasks.records import UNFINISHED_PHASES, SavedImage, Status, TaskRecord, now
-from nano_banana_mcp.tasks.store import RowTaken
+from nano_banana_mcp.tasks.records import UNFINISHED_PHASES, Status, TaskRecord, now
+from nano_banana_mcp.tasks.store import RowTaken, record_from_row
 
 __all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "Ledger"]
 
@@ -365,24 +363,7 @@ class Ledger:
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> TaskRecord:
-        key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created, updated = row[
-            :12
-        ]
-        return TaskRecord(
-            tenant=row[12],
-            key=key,
-            task_id=task_id,
-            request=GenerateRequest.model_validate_json(request),
-            phase=phase,
-            endpoint=endpoint,
-            api_status=api_status,
-            progress=progress,
-            images=[SavedImage.model_validate(i) for i in json.loads(images)],
-            error=error,
-            offline=bool(offline),
-            created_at=datetime.fromisoformat(created),
-            updated_at=datetime.fromisoformat(updated),
-        )
+        return record_from_row(row, datetime.fromisoformat(row[10]), datetime.fromisoformat(row[11]))
 
     async def _one(self, column: str, value: str, tenant: str | None) -> TaskRecord | None:
         """The row whose ``column`` is ``value``, of this tenant (None: of any, for the runner's own work)."""

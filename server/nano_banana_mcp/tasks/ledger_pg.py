@@ -26,7 +26,6 @@ ever holds an owner lock. This module needs the ``team`` extra (``pip install 'n
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -42,10 +41,9 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
-from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import ConfigError
-from nano_banana_mcp.tasks.records import UNFINISHED_PHASES, SavedImage, Status, TaskRecord, now
-from nano_banana_mcp.tasks.store import RowTaken
+from nano_banana_mcp.tasks.records import UNFINISHED_PHASES, Status, TaskRecord, now
+from nano_banana_mcp.tasks.store import RowTaken, record_from_row
 
 __all__ = ["MIGRATIONS", "POOL_SIZE", "SCHEMA_VERSION", "PostgresLedger"]
 
@@ -443,24 +441,7 @@ class PostgresLedger:
 
     @staticmethod
     def _record(row: TupleRow) -> TaskRecord:
-        key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created, updated = row[
-            :12
-        ]
-        return TaskRecord(
-            tenant=row[12],
-            key=key,
-            task_id=task_id,
-            request=GenerateRequest.model_validate_json(request),
-            phase=phase,
-            endpoint=endpoint,
-            api_status=api_status,
-            progress=progress,
-            images=[SavedImage.model_validate(i) for i in json.loads(images)],
-            error=error,
-            offline=offline,
-            created_at=_utc(created),
-            updated_at=_utc(updated),
-        )
+        return record_from_row(row, _utc(row[10]), _utc(row[11]))
 
 
 async def _migrate(conn: _Connection, where: str) -> None:

@@ -18,14 +18,16 @@ Every failure to reach, migrate, read or write the database is a ``ConfigError``
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
+from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import NanoBananaError
-from nano_banana_mcp.tasks.records import Status, TaskRecord
+from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord
 
-__all__ = ["LedgerStore", "RowTaken"]
+__all__ = ["LedgerStore", "RowTaken", "record_from_row"]
 
 
 class RowTaken(NanoBananaError):
@@ -105,3 +107,24 @@ class LedgerStore(Protocol):
     async def remember_upload(
         self, sha256: str, url: str, expires_at: datetime, *, tenant: str = "default"
     ) -> None: ...
+
+
+def record_from_row(row: Sequence[Any], created_at: datetime, updated_at: datetime) -> TaskRecord:
+    """A task row as both ledgers select it (their ``_COLUMNS`` order, the tenant last), its times already read
+    by the backend (SQLite keeps ISO text, PostgreSQL timestamps)."""
+    key, task_id, request, phase, endpoint, api_status, progress, images, error, offline = row[:10]
+    return TaskRecord(
+        tenant=row[12],
+        key=key,
+        task_id=task_id,
+        request=GenerateRequest.model_validate_json(request),
+        phase=phase,
+        endpoint=endpoint,
+        api_status=api_status,
+        progress=progress,
+        images=[SavedImage.model_validate(i) for i in json.loads(images)],
+        error=error,
+        offline=bool(offline),
+        created_at=created_at,
+        updated_at=updated_at,
+    )
