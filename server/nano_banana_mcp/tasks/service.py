@@ -376,7 +376,7 @@ class Service:
         record = await self.ledger.find(handle, tenant=tenant)
         if record is not None:
             self._resume(record)
-            return self.result(await self._current(record.key) or record)
+            return self.result(self._fresh(record))
         unknown = f"No task {handle!r} is known here or at the API. Use list_tasks to see recent tasks."
         client, _ = self._require_client()
         if self.tenants:
@@ -392,7 +392,7 @@ class Service:
     ) -> TaskList:
         """Tasks newest first: the tenant's ledger rows (filtered in SQL), and the API's list (not with tenants)."""
         records = await self.ledger.recent(page_size, (page - 1) * page_size, status, tenant=tenant)
-        results = [self.result(await self._current(r.key) or r) for r in records]
+        results = [self.result(self._fresh(r)) for r in records]
         total_local = await self.ledger.count(status, tenant=tenant)
         total_api, api_error = None, None
         if self.client is not None and not self.tenants:
@@ -489,6 +489,11 @@ class Service:
             created_at=record.created_at,
             next_step=next_step,
         )
+
+    def _fresh(self, record: TaskRecord) -> TaskRecord:
+        """A row just read from the ledger, with the runner's fresher working copy when this process works on it."""
+        live = self.runner.live(record.key) if self.runner is not None else None
+        return live or record
 
     async def _current(self, key: str) -> TaskRecord | None:
         """The freshest state of a row: the runner's working copy when this process works on it, else the ledger's."""
@@ -620,7 +625,7 @@ class Service:
                 f"images[{index}] names task {handle!r}, which this server did not make: a nano-banana:// URI must "
                 "come from one of its own results (list_tasks shows them)."
             )
-        record = await self._current(record.key) or record
+        record = self._fresh(record)
         if record.phase != "downloaded":
             raise InvalidRequest(
                 f"images[{index}] names task {record.handle}, which is {record.status}"
