@@ -32,19 +32,7 @@ pytestmark = pytest.mark.anyio
 
 TOKEN = "s3cret-token"
 LOOPBACK_SPELLINGS = ["LOCALHOST", "Localhost", "0:0:0:0:0:0:0:1", "::0:1", "[::1]", "127.0.0.2", "127.0.0.1", "::1"]
-HELLO = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 FOREIGN = {"Host": "evil.example.com"}, {"Origin": "http://evil.example.com"}
-
-
-def hello(base: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    """An MCP initialize request to ``{base}/mcp`` with these extra headers."""
-    return httpx.post(f"{base}/mcp", json=HELLO, headers=MCP_HEADERS | (headers or {}), timeout=20)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -90,7 +78,7 @@ def served(tmp_path_factory, make_settings, emulator_server) -> Iterator[Callabl
 
 
 @pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
-def test_every_loopback_spelling_refuses_foreign_host_and_origin(served, host: str) -> None:
+def test_every_loopback_spelling_refuses_foreign_host_and_origin(served, host: str, hello) -> None:
     """On any spelling of loopback, a foreign Host is answered 421 and a foreign Origin 403, even with the token."""
     app = served(host)
     assert hello(app.base, bearer(TOKEN) | FOREIGN[0]).status_code == 421
@@ -107,20 +95,20 @@ def test_every_loopback_spelling_refuses_foreign_host_and_origin(served, host: s
         ("127.0.0.2", "localhost"),
     ],
 )
-def test_every_loopback_spelling_accepts_its_own_host_and_origin(served, host: str, named: str) -> None:
+def test_every_loopback_spelling_accepts_its_own_host_and_origin(served, host: str, named: str, hello) -> None:
     """The host:port served (and the plain loopback names with that port) pass as Host and as http:// Origin."""
     app = served(host)
     headers = {"Host": f"{named}:{app.port}", "Origin": f"http://{named}:{app.port}"}
     assert hello(app.base, bearer(TOKEN) | headers).status_code == 200
 
 
-def test_another_port_is_a_foreign_host(served) -> None:
+def test_another_port_is_a_foreign_host(served, hello) -> None:
     """Loopback with another port is another server: its name is refused."""
     app = served("localhost")
     assert hello(app.base, bearer(TOKEN) | {"Host": f"localhost:{app.port + 1}"}).status_code == 421
 
 
-def test_missing_token_gets_401_pointing_to_the_resource_metadata(served) -> None:
+def test_missing_token_gets_401_pointing_to_the_resource_metadata(served, hello) -> None:
     """Without the token: 401 with a WWW-Authenticate naming the protected-resource metadata, which is served."""
     app = served("127.0.0.1")
     response = hello(app.base)
@@ -131,7 +119,7 @@ def test_missing_token_gets_401_pointing_to_the_resource_metadata(served) -> Non
     assert metadata["resource"] == f"http://127.0.0.1:{app.port}/mcp"
 
 
-def test_app_without_a_configured_token_requires_the_one_it_keeps(served) -> None:
+def test_app_without_a_configured_token_requires_the_one_it_keeps(served, hello) -> None:
     """Built with no token set, the app still requires one: the token kept in the data dir."""
     app = served("127.0.0.1", token=False)
     kept = (app.settings.data_dir / TOKEN_FILE).read_text().strip()
@@ -242,7 +230,7 @@ def serving(command: str, env: dict[str, str], log: Path, *args: str) -> Iterato
 
 
 async def test_http_makes_a_token_and_prints_the_line_that_connects(
-    process_env: dict[str, str], command: str, tmp_path: Path
+    process_env: dict[str, str], command: str, tmp_path: Path, hello
 ) -> None:
     """With no token set, the server makes one, prints the exact `claude mcp add` line, and requires it: no token
     or a wrong one is 401; an SDK client sending the printed one lists the tools and generates an image."""
@@ -262,7 +250,7 @@ async def test_http_makes_a_token_and_prints_the_line_that_connects(
 
 
 def test_cli_on_localhost_in_capitals_refuses_foreign_host_and_origin(
-    process_env: dict[str, str], command: str, tmp_path: Path
+    process_env: dict[str, str], command: str, tmp_path: Path, hello
 ) -> None:
     """`serve --http --host LOCALHOST`: a foreign Host gets 421 and a foreign Origin 403; its own name gets 200."""
     with serving(command, process_env, tmp_path / "err.txt", "--host", "LOCALHOST") as server:
@@ -277,7 +265,7 @@ def test_cli_on_localhost_in_capitals_refuses_foreign_host_and_origin(
 
 @pytest.mark.parametrize("where", ["environment", "file"])
 def test_a_token_the_user_set_is_never_printed(
-    process_env: dict[str, str], command: str, tmp_path: Path, where: str
+    process_env: dict[str, str], command: str, tmp_path: Path, where: str, hello
 ) -> None:
     """A token from NANO_BANANA_HTTP_TOKEN or a token file is required, named by where it is, and not printed."""
     env = process_env | {"NANO_BANANA_HTTP_TOKEN": TOKEN}
@@ -294,7 +282,7 @@ def test_a_token_the_user_set_is_never_printed(
 
 
 def test_auth_token_flag_warns_that_others_can_see_it(
-    process_env: dict[str, str], command: str, tmp_path: Path
+    process_env: dict[str, str], command: str, tmp_path: Path, hello
 ) -> None:
     """--auth-token still works, with a warning that the process list shows it to other users."""
     with serving(command, process_env, tmp_path / "err.txt", "--auth-token", TOKEN) as server:
@@ -304,7 +292,7 @@ def test_auth_token_flag_warns_that_others_can_see_it(
 
 
 def test_no_auth_serves_loopback_without_a_token_and_warns(
-    process_env: dict[str, str], command: str, tmp_path: Path
+    process_env: dict[str, str], command: str, tmp_path: Path, hello
 ) -> None:
     """--no-auth on loopback answers without a token (DNS-rebinding protection still on) and warns on stderr."""
     with serving(command, process_env, tmp_path / "err.txt", "--no-auth") as server:
@@ -339,7 +327,7 @@ def test_cli_refuses_to_serve_publicly_without_a_token(
 
 
 def test_healthz_answers_without_a_token_and_names_no_secret(
-    process_env: dict[str, str], command: str, tmp_path: Path
+    process_env: dict[str, str], command: str, tmp_path: Path, hello
 ) -> None:
     """`GET /healthz` needs no token and says whether the ledger answers and the image folder is writable: 200
     when both hold, 503 naming which does not; never the token, the key or a path."""

@@ -40,13 +40,6 @@ pytestmark = pytest.mark.anyio
 
 AUDIENCE = "https://nano-banana.example/mcp"
 UNKNOWN = "task_nope0000000000"
-HELLO = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 def _b64(data: bytes) -> str:
@@ -133,9 +126,8 @@ def served(idp: IdP, tmp_path_factory, make_settings, emulator_server, serve_htt
         yield Served(base, settings)
 
 
-def hello(served: Served, token: str | None) -> httpx.Response:
-    auth = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return httpx.post(f"{served.base}/mcp", json=HELLO, headers=MCP_HEADERS | auth, timeout=20)
+def auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token is not None else {}
 
 
 @asynccontextmanager
@@ -244,12 +236,14 @@ REASONS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_TOKENS))
-def test_bad_tokens_get_a_plain_401(served: Served, idp: IdP, case: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_tokens_get_a_plain_401(
+    served: Served, idp: IdP, case: str, caplog: pytest.LogCaptureFixture, hello
+) -> None:
     """Each is refused for its own reason, named in the server's debug log only; the token is never logged."""
-    assert hello(served, idp.token()).status_code == 200  # the keys are fetched; the good token passes
+    assert hello(served.base, auth(idp.token())).status_code == 200  # the keys are fetched; the good token passes
     token = BAD_TOKENS[case](idp)
     with caplog.at_level(logging.DEBUG, logger="nano_banana_mcp.mcp_server.oauth"):
-        response = hello(served, token)
+        response = hello(served.base, auth(token))
     assert response.status_code == 401
     assert "mallory" not in response.text and "expired" not in response.text.lower()
     [reason] = [r.getMessage() for r in caplog.records if r.name == "nano_banana_mcp.mcp_server.oauth"]
@@ -257,17 +251,17 @@ def test_bad_tokens_get_a_plain_401(served: Served, idp: IdP, case: str, caplog:
     assert re.search(REASONS[case], reason, re.IGNORECASE), reason
 
 
-def test_unknown_kids_fetch_the_keys_at_most_once_a_minute(served: Served, idp: IdP) -> None:
-    assert hello(served, idp.token()).status_code == 200
+def test_unknown_kids_fetch_the_keys_at_most_once_a_minute(served: Served, idp: IdP, hello) -> None:
+    assert hello(served.base, auth(idp.token())).status_code == 200
     before = len(idp.jwks_fetches)
     for _ in range(5):
-        assert hello(served, _other_key(idp)).status_code == 401
+        assert hello(served.base, auth(_other_key(idp))).status_code == 401
     assert len(idp.jwks_fetches) - before <= 1
 
 
-def test_protected_resource_metadata_names_the_issuer(served: Served, idp: IdP) -> None:
+def test_protected_resource_metadata_names_the_issuer(served: Served, idp: IdP, hello) -> None:
     """A client without a token is pointed to the metadata, which names this resource and the issuer to sign in at."""
-    response = hello(served, None)
+    response = hello(served.base, auth(None))
     assert response.status_code == 401
     [metadata_url] = re.findall(r'resource_metadata="([^"]+)"', response.headers["www-authenticate"])
     metadata = httpx.get(metadata_url, timeout=10).json()

@@ -246,12 +246,17 @@ def _checked(text: str, setting: str, fix: str = _SET_ANOTHER) -> SecretStr:
     return SecretStr(token)
 
 
+def _read_capped(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    """A secrets file's bytes (at most ``limit`` + 1, so a caller can tell it is too long) and its status, both from
+    the one descriptor that was opened."""
+    with path.open("rb") as file:
+        return file.read(limit + 1), os.fstat(file.fileno())
+
+
 def _read_token(path: Path, setting: str, *, private: bool) -> SecretStr:
     """The token in a file; ``private`` (the one we keep): refuse it if other users can read it, as they must not."""
     try:
-        with path.open("rb") as file:
-            info = os.fstat(file.fileno())
-            data = file.read(_MAX_FILE_BYTES + 1)
+        data, info = _read_capped(path, _MAX_FILE_BYTES)
     except OSError as err:
         raise ConfigError(f"Cannot read the HTTP bearer token in {setting}: {err.strerror or err}.") from err
     if len(data) > _MAX_FILE_BYTES:
@@ -298,9 +303,7 @@ def read_tokens_file(path: Path) -> tuple[TenantToken, ...]:
     """
     where = f"the tokens file {path} ({_TENANTS_SETTING})"
     try:
-        with path.open("rb") as file:
-            info = os.fstat(file.fileno())
-            data = file.read(_MAX_TENANTS_BYTES + 1)
+        data, info = _read_capped(path, _MAX_TENANTS_BYTES)
     except OSError as err:
         raise ConfigError(f"Cannot read {where}: {err.strerror or err}.") from err
     if len(data) > _MAX_TENANTS_BYTES:
