@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -287,3 +288,91 @@ def postgres() -> Iterator[PostgresCluster]:
 def database_url(postgres: PostgresCluster) -> str:
     """The URL of a new, empty database on the session's cluster."""
     return postgres.new_database()
+
+
+# -- S3 ----------------------------------------------------------------------------------------------------------
+
+
+class S3Server:
+    """moto's standalone S3 server (``moto[server]``) on a free loopback port, as any S3-compatible service is
+    reached: through the standard AWS variables (``env``)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "AKIATESTNANOBANANA00",
+            "AWS_SECRET_ACCESS_KEY": "test-secret-access-key-never-shown",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        self._buckets = itertools.count(1)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
+                    return
+            except OSError:
+                if self._process.poll() is not None:
+                    raise RuntimeError(f"moto's S3 server exited ({self._process.returncode})") from None
+                time.sleep(0.05)
+        raise RuntimeError("moto's S3 server did not start within 10 s")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+
+    def client(self) -> Any:
+        import boto3  # noqa: PLC0415 - only the tests that use object storage need it
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.env["AWS_DEFAULT_REGION"],
+        )
+
+    def new_bucket(self) -> str:
+        """A new, empty bucket: its name."""
+        name = f"nano-banana-test-{next(self._buckets)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        """Every object key in ``bucket``."""
+        listed = self.client().list_objects_v2(Bucket=bucket)
+        return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One S3 API for the session. Skipped without moto, except under CI, where that fails."""
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("boto3") is None:
+        reason = "moto[server] and boto3 are not installed: pip install -e '.[test]'"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = S3Server()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def storage_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``s3://<a new bucket>/images``, with the AWS variables that reach the session's S3 server set in this
+    process's environment (and in ``s3_server.env`` for processes the test starts)."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{s3_server.new_bucket()}/images"

@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     database_url_file: Path | None = Field(
         default=None, description="File holding the PostgreSQL URL (instead of database_url)."
     )
+    storage_url: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix: keep saved images in this S3-compatible bucket (AWS, MinIO, R2; endpoint and "
+        "credentials from the standard AWS variables) instead of the output folder, so that every replica of a team "
+        "server serves them; results give a presigned link (default: the output folder).",
+    )
+    storage_link_seconds: int = Field(
+        default=3600, ge=60, le=7 * 24 * 3600, description="How long a presigned image link stays valid."
+    )
     max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest API answer read.")
     stream_stall_seconds: float = Field(
         default=120.0, gt=0, description="Leave an event stream that reports no change for this long."
