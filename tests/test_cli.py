@@ -226,3 +226,24 @@ def test_an_unreachable_database_is_one_clear_line(offline_env: dict[str, str], 
     assert "NANO_BANANA_DATABASE_URL" in line
     assert "nb@127.0.0.1" in line
     assert "pw-secret" not in proc.stderr
+
+
+def test_storage_url_keeps_the_image_in_the_bucket(
+    offline_env: dict[str, str], tmp_path: Path, s3_server, storage_url: str, run_cli
+) -> None:
+    """`--storage-url` saves the image in the bucket (credentials from the standard AWS variables) and prints where it
+    is; the output folder stays empty."""
+    proc = run_cli(["generate", "--offline", "--storage-url", storage_url, "a bucket"], offline_env | s3_server.env)
+    assert proc.returncode == 0, proc.stderr
+    [line] = proc.stdout.strip().splitlines()
+    bucket = storage_url.split("/")[2]
+    assert [f"s3://{bucket}/{key}" for key in s3_server.keys(bucket)] == [line]
+    assert not any((tmp_path / "out").rglob("*.png"))
+    assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in proc.stdout + proc.stderr
+
+
+def test_a_bad_storage_url_is_one_clear_line(offline_env: dict[str, str], run_cli) -> None:
+    proc = run_cli(["generate", "--offline", "--storage-url", "s3://No_Such/x", "a cat"], offline_env)
+    assert proc.returncode == 3
+    [line] = proc.stderr.strip().splitlines()
+    assert "NANO_BANANA_STORAGE_URL / --storage-url must read s3://bucket" in line

@@ -80,6 +80,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "itself only from the environment, never argv) [NANO_BANANA_DATABASE_URL_FILE, NANO_BANANA_DATABASE_URL]",
     )
     g.add_argument(
+        "--storage-url",
+        dest="storage_url",
+        metavar="S3_URL",
+        help="s3://bucket/prefix: keep saved images in this S3-compatible bucket, shared by a team's replicas "
+        "(endpoint and credentials from the standard AWS variables) [NANO_BANANA_STORAGE_URL]",
+    )
+    g.add_argument(
         "--request-timeout",
         dest="request_timeout",
         type=float,
@@ -116,6 +123,11 @@ _SETTING_FLAGS = (
     "output_dir",
     "data_dir",
     "database_url_file",
+    "storage_url",
+    "oauth_issuer",
+    "oauth_audience",
+    "oauth_tenant_claim",
+    "public_url",
     "request_timeout",
     "max_retries",
     "emulator_task_seconds",
@@ -148,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="http_tokens_file",
         type=Path,
         metavar="PATH",
-        help="file of `tenant token` lines, one bearer token per tenant; each tenant sees only its own tasks, "
-        "images and uploads [NANO_BANANA_HTTP_TOKENS_FILE]",
+        help="file of `tenant token [KEY_ENV_VAR]` lines, one bearer token per tenant; each tenant sees only its "
+        "own tasks, images and uploads; a third field names the environment variable holding the tenant's own Monet "
+        "API key (else it uses MONET_API_KEY) [NANO_BANANA_HTTP_TOKENS_FILE]",
     )
     serve.add_argument(
         "--auth-token",
@@ -163,6 +176,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve HTTP without a bearer token, on loopback only, for local tools that cannot send headers: "
         "any program or user on this machine can then use your key and read your images",
+    )
+    serve.add_argument(
+        "--oauth-issuer",
+        dest="oauth_issuer",
+        metavar="URL",
+        help="your identity provider's issuer (https://...): clients sign in there and the server accepts the JWT "
+        "access tokens it signs; each subject is a tenant [NANO_BANANA_OAUTH_ISSUER]",
+    )
+    serve.add_argument(
+        "--oauth-audience",
+        dest="oauth_audience",
+        metavar="AUD",
+        help="the audience this server's access tokens carry; required with --oauth-issuer "
+        "[NANO_BANANA_OAUTH_AUDIENCE]",
+    )
+    serve.add_argument(
+        "--oauth-tenant-claim",
+        dest="oauth_tenant_claim",
+        metavar="CLAIM",
+        help="the access-token claim naming the tenant (default sub) [NANO_BANANA_OAUTH_TENANT_CLAIM]",
+    )
+    serve.add_argument(
+        "--public-url",
+        dest="public_url",
+        metavar="URL",
+        help="the URL clients reach this server at, before /mcp, behind a proxy or load balancer "
+        "[NANO_BANANA_PUBLIC_URL]",
     )
     _common(serve)
 

@@ -335,7 +335,7 @@ def image_meta(path: Path, *, verify: bool = False) -> ImageMeta:
 
 
 def thumbnail(
-    path: Path, *, max_side: int = THUMBNAIL_MAX_SIDE, max_bytes: int = THUMBNAIL_MAX_BYTES
+    source: Path | bytes, *, max_side: int = THUMBNAIL_MAX_SIDE, max_bytes: int = THUMBNAIL_MAX_BYTES
 ) -> tuple[bytes, str]:
     """A JPEG preview no longer than ``max_side`` on its long side and at most ``max_bytes``.
 
@@ -344,7 +344,10 @@ def thumbnail(
     """
     from PIL import Image  # noqa: PLC0415
 
-    with path.open("rb") as fp, _decoded(fp, max_side) as (im, _):
+    with (
+        source.open("rb") if isinstance(source, Path) else io.BytesIO(source) as fp,
+        _decoded(fp, max_side) as (im, _),
+    ):
         # Shrink first (reducing_gap: a fast box pre-reduction, then LANCZOS), convert the small image after.
         im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
         preview = im.convert("RGB")

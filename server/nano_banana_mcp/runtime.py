@@ -4,7 +4,7 @@ the runner, the service."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
@@ -14,7 +14,8 @@ from pydantic import SecretStr
 
 from nano_banana_mcp.config import OFFLINE_API_KEY, Settings
 from nano_banana_mcp.errors import ConfigError
-from nano_banana_mcp.monet import MonetClient, RetryPolicy
+from nano_banana_mcp.monet import MonetClient, MonetClients, RetryPolicy
+from nano_banana_mcp.storage import image_store
 from nano_banana_mcp.tasks import LEDGER_FILE, Ledger, LedgerStore, Runner, Service
 from nano_banana_mcp.tasks.runner import Listener
 
@@ -52,17 +53,25 @@ def ledger_for(settings: Settings, *, api_scope: str, upload_scope: str) -> Ledg
 
 
 @asynccontextmanager
-async def open_service(settings: Settings, *, on_finished: Listener | None = None) -> AsyncIterator[Service]:
+async def open_service(
+    settings: Settings,
+    *,
+    on_finished: Listener | None = None,
+    tenant_keys: Mapping[str, SecretStr] | None = None,
+) -> AsyncIterator[Service]:
     """Everything a running server needs: the ledger, one HTTP client, and the runner's task group.
 
-    In offline mode the built-in emulator is started on a free loopback port first. Unfinished tasks
-    in the ledger are resumed at once.
+    ``tenant_keys`` are the Monet keys of the tenants that have their own (a tokens file's third field): their calls
+    go out on that key, every other tenant's on ``MONET_API_KEY``. In offline mode the built-in emulator is started
+    on a free loopback port first, and every tenant uses it. Unfinished tasks in the ledger are resumed at once.
     """
+    tenant_keys = dict(tenant_keys or {})
     # Every worker thread that allocates gets a malloc arena of its own that keeps its freed memory. A few
     # threads do our blocking work (file writes, image checks) as fast as forty on a laptop's cores and hold
     # far less (bench/concurrency.py, 200 generations at once: peak RSS 183 MB with anyio's default 40
     # threads, 170 MB with 8, 140 MB with 4, the same wall time).
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+    store = image_store(settings)  # a bad storage URL fails here, before anything starts
     async with AsyncExitStack() as stack:
         base_url, key, scope = settings.base_url, settings.api_key, settings.base_url
         if settings.offline:
@@ -72,36 +81,60 @@ async def open_service(settings: Settings, *, on_finished: Listener | None = Non
             base_url = stack.enter_context(serve_in_thread(emulator))
             key, scope = SecretStr(OFFLINE_API_KEY), "offline"
             log.info("offline mode: built-in emulator at %s", base_url)
+            if tenant_keys:
+                log.info("offline mode: the tenants' own Monet keys are not used; every tenant uses the emulator")
+                tenant_keys = {}
         ledger = await ledger_for(settings, api_scope=scope, upload_scope=base_url).open()
         stack.push_async_callback(ledger.close)
 
-        def http() -> httpx.AsyncClient:  # built on first use: one client for the whole process
-            return httpx.AsyncClient(
-                timeout=settings.request_timeout,
-                limits=httpx.Limits(max_connections=settings.max_streams + 100, max_keepalive_connections=50),
-                headers={"User-Agent": "nano-banana-mcp"},
-            )
+        shared: list[httpx.AsyncClient] = []
 
-        client = None
-        if key is not None and key.get_secret_value().strip():
-            client = MonetClient(
-                http,
-                base_url=base_url,
-                api_key=key,
-                timeout=settings.request_timeout,
-                download_hosts=settings.download_hosts,
-                max_response_bytes=settings.max_response_bytes,
-                stream_stall=settings.stream_stall_seconds,
-                retry=retry_policy(settings),
-            )
-            stack.push_async_callback(client.aclose)
+        def http() -> httpx.AsyncClient:  # built on first use: one client for the whole process, whatever the key
+            if not shared:
+                shared.append(
+                    httpx.AsyncClient(
+                        timeout=settings.request_timeout,
+                        limits=httpx.Limits(max_connections=settings.max_streams + 100, max_keepalive_connections=50),
+                        headers={"User-Agent": "nano-banana-mcp"},
+                    )
+                )
+            return shared[0]
+
+        retry = retry_policy(settings)
+        by_key: dict[str, MonetClient] = {}  # one client per distinct key; each closes the shared HTTP client (once)
+
+        def monet(api_key: SecretStr) -> MonetClient:
+            client = by_key.get(api_key.get_secret_value())
+            if client is None:
+                client = by_key[api_key.get_secret_value()] = MonetClient(
+                    http,
+                    base_url=base_url,
+                    api_key=api_key,
+                    timeout=settings.request_timeout,
+                    download_hosts=settings.download_hosts,
+                    max_response_bytes=settings.max_response_bytes,
+                    stream_stall=settings.stream_stall_seconds,
+                    retry=retry,
+                )
+                stack.push_async_callback(client.aclose)
+            return client
+
+        server_client = monet(key) if key is not None and key.get_secret_value().strip() else None
+        clients = MonetClients(server_client, {tenant: monet(own) for tenant, own in tenant_keys.items()})
         try:
             async with anyio.create_task_group() as tg:
                 runner = None
-                if client is not None:
-                    runner = Runner(client, ledger, settings, tg, on_finished=on_finished)
+                if clients.all:
+                    runner = Runner(clients, ledger, settings, tg, on_finished=on_finished, store=store)
                     runner.start()
-                yield Service(settings=settings, ledger=ledger, client=client, runner=runner, offline=settings.offline)
+                yield Service(
+                    settings=settings,
+                    ledger=ledger,
+                    clients=clients,
+                    runner=runner,
+                    offline=settings.offline,
+                    store=store,
+                )
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # The task group wraps what the caller's own code raised; hand a lone error back as itself.

@@ -344,3 +344,16 @@ def test_healthz_answers_without_a_token_and_names_no_secret(
     for answer in (ok.text, sick.text):
         assert process_env["MONET_API_KEY"] not in answer
         assert str(tmp_path) not in answer
+
+
+def test_healthz_reports_an_unreachable_bucket(settings: Settings, storage_url: str, serve_http) -> None:
+    """With images in object storage, /healthz answers 503 while the bucket cannot be reached, and names nothing."""
+    gone = settings.model_copy(
+        update={"storage_url": "s3://nano-banana-never-made/images", "http_token": SecretStr("t" * 32)}
+    )
+    with serve_http(gone) as base:
+        answer = httpx.get(f"{base}/healthz")
+    assert (answer.status_code, answer.json()) == (
+        503,
+        {"status": "degraded", "ledger": "ok", "storage": "unreachable"},
+    )

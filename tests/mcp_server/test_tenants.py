@@ -5,7 +5,9 @@ real HTTP (uvicorn in a thread), SDK clients sending each tenant's token."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,10 +23,12 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from pydantic import SecretStr
 
+from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.mcp_server.app import TenantTokenVerifier
 from nano_banana_mcp.mcp_server.http import http_auth, read_tokens_file
+from nano_banana_mcp.runtime import open_service
 
 pytestmark = pytest.mark.anyio
 
@@ -226,7 +230,9 @@ SECRET = "do-not-print-me-42"
         (f"alice {SECRET}\nbob sha256:{hashlib.sha256(SECRET.encode()).hexdigest()}\n", 2, "also the token of line 1"),
         (f"# c\n{SECRET}\n", 2, "no token"),
         ("alice sha256:abc\n", 1, "64 hex digits"),
-        (f"alice {SECRET} ALICE_MONET_KEY\n", 1, "not supported yet"),
+        (f"alice {SECRET} NB_TEST_NEVER_SET_KEY\n", 1, "NB_TEST_NEVER_SET_KEY, which should hold"),
+        (f"alice {SECRET} 9LIVES\n", 1, "name of an environment variable"),
+        (f"alice {SECRET} monet_{SECRET.replace('-', '_')}\n", 1, "never the key itself"),
         (f"alice {SECRET} x y\n", 1, "4 fields"),
         (f"al/ice {SECRET}\n", 1, "tenant name"),
         (f"alice {SECRET}\u00e9\n", 1, "header cannot carry"),
@@ -242,7 +248,7 @@ def test_a_malformed_tokens_file_is_refused_naming_the_line_never_the_token(
     message = str(caught.value)
     assert f"{path} line {line}:" in message
     assert says in message
-    assert SECRET not in message
+    assert SECRET not in message and SECRET.replace("-", "_") not in message
 
 
 def test_an_empty_tokens_file_or_two_token_settings_are_refused(settings: Settings, tmp_path: Path) -> None:
@@ -279,3 +285,138 @@ def test_the_start_line_names_the_file_not_a_token(settings: Settings, tmp_path:
     message = auth.start_message("http://127.0.0.1:8000/mcp")
     assert "1 tenant" in message and str(tmp_path / "tokens") in message
     assert ALICE not in message
+
+
+# -- a Monet key per tenant (a third field: the environment variable holding it) ----------------------------------
+
+CAROL = "carol-token-0123456789"
+DAVE = "dave-token-9876543210"
+CAROL_KEY = "monet_carol_own_account_5f1e9a"  # her own account's key: in the environment only
+CAROL_KEY_VAR = "NB_TEST_CAROL_MONET_KEY"
+
+
+@pytest.fixture
+def own_key(emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Carol's own Monet key: set in the environment, and accepted by the emulator as another account's key."""
+    monkeypatch.setenv(CAROL_KEY_VAR, CAROL_KEY)
+    emulator.add_key(CAROL_KEY)
+    yield CAROL_KEY
+    emulator.extra_keys.remove(CAROL_KEY)
+
+
+def _own_key_settings(base: Settings, root: Path, **update: Any) -> Settings:
+    """``base`` with a tokens file of carol (her own key, by its variable) and dave (the server's key)."""
+    tokens = root / "tokens"
+    tokens.write_text(f"# carol pays with her own account\ncarol {CAROL} {CAROL_KEY_VAR}\ndave {DAVE}\n")
+    return base.model_copy(update={"http_tokens_file": tokens, **update})
+
+
+async def test_each_tenant_pays_with_its_own_key_or_the_servers(
+    own_key: str, settings: Settings, serve_http, emulator, png, api_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Carol's creates and uploads go out on her own key, dave's on MONET_API_KEY; her key is in no log line."""
+    caplog.set_level(logging.DEBUG)
+    root = settings.allowed_dirs[0]
+    reference = png(root / "refs" / "cat.png")
+    with serve_http(_own_key_settings(settings, root)) as base:
+        served = Served(f"{base}/mcp", settings)
+        async with connect(served, CAROL) as carol, connect(served, DAVE) as dave:
+            mine = await carol.call_tool("generate_image", {"prompt": "carol's"})
+            his = await dave.call_tool("generate_image", {"prompt": "dave's"})
+            assert not mine.is_error, _text(mine)
+            assert not his.is_error, _text(his)
+            assert Path(mine.structured_content["images"][0]["path"]).is_file()
+            assert emulator.creates_by_key == Counter({own_key: 1, api_key: 1})
+
+            uploaded = await carol.call_tool("upload_reference", {"path": str(reference)})
+            assert not uploaded.is_error, _text(uploaded)
+            edit = await dave.call_tool("generate_image", {"prompt": "edit", "images": [str(reference)]})
+            assert not edit.is_error, _text(edit)
+    assert emulator.uploads_by_key == Counter({own_key: 1, api_key: 1})
+    assert emulator.creates_by_key == Counter({own_key: 1, api_key: 2})
+    assert all(r.status != 401 for r in emulator.requests)
+    assert "HTTP Request: POST" in caplog.text  # the server's own log lines, every one at debug level
+    assert own_key not in caplog.text
+
+
+async def test_without_monet_api_key_a_tenant_with_its_own_key_still_generates(
+    own_key: str, settings: Settings, serve_http, emulator
+) -> None:
+    """No MONET_API_KEY: carol creates, polls and downloads on her own key; dave is told to set MONET_API_KEY."""
+    root = settings.allowed_dirs[0]
+    keyless = _own_key_settings(settings, root, api_key=None, max_streams=0)  # no stream: the task is polled
+    with serve_http(keyless) as base:
+        served = Served(f"{base}/mcp", keyless)
+        async with connect(served, CAROL) as carol, connect(served, DAVE) as dave:
+            mine = await carol.call_tool("generate_image", {"prompt": "carol's"})
+            assert not mine.is_error, _text(mine)
+            assert mine.structured_content["status"] == "success"
+            his = await dave.call_tool("generate_image", {"prompt": "dave's"})
+            assert his.is_error and "MONET_API_KEY" in _text(his)
+            nobody = await dave.call_tool("get_task", {"task_id": UNKNOWN})
+            assert nobody.is_error and "MONET_API_KEY" not in _text(nobody)  # unknown, as for any tenant
+    assert emulator.creates_by_key == Counter({own_key: 1})
+    polls = [r for r in emulator.requests if r.method == "GET" and r.path.startswith("/api/v1/tasks/task_")]
+    assert polls and all(r.status == 200 for r in polls)
+    assert own_key not in _text(mine) + _text(his)
+
+
+@pytest.mark.parametrize("value", [None, "", "   "], ids=["unset", "empty", "blank"])
+def test_a_key_variable_that_is_unset_or_empty_is_refused_naming_it(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    """One ConfigError naming the file, the line and the variable; never a token."""
+    if value is None:
+        monkeypatch.delenv(CAROL_KEY_VAR, raising=False)
+    else:
+        monkeypatch.setenv(CAROL_KEY_VAR, value)
+    path = tmp_path / "tokens"
+    path.write_text(f"alice {ALICE}\ncarol {CAROL} {CAROL_KEY_VAR}\n")
+    with pytest.raises(ConfigError) as caught:
+        http_auth(settings.model_copy(update={"http_tokens_file": path}), "127.0.0.1")
+    message = str(caught.value)
+    assert f"{path} line 2:" in message
+    assert CAROL_KEY_VAR in message
+    assert "not set" in message if value is None else "empty" in message
+    assert ALICE not in message and CAROL not in message
+
+
+def test_a_tenant_key_appears_in_no_repr_or_start_line(
+    own_key: str, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The auth object, its tenants and their keys show the variable's name, never the key; so does the start line."""
+    caplog.set_level(logging.DEBUG)
+    auth = http_auth(_own_key_settings(settings, tmp_path), "127.0.0.1")
+    assert auth.tenant_keys["carol"].get_secret_value() == own_key
+    assert "dave" not in auth.tenant_keys  # dave uses the server's key
+    carol = next(t for t in auth.tenants if t.tenant == "carol")
+    assert carol.key_env == CAROL_KEY_VAR
+    message = auth.start_message("http://127.0.0.1:8000/mcp")
+    assert "1 with its own Monet key" in message
+    shown = [repr(auth), str(auth), repr(auth.tenants), repr(carol), repr(auth.tenant_keys), message, caplog.text]
+    assert CAROL_KEY_VAR in repr(carol)
+    assert not [text for text in shown if own_key in text or CAROL in text]
+
+
+async def test_tenants_sharing_a_key_share_its_client(settings: Settings) -> None:
+    """One client per distinct key: a tenant's own, else the server's; two tenants with one key share it."""
+    keys = {"carol": SecretStr(CAROL_KEY), "erin": SecretStr(CAROL_KEY)}
+    async with open_service(settings, tenant_keys=keys) as service:
+        clients = service.clients
+        assert clients.for_tenant("carol") is clients.for_tenant("erin")
+        assert clients.for_tenant("carol") is not service.client
+        assert clients.for_tenant("dave") is service.client is not None
+        assert len(clients.all) == 2
+        assert CAROL_KEY not in repr(clients)
+
+
+async def test_offline_mode_ignores_the_tenants_own_keys(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """--offline: every tenant generates on the built-in emulator (its key), and one log line says so."""
+    caplog.set_level(logging.INFO)
+    offline = Settings(offline=True, output_dir=tmp_path / "out", data_dir=tmp_path / "data", emulator_task_seconds=0)
+    async with open_service(offline, tenant_keys={"carol": SecretStr(CAROL_KEY)}) as service:
+        assert service.clients.for_tenant("carol") is service.client
+        result = await service.generate(GenerateRequest(prompt="offline"), 10, tenant="carol")
+    assert result.status == "success" and result.offline
+    assert "tenants' own Monet keys are not used" in caplog.text
+    assert CAROL_KEY not in caplog.text

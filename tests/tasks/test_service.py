@@ -80,6 +80,6 @@ async def test_unknown_ids_and_unsaved_images(settings: Settings, emulator: Emul
         with pytest.raises(TaskNotFound, match="list_tasks"):
             await service.get("task_nope")
         result = await service.generate(GenerateRequest(prompt="one image"), 10)
-        assert await service.image_file(result.task_id, 0) == Path(result.images[0].path or "")
+        assert await service.image_bytes(result.task_id, 0) == Path(result.images[0].path or "").read_bytes()
         with pytest.raises(TaskNotFound, match="no image 1"):
-            await service.image_file(result.task_id, 1)
+            await service.image_bytes(result.task_id, 1)

@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -167,12 +167,16 @@ class Emulator:
 
     With ``control=True`` it also serves ``GET /_emulator/state`` and ``POST /_emulator/faults`` (no
     auth, no faults, not recorded) so that another process can steer and read it.
+
+    ``extra_keys`` (or :meth:`add_key`) are further keys it accepts, as other accounts' keys would be;
+    :attr:`creates_by_key` and :attr:`uploads_by_key` tell which key each create and upload came with.
     """
 
     def __init__(
         self,
         *,
         api_key: str = "monet_offline",
+        extra_keys: Iterable[str] = (),
         task_seconds: float = 3.0,
         stream_interval: float = 0.25,
         upload_ttl: float = 86_400.0,
@@ -181,6 +185,8 @@ class Emulator:
         strict_idempotency: bool = True,
     ) -> None:
         self.api_key = api_key
+        self.extra_keys: list[str] = list(extra_keys)
+        """Keys accepted besides ``api_key``."""
         self.control = control
         self._defaults = (task_seconds, stream_interval, upload_ttl, strict_idempotency)
         self.task_seconds = task_seconds
@@ -191,7 +197,11 @@ class Emulator:
         """Tasks created, on either endpoint."""
         self.creates_by_endpoint: Counter[Endpoint] = Counter()
         """Tasks created, by the endpoint that created them (``async`` or ``sync``)."""
+        self.creates_by_key: Counter[str] = Counter()
+        """Tasks created, by the API key of the request that created them."""
         self.uploads = 0
+        self.uploads_by_key: Counter[str] = Counter()
+        """Files uploaded, by the API key of the request."""
         self.downloads = 0
         """Output downloads answered whole and uncut (a 200, or a 206 running to the last byte)."""
         self.requests: list[RequestRecord] = []
@@ -231,10 +241,17 @@ class Emulator:
         self.task_seconds, self.stream_interval, self.upload_ttl, self.strict_idempotency = self._defaults
         self.creates = 0
         self.creates_by_endpoint = Counter()
+        self.creates_by_key = Counter()
         self.uploads = 0
+        self.uploads_by_key = Counter()
         self.downloads = 0
         self.requests = []
         self._faults.reset()
+
+    def add_key(self, key: str) -> None:
+        """Accept ``key`` too (another account's key); it stays accepted after :meth:`reset`."""
+        if key != self.api_key and key not in self.extra_keys:
+            self.extra_keys.append(key)
 
     def set_chaos(self, rate: float, seed: int | None = None) -> None:
         """Give each request probability ``rate`` of a random fault; reseed the dice with ``seed``.
@@ -301,10 +318,19 @@ class Emulator:
         await self._faults.delay()
         if echoed := self._faults.echo(scope):
             return echoed
-        scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.api_key.encode()):
+        if self._key_of(Headers(scope=scope)) is None:
             return error(401, "unauthorized", "Invalid or missing API key")
         return self._faults.refusal(scope)
+
+    def _key_of(self, headers: Headers) -> str | None:
+        """The accepted key a request's ``Authorization: Bearer`` header carries, else None."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        presented = token.strip().encode()
+        found = None
+        for key in (self.api_key, *self.extra_keys):
+            if secrets.compare_digest(presented, key.encode()):
+                found = key
+        return found if scheme.lower() == "bearer" else None
 
     def _note_key(self, key: str, endpoint: Endpoint) -> None:
         self._state.key_endpoints.setdefault(key, set()).add(endpoint)
@@ -374,6 +400,7 @@ class Emulator:
         state.by_key.setdefault(key, {})[endpoint] = task.id
         self.creates += 1
         self.creates_by_endpoint[endpoint] += 1
+        self.creates_by_key[self._key_of(request.headers) or ""] += 1
         # Render while the task "runs", as a real API has the file ready when it reports success. The
         # emulator has no task group of its own (uvicorn runs it without a lifespan), so the pending
         # renders are held here until they finish.
@@ -503,6 +530,7 @@ class Emulator:
         )
         self._state.uploads[item.id] = item
         self.uploads += 1
+        self.uploads_by_key[self._key_of(request.headers) or ""] += 1
         return self._faults.api_answer(
             request,
             "upload",

@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -136,9 +134,11 @@ def create_server(
     """The MCP server for these settings; its lifespan owns the HTTP client and the task runner.
 
     With ``public_url`` and ``token`` (HTTP only), every request needs that bearer token (the tenant ``default``);
-    with ``tenants`` instead, one of theirs, and each request sees only its token's tenant's tasks; with ``oauth``
-    instead, a JWT access token of that identity provider, whose subject (or configured claim) is the tenant.
+    with ``tenants`` instead, one of theirs, and each request sees only its token's tenant's tasks (and generates on
+    its tenant's own Monet key when it has one); with ``oauth`` instead, a JWT access token of that identity
+    provider, whose subject (or configured claim) is the tenant.
     """
+    tenant_keys = {entry.tenant: entry.key for entry in tenants if entry.key is not None}
 
     bus = TenantBus()
 
@@ -159,7 +159,7 @@ def create_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
-        async with open_service(settings, on_finished=on_finished) as service:
+        async with open_service(settings, on_finished=on_finished, tenant_keys=tenant_keys) as service:
             app = App(service=service, settings=settings)
             if health is not None:
                 health.app = app
@@ -196,11 +196,10 @@ def create_server(
     async def image_resource(task_id: str, index: str, ctx: Context[App]) -> bytes:
         if not index.isdigit():
             raise ResourceError(f"Task {task_id} has no image {index}.")
-        try:  # only a file inside the output folder is served, whatever the ledger says
-            path = await service_of(ctx).image_file(task_id, int(index), tenant=tenant_of())
+        try:  # only an image inside the store (folder, or bucket and prefix) is served, whatever the ledger says
+            return await service_of(ctx).image_bytes(task_id, int(index), tenant=tenant_of())
         except NanoBananaError as err:
             raise ResourceError(str(err)) from err
-        return await anyio.Path(path).read_bytes()
 
     return mcp
 
@@ -243,16 +242,6 @@ def http_app(
     return mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))
 
 
-def _writable(folder: Path) -> bool:
-    """Whether a file can be made in ``folder`` (made if missing) right now: the image store's health."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".healthz-"):
-            return True
-    except OSError:
-        return False
-
-
 class Health:
     """``GET /healthz`` for load balancers: whether this replica's ledger answers and its image store is writable.
 
@@ -271,8 +260,9 @@ class Health:
             await app.service.ledger.ping()
         except NanoBananaError:
             checks["ledger"] = "unreachable"
-        if not await anyio.to_thread.run_sync(_writable, app.settings.output_dir):
-            checks["storage"] = "unwritable"
+        problem = await app.service.store.check()  # the reason is logged, not told
+        if problem is not None:
+            checks["storage"] = problem
         healthy = all(value == "ok" for value in checks.values())
         return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
 

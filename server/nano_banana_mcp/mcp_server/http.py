@@ -24,7 +24,7 @@ import secrets
 import shlex
 import socket
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,16 +60,22 @@ _FILE_SETTING = "NANO_BANANA_HTTP_TOKEN_FILE / --auth-token-file"
 _TENANTS_SETTING = "NANO_BANANA_HTTP_TOKENS_FILE / --auth-tokens-file"
 _MAX_TENANTS_BYTES = 1024 * 1024
 _TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _SHA256 = "sha256:"
 
 
 @dataclass(frozen=True)
 class TenantToken:
-    """One tenant's bearer token, as the verifier compares it: the token's bytes, or (``hashed``) its SHA-256."""
+    """One tenant's bearer token, as the verifier compares it: the token's bytes, or (``hashed``) its SHA-256; and
+    the tenant's own Monet key when its line names one (``key_env``, the environment variable it was read from)."""
 
     tenant: str
     secret: bytes = field(repr=False)
     hashed: bool = False
+    key_env: str | None = None
+    """The environment variable holding the tenant's own Monet API key (a third field), else None: the server's."""
+    key: SecretStr | None = field(default=None, repr=False, compare=False)
+    """That key, read when the file was read; never shown."""
 
     def matches(self, token: bytes, digest: bytes) -> bool:
         """Whether a presented token (and its SHA-256) is this one, in constant time."""
@@ -95,6 +101,11 @@ class HttpAuth:
     """With an identity provider (``token`` is then None): its JWT access tokens; the tenant is their subject."""
 
     @property
+    def tenant_keys(self) -> dict[str, SecretStr]:
+        """The Monet key of each tenant that has its own (a tokens file's third field); the others use the server's."""
+        return {entry.tenant: entry.key for entry in self.tenants if entry.key is not None}
+
+    @property
     def required(self) -> bool:
         """Whether clients must send a bearer token (false only with ``--no-auth``)."""
         return self.token is not None or bool(self.tenants) or self.oauth is not None
@@ -111,9 +122,11 @@ class HttpAuth:
                 f"{self.oauth.audience}, tenant claim {self.oauth.tenant_claim}). Connect with:\n  {command}"
             )
         if self.tenants:
+            own = len(self.tenant_keys)
+            keys = f", {own} with {'its' if own == 1 else 'their'} own Monet key" if own else ""
             return (
                 f"nano-banana MCP server on {url} for {len(self.tenants)} tenant{'s' * (len(self.tenants) != 1)} "
-                f"({self.source}); each client sends its tenant's bearer token. Connect with:\n"
+                f"({self.source}{keys}); each client sends its tenant's bearer token. Connect with:\n"
                 f'  {command} --header "Authorization: Bearer <your tenant\'s token>"'
             )
         if self.token is None:
@@ -295,11 +308,12 @@ def _kept_token(path: Path) -> SecretStr:
 
 
 def read_tokens_file(path: Path) -> tuple[TenantToken, ...]:
-    """The tenants of a tokens file: one ``tenant token`` pair a line (the token may be ``sha256:<hex>``, its
-    digest); blank lines and ``#`` comments are skipped.
+    """The tenants of a tokens file: one ``tenant token [KEY_ENV_VAR]`` line each (the token may be
+    ``sha256:<hex>``, its digest); blank lines and ``#`` comments are skipped. A third field names the environment
+    variable holding the tenant's own Monet API key, read now: every paid call of that tenant uses it.
 
-    A malformed line, a tenant or token given twice, or a file without tenants is a ConfigError naming the file and
-    the line; no message ever shows a token.
+    A malformed line, a tenant or token given twice, a key variable unset or empty, or a file without tenants is a
+    ConfigError naming the file and the line; no message ever shows a token or a key.
     """
     where = f"the tokens file {path} ({_TENANTS_SETTING})"
     try:
@@ -339,7 +353,7 @@ def read_tokens_file(path: Path) -> tuple[TenantToken, ...]:
 
 
 def _tenant_line(fields: list[str], at: str) -> TenantToken:
-    """One line's ``tenant token`` (its fields, split on white space); ``at`` names the file and line."""
+    """One line's ``tenant token [KEY_ENV_VAR]`` (its fields, split on white space); ``at`` names the file and line."""
     tenant = fields[0]
     if not _TENANT_NAME.fullmatch(tenant):
         raise ConfigError(
@@ -348,14 +362,40 @@ def _tenant_line(fields: list[str], at: str) -> TenantToken:
         )
     if len(fields) == 1:
         raise ConfigError(f"{at}: one field where `tenant token` was expected (no token).")
-    if len(fields) == 3:
-        raise ConfigError(
-            f"{at}: a third field (an environment variable holding the tenant's own Monet key) is not "
-            "supported yet; every tenant uses the server's MONET_API_KEY. Write the line as `tenant token`."
-        )
     if len(fields) > 3:
-        raise ConfigError(f"{at}: {len(fields)} fields where `tenant token` was expected (a token has no spaces).")
-    return _tenant_token(tenant, fields[1], at)
+        raise ConfigError(
+            f"{at}: {len(fields)} fields where `tenant token` or `tenant token KEY_ENV_VAR` was expected (a token has "
+            "no spaces)."
+        )
+    entry = _tenant_token(tenant, fields[1], at)
+    if len(fields) == 3:
+        name = fields[2]
+        return replace(entry, key_env=name, key=_tenant_key(name, at))
+    return entry
+
+
+def _tenant_key(name: str, at: str) -> SecretStr:
+    """The tenant's own Monet API key, from the environment variable a line's third field names (never shown)."""
+    if not _ENV_NAME.fullmatch(name) or name.startswith("monet_"):  # monet_...: a key pasted in, not its name
+        raise ConfigError(
+            f"{at}: the third field must be the name of an environment variable holding the tenant's own Monet API "
+            "key (letters, digits and '_', not starting with a digit), never the key itself. Write the line as "
+            f"`tenant token KEY_ENV_VAR`. ({_TENANTS_SETTING})"
+        )
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        state = "is not set" if value is None else "is empty"
+        raise ConfigError(
+            f"{at}: the environment variable {name}, which should hold this tenant's own Monet API key, {state}. "
+            "Set it for the server's process, or drop the third field so the tenant uses MONET_API_KEY."
+        )
+    key = value.strip()
+    if not all(33 <= ord(c) < 127 for c in key):
+        raise ConfigError(
+            f"{at}: the Monet API key in the environment variable {name} has spaces or characters an HTTP header "
+            "cannot carry; check its value."
+        )
+    return SecretStr(key)
 
 
 def _tenant_token(tenant: str, token: str, at: str) -> TenantToken:

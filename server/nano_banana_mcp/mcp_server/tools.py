@@ -7,7 +7,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 from mcp.server.mcpserver import Context
@@ -24,6 +23,7 @@ from nano_banana_mcp.mcp_server.apps import ui_binding
 from nano_banana_mcp.mcp_server.http import tenant_of
 from nano_banana_mcp.mcp_server.legacy import client_roots
 from nano_banana_mcp.mcp_server.schema import slim_tool
+from nano_banana_mcp.storage import StorageError
 from nano_banana_mcp.tasks import COLLECT_WAIT, Service, Status, TaskList, TaskResult, UploadedReference
 
 __all__ = [
@@ -82,24 +82,24 @@ async def _tool_result(service: Service, result: TaskResult) -> Annotated[CallTo
     for index, image in enumerate(result.images):
         if image.path is None:
             continue
-        path = Path(image.path)
+        location = image.path
         try:
-            data, mime = await service.thumbnail(path)
-        except (OSError, ValueError) as err:  # the preview is a courtesy: the result comes back without it
+            data, mime = await service.thumbnail(location)
+        except (OSError, ValueError, StorageError) as err:  # the preview is a courtesy: the result comes without it
             reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            log.warning("no preview of %s: %s", path, reason)
-            note = f"No preview of image {index + 1} ({reason}); the result stands, the file is at {path}."
+            log.warning("no preview of %s: %s", location, reason)
+            note = f"No preview of image {index + 1} ({reason}); the result stands, the image is at {location}."
             content.append(TextContent(type="text", text=note))
         else:
             content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime))
         content.append(
             ResourceLink(
                 type="resource_link",
-                name=path.name,
+                name=location.rsplit("/", 1)[-1],
                 uri=image.uri or IMAGE_URI.format(task_id=result.task_id, index=index),
                 mime_type=image.mime_type,
                 size=image.size_bytes,
-                description=f"Full-size image ({image.width}x{image.height}) saved at {path}",
+                description=f"Full-size image ({image.width}x{image.height}) saved at {location}",
             )
         )
     return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))

@@ -1,6 +1,7 @@
 """The Monet AI task API: the client, its wire models, the SSE reader, downloads and the one retry policy."""
 
 from nano_banana_mcp.monet.client import MonetClient
+from nano_banana_mcp.monet.clients import MonetClients
 from nano_banana_mcp.monet.download import Downloaded, Downloader
 from nano_banana_mcp.monet.models import API_PREFIX, TERMINAL_STATUSES, Task, TaskOutput, TaskPage, UploadedFile
 from nano_banana_mcp.monet.retry import RetryPolicy, is_transient
@@ -11,6 +12,7 @@ __all__ = [
     "Downloaded",
     "Downloader",
     "MonetClient",
+    "MonetClients",
     "RetryPolicy",
     "Task",
     "TaskOutput",

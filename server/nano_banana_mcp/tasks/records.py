@@ -81,8 +81,9 @@ def status_at_api(api_status: str) -> Status:
 
 
 class SavedImage(BaseModel):
-    path: str | None = Field(description="Absolute path; null until saved")
-    url: str = Field(description="API URL; may expire")
+    path: str | None = Field(description="Path or s3:// key, once saved")
+    url: str = Field(description="API URL or presigned link")
+    url_expires_at: datetime | None = None  # the presigned link's end; null for an API URL (its lifetime is unknown)
     mime_type: str | None = None
     width: int | None = None
     height: int | None = None

@@ -29,10 +29,11 @@ import anyio
 from anyio.abc import TaskGroup
 
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.errors import MonetError, NanoBananaError, NotFound, UnsavableImage
+from nano_banana_mcp.errors import ConfigError, MonetError, NanoBananaError, NotFound, UnsavableImage
 from nano_banana_mcp.images import ImageMeta, image_meta, output_path
-from nano_banana_mcp.monet import MonetClient, Task, is_transient
+from nano_banana_mcp.monet import MonetClient, MonetClients, Task, is_transient
 from nano_banana_mcp.provenance import Provenance, finish_image
+from nano_banana_mcp.storage import FolderStore, ImageStore
 from nano_banana_mcp.tasks.records import SavedImage, TaskRecord
 from nano_banana_mcp.tasks.store import LedgerStore, RowTaken
 
@@ -48,25 +49,27 @@ class Runner:
 
     def __init__(
         self,
-        client: MonetClient,
+        clients: MonetClients,
         ledger: LedgerStore,
         settings: Settings,
         task_group: TaskGroup,
         *,
         on_finished: Listener | None = None,
+        store: ImageStore | None = None,
     ) -> None:
-        self._client = client
+        self._clients = clients  # each row's calls go through its tenant's client (its own key, else the server's)
         self._ledger = ledger
         self._settings = settings
         self._tg = task_group
         self._on_finished = on_finished
+        self._store = store if store is not None else FolderStore(settings.output_dir)
         self._active: set[str] = set()
         self._live: dict[str, TaskRecord] = {}
         self._events: dict[str, anyio.Event] = {}
         self._streams = anyio.CapacityLimiter(max(settings.max_streams, 1))  # each open stream holds a connection
         # A row is worked until it is finished: every failure is tried again, with the policy's backoff, unless the
         # row is no longer this process's to work.
-        self._persist = client.retry.with_(attempts=None, retry_on=lambda err: not isinstance(err, RowTaken))
+        self._persist = clients.retry.with_(attempts=None, retry_on=lambda err: not isinstance(err, RowTaken))
 
     def start(self) -> None:
         """Resume what the ledger holds now, and keep sweeping while the server runs."""
@@ -169,12 +172,12 @@ class Runner:
                 record.send_to("sync" if streaming else "async")
                 await self._save(record)  # fixed before the first send: every resend goes to the same endpoint
             if record.endpoint == "async":
-                await self._observe(record, await self._client.create_async(record.request, record.key))
+                await self._observe(record, await self._client(record).create_async(record.request, record.key))
                 return
             if not streaming:
                 await self._streams.acquire()  # a resend of a streamed create must stream again
                 streaming = True
-            async with self._client.create_stream(record.request, record.key) as events:
+            async with self._client(record).create_stream(record.request, record.key) as events:
                 async for task in events:
                     await self._observe(record, task)
         except MonetError as err:
@@ -203,7 +206,7 @@ class Runner:
         interval = self._settings.poll_interval
         while True:
             try:
-                task = await self._client.get_task(record.task_id)
+                task = await self._client(record).get_task(record.task_id)
             except NotFound:
                 record.lost(
                     f"The API no longer knows task {record.task_id} (expired, or the offline emulator that ran it "
@@ -218,10 +221,10 @@ class Runner:
             interval = min(interval * 1.5, self._settings.poll_max_interval)
 
     async def _download(self, record: TaskRecord) -> None:
-        out_dir = self._settings.output_dir
+        out_dir = self._store.staging  # the output folder, or where a bucket's images are made before the upload
         await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
         for index, image in enumerate(record.images):
-            if image.path is not None and await anyio.Path(image.path).is_file():
+            if image.path is not None and await self._store.has(image.path):
                 continue
             dest = output_path(out_dir, record.key, index, "image/png", record.created_at)
             checked: list[ImageMeta] = []  # filled by the check of the part file: the image is read once
@@ -229,7 +232,9 @@ class Runner:
             def check(path: Path, checked: list[ImageMeta] = checked) -> None:
                 checked.append(_verified_meta(path))
 
-            got = await self._client.download(image.url, dest, max_bytes=self._settings.max_download_bytes, check=check)
+            got = await self._client(record).download(
+                image.url, dest, max_bytes=self._settings.max_download_bytes, check=check
+            )
             [meta] = checked
             final = output_path(out_dir, record.key, index, meta.mime_type, record.created_at)
             if final != got.path:
@@ -247,18 +252,30 @@ class Runner:
                 )
             except ValueError as err:
                 raise UnsavableImage(f"The image could not be finished ({err}).") from err
+            size = (await anyio.Path(final).stat()).st_size
+            location = await self._store.put(final, meta.mime_type)
             record.saved(
                 index,
                 SavedImage(
-                    path=str(final),
+                    path=location,
                     url=image.url,
                     mime_type=meta.mime_type,
                     width=meta.width,
                     height=meta.height,
-                    size_bytes=(await anyio.Path(final).stat()).st_size,
+                    size_bytes=size,
                 ),
             )
             await self._save(record)
+
+    def _client(self, record: TaskRecord) -> MonetClient:
+        """The client of the row's tenant; a ConfigError (recorded on the row, retried) when it has no key here."""
+        client = self._clients.for_tenant(record.tenant)
+        if client is None:
+            raise ConfigError(
+                f"No Monet API key for tenant {record.tenant!r}: it has none of its own in the tokens file, and "
+                "MONET_API_KEY is not set. Set one of them and restart the server: the task is carried on then."
+            )
+        return client
 
     # -- record keeping ------------------------------------------------------------------------
 
@@ -282,7 +299,7 @@ class Runner:
         if isinstance(err, TimeoutError):
             return f"Stopped following after {self._settings.task_timeout:g}s"
         if isinstance(err, OSError):
-            return _disk_error(self._settings.output_dir, err)
+            return _disk_error(self._store.staging, err)
         if isinstance(err, NanoBananaError):
             return str(err)
         return f"Unexpected {type(err).__name__}: {err}"[:500]

@@ -14,9 +14,10 @@ import logging
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -28,7 +29,8 @@ from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, MonetError, NotFound, TaskNotFound
 from nano_banana_mcp.images import ReferenceFile, check_reference, reference_from_bytes, thumbnail
-from nano_banana_mcp.monet import MonetClient, Task
+from nano_banana_mcp.monet import MonetClient, MonetClients, Task
+from nano_banana_mcp.storage import FolderStore, ImageStore, StorageError
 from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord, now, status_at_api
 from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.store import LedgerStore
@@ -67,14 +69,14 @@ _PREVIEWS_KEPT = 64  # previews are at most THUMBNAIL_MAX_BYTES (80 KB): ~5 MB i
 class TaskResult(BaseModel):
     task_id: str  # this request's own id (the idempotency key) until the API names the task
     task_ids: list[str] = Field(default_factory=list)  # every task of the call (count > 1), task_id first
-    status: Status = Field(description="success: saved; else see next_step")
+    status: Status = Field(description="success: saved; else next_step")
     model: str
     prompt: str
     progress: float | None = Field(default=None, description="Percent")
     images: list[SavedImage] = Field(default_factory=list)
     error: str | None = None
     output_dir: str
-    offline: bool = Field(default=False, description="Emulator placeholders, not generated images")
+    offline: bool = False  # emulator placeholders, not generated images (the summary line says so)
     created_at: datetime | None = None
     next_step: str | None = None
 
@@ -184,12 +186,13 @@ def _size(n: int | None) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
 
 
-_PreviewKey = tuple[str, int, int, int, int]
+_PreviewKey = Hashable
 
 
 class _Previews:
-    """Previews made once per version of a file and kept in memory (the newest ``size``), by path, inode, size and
-    modification time: a file replaced or edited gets a new preview. One caller makes it while the others wait.
+    """Previews made once per version of an image and kept in memory (the newest ``size``), by the key its store
+    gives that version (a file's path, inode, size and modification time: a file replaced or edited gets a new
+    preview; an object's location). One caller makes it while the others wait.
 
     Memory rather than files in the data dir: nothing to prune or to trust on the way back, and a restart only
     costs one (capped) decode per image shown again. A file that cannot be previewed keeps its reason, so it is
@@ -202,9 +205,8 @@ class _Previews:
         self._kept: OrderedDict[_PreviewKey, tuple[tuple[bytes, str] | None, str]] = OrderedDict()
         self._making: dict[_PreviewKey, anyio.Event] = {}
 
-    async def get(self, path: Path, limiter: anyio.CapacityLimiter) -> tuple[bytes, str]:
-        info = await anyio.Path(path).stat()
-        key = (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    async def get(self, store: ImageStore, location: str, limiter: anyio.CapacityLimiter) -> tuple[bytes, str]:
+        key, source = await store.source(location)
         while (kept := self._kept.get(key)) is None:
             making = self._making.get(key)
             if making is not None:
@@ -213,7 +215,7 @@ class _Previews:
             self._making[key] = done = anyio.Event()
             try:
                 try:
-                    self._kept[key] = (await anyio.to_thread.run_sync(thumbnail, path, limiter=limiter), "")
+                    self._kept[key] = (await anyio.to_thread.run_sync(thumbnail, source, limiter=limiter), "")
                 except ValueError as err:
                     self._kept[key] = (None, str(err))
                 while len(self._kept) > self._size:
@@ -234,12 +236,18 @@ class Service:
 
     settings: Settings
     ledger: LedgerStore
-    client: MonetClient | None
+    clients: MonetClients
+    """The client for each tenant's calls: its own key's (a tokens file's third field), else the server's."""
     runner: Runner | None
     offline: bool = False
+    store: ImageStore = None  # type: ignore[assignment]  # set in __post_init__: the output folder unless given
     # Decoding a full image for a preview takes tens of MB; a few at a time is as fast on few cores.
     image_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
     previews: _Previews = field(default_factory=lambda: _Previews(_PREVIEWS_KEPT), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.store is None:
+            self.store = FolderStore(self.settings.output_dir)
 
     # -- generate ------------------------------------------------------------------------------
 
@@ -267,7 +275,7 @@ class Service:
             aspect_ratio=request.aspect_ratio,
             resolution=request.resolution,
         )
-        _, runner = self._require_client()
+        _, runner = self._require_client(tenant)
         resolved = await self._resolve_references(request.images, client_roots, tenant)
         urls = [ref if isinstance(ref, str) else await self._upload_cached(ref, tenant) for ref in resolved]
         ready = request.model_copy(update={"images": tuple(urls)})
@@ -362,6 +370,11 @@ class Service:
     # -- look-ups ------------------------------------------------------------------------------
 
     @property
+    def client(self) -> MonetClient | None:
+        """The client on the server's own key (``MONET_API_KEY``, or the offline emulator's); None without one."""
+        return self.clients.default
+
+    @property
     def tenants(self) -> bool:
         """Several tenants share this server (a tokens file, or an identity provider's subjects): each sees its own
         rows only, never the API's lists, which hold every tenant's tasks (the API account is shared)."""
@@ -378,9 +391,9 @@ class Service:
             self._resume(record)
             return self.result(self._fresh(record))
         unknown = f"No task {handle!r} is known here or at the API. Use list_tasks to see recent tasks."
-        client, _ = self._require_client()
         if self.tenants:
             raise TaskNotFound(unknown)
+        client, _ = self._require_client(tenant)
         try:
             task = await client.get_task(handle)
         except NotFound as err:
@@ -423,7 +436,7 @@ class Service:
         self, path: str, client_roots: RootsProvider | None = None, *, tenant: str = DEFAULT_TENANT
     ) -> UploadedReference:
         """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant."""
-        self._require_client()
+        self._require_client(tenant)
         roots = await self._roots(client_roots)
         ref = await anyio.to_thread.run_sync(self._check_one, path, roots)
         url = await self._upload_cached(ref, tenant)
@@ -433,27 +446,27 @@ class Service:
             url=url, expires_at=expires[1], sha256=ref.sha256, mime_type=ref.mime_type, size_bytes=len(ref.data)
         )
 
-    async def thumbnail(self, path: Path) -> tuple[bytes, str]:
+    async def thumbnail(self, location: str) -> tuple[bytes, str]:
         """A small JPEG preview of a saved image (see ``images.thumbnail``), made off the event loop once per version
-        of the file and kept (see :class:`_Previews`).
+        of the image and kept (see :class:`_Previews`).
 
-        ValueError (saying why) when the file cannot be previewed; OSError when it cannot be read.
+        ValueError (saying why) when the image cannot be previewed; OSError or StorageError when it cannot be read.
         """
-        return await self.previews.get(path, self.image_work)
+        return await self.previews.get(self.store, location, self.image_work)
 
-    async def image_file(self, handle: str, index: int, *, tenant: str = DEFAULT_TENANT) -> Path:
-        """The saved file of one of the tenant's outputs, only if it lies inside the output folder (the ledger is not
-        trusted)."""
+    async def image_bytes(self, handle: str, index: int, *, tenant: str = DEFAULT_TENANT) -> bytes:
+        """The saved image of one of the tenant's outputs, read only from inside the store (the output folder, or
+        the bucket and prefix): the ledger is not trusted."""
         result = await self.get(handle, tenant=tenant)
         if not 0 <= index < len(result.images):
             raise TaskNotFound(f"Task {handle} has no image {index}.")
-        path = result.images[index].path
-        if path is None:
+        location = result.images[index].path
+        if location is None:
             raise TaskNotFound(f"Image {index} of task {handle} is not saved yet; try get_task first.")
-        resolved = await anyio.Path(path).resolve()
-        if not Path(resolved).is_relative_to(self.settings.output_dir):
-            raise TaskNotFound(f"Image {index} of task {handle} is not in the output folder; it is not served.")
-        return Path(resolved)
+        try:
+            return await self.store.read(location, self.settings.max_download_bytes)
+        except StorageError as err:
+            raise TaskNotFound(f"Image {index} of task {handle} cannot be served: {err}") from err
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -468,11 +481,11 @@ class Service:
             )
         elif status in ("pending", "running"):
             next_step = (
-                f"It keeps running in the background and its images will be saved to {self.settings.output_dir}. "
+                f"It keeps running in the background and its images will be saved to {self.store.where}. "
                 f'Call get_task(task_id="{record.handle}", wait_seconds={COLLECT_WAIT}) to collect it.'
             )
         images = [
-            image.model_copy(update={"uri": RESULT_URI.format(task_id=record.handle, index=index)})
+            self._shown(image, RESULT_URI.format(task_id=record.handle, index=index))
             for index, image in enumerate(record.images)
         ]
         return TaskResult(
@@ -484,11 +497,19 @@ class Service:
             progress=100.0 if status == "success" else record.progress,
             images=images,
             error=record.error,
-            output_dir=str(self.settings.output_dir),
+            output_dir=self.store.where,
             offline=record.offline,
             created_at=record.created_at,
             next_step=next_step,
         )
+
+    def _shown(self, image: SavedImage, uri: str) -> SavedImage:
+        """An image as a result shows it: its ``nano-banana://`` URI and, from a bucket, a fresh presigned link."""
+        update: dict[str, object] = {"uri": uri}
+        link = self.store.link(image.path) if image.path is not None else None
+        if link is not None:
+            update["url"], update["url_expires_at"] = link
+        return image.model_copy(update=update)
 
     def _fresh(self, record: TaskRecord) -> TaskRecord:
         """A row just read from the ledger, with the runner's fresher working copy when this process works on it."""
@@ -515,7 +536,7 @@ class Service:
             progress=task.progress,
             images=[SavedImage(path=None, url=u) for u in task.urls],
             error=task.error_message() if status == "failed" else None,
-            output_dir=str(self.settings.output_dir),
+            output_dir=self.store.where,
             offline=self.offline,
             created_at=created,
             next_step="Not created from this machine, so its images are not saved here; use the URLs.",
@@ -526,11 +547,14 @@ class Service:
         if not record.finished and self.runner is not None:
             self.runner.follow(record.key)
 
-    def _require_client(self) -> tuple[MonetClient, Runner]:
-        if self.client is None or self.runner is None:
+    def _require_client(self, tenant: str = DEFAULT_TENANT) -> tuple[MonetClient, Runner]:
+        """The client for the tenant's calls (its own key's, else the server's) and the runner; without a key for the
+        tenant, the ConfigError that names MONET_API_KEY."""
+        client = self.clients.for_tenant(tenant)
+        if client is None or self.runner is None:
             self.settings.require_key()  # raises ConfigError naming MONET_API_KEY
             raise AssertionError("a key is set but no client was built")
-        return self.client, self.runner
+        return client, self.runner
 
     def _check_one(self, path: str, roots: Sequence[Path]) -> ReferenceFile:
         """A local reference, read only from ``roots``; with tenants, never from the output folder by path (it holds
@@ -637,19 +661,21 @@ class Service:
                 f"images[{index}] asks for image {number} of task {record.handle}, which has "
                 f"{len(record.images)} (numbered from 0)."
             )
-        path = await self.image_file(record.handle, number, tenant=tenant)
-        output = [self.settings.output_dir]
-        return await anyio.to_thread.run_sync(self._read_one, str(path), output)  # the tenant's own, found by URI
+        data = await self.image_bytes(record.handle, number, tenant=tenant)  # the tenant's own, found by its URI
+        shown = f"images[{index}] ({uri})"
+        limit = self.settings.max_reference_bytes
+        return await anyio.to_thread.run_sync(partial(reference_from_bytes, data, max_bytes=limit, shown=shown))
 
     def _is_own_upload(self, ref: str) -> bool:
         # The offline emulator serves plain http on loopback; its upload URLs are fine to pass back.
-        return self.client is not None and ref.startswith(self.client.base_url + "/")
+        base_url = self.clients.base_url
+        return base_url is not None and ref.startswith(base_url + "/")
 
     async def _upload_cached(self, ref: ReferenceFile, tenant: str) -> str:
         cached = await self.ledger.cached_upload(ref.sha256, tenant=tenant)
         if cached is not None and cached[1] - UPLOAD_REUSE_MARGIN > now():
             return cached[0]
-        client, _ = self._require_client()
+        client, _ = self._require_client(tenant)  # the tenant's own key when it has one
         uploaded = await client.upload_file(ref.data, ref.upload_name, ref.mime_type)
         await self.ledger.remember_upload(ref.sha256, uploaded.url, now() + UPLOAD_LIFETIME, tenant=tenant)
         return uploaded.url

@@ -1,0 +1,303 @@
+"""Where saved images live: the output folder (the default), or an S3-compatible bucket shared by every replica.
+
+A saved image is recorded in the ledger by its *location*: an absolute path in the output folder, or
+``s3://bucket/key``. The ledger is not trusted on the way back: a store reads only locations inside itself
+(the output folder; its own bucket and prefix).
+
+The runner downloads and finishes each image in the store's ``staging`` folder (the output folder itself for the
+folder store: the file is already where it belongs), then hands it to :meth:`ImageStore.put`. The bucket store
+uploads it and removes the local copy, so a replica's disk holds only images being saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+
+from nano_banana_mcp.config import Settings
+from nano_banana_mcp.errors import ConfigError, NanoBananaError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["BucketStore", "FolderStore", "ImageStore", "StorageError", "image_store"]
+
+log = logging.getLogger(__name__)
+
+_STORAGE_SETTING = "NANO_BANANA_STORAGE_URL / --storage-url"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+STAGING = "staging"
+"""The folder in the data dir where a bucket store's images are downloaded and finished before the upload."""
+
+
+class StorageError(NanoBananaError):
+    """The image store could not be used (the bucket unreachable, access denied, the object missing)."""
+
+
+class ImageStore(Protocol):
+    """Where saved images are kept; see the module's docstring."""
+
+    @property
+    def where(self) -> str:
+        """Shown to people: the folder, or ``s3://bucket/prefix``."""
+        ...
+
+    @property
+    def staging(self) -> Path:
+        """The local folder images are downloaded and finished in, before :meth:`put`."""
+        ...
+
+    async def put(self, file: Path, mime_type: str) -> str:
+        """Keep a finished image (a file in ``staging``); its location."""
+        ...
+
+    async def has(self, location: str) -> bool:
+        """Whether the image at ``location`` is kept here (false for a location outside this store)."""
+        ...
+
+    async def read(self, location: str, max_bytes: int) -> bytes:
+        """The image's bytes. StorageError when it is outside this store, gone, larger than ``max_bytes``, or the
+        store cannot be reached."""
+        ...
+
+    async def source(self, location: str) -> tuple[Hashable, Path | bytes]:
+        """What a preview is made from, and a key naming this version of the image (for the preview cache)."""
+        ...
+
+    def link(self, location: str) -> tuple[str, datetime] | None:
+        """A time-limited link to the full image and when it expires; None when the store has no links."""
+        ...
+
+    async def check(self) -> str | None:
+        """None when images can be saved now, else what is wrong in a word (``unwritable``, ``unreachable``) for
+        ``/healthz``; the reason is logged."""
+        ...
+
+
+def image_store(settings: Settings) -> ImageStore:
+    """The store these settings name: the bucket of ``storage_url``, else the output folder."""
+    url = (settings.storage_url or "").strip()
+    if not url:
+        return FolderStore(settings.output_dir)
+    parts = urlsplit(url)
+    bucket, prefix = parts.netloc, parts.path.strip("/")
+    if parts.scheme != "s3" or not _BUCKET.fullmatch(bucket) or parts.query or parts.fragment or ".." in prefix:
+        raise ConfigError(
+            f"{_STORAGE_SETTING} must read s3://bucket or s3://bucket/prefix (a bucket name of 3 to 63 lower-case "
+            f"letters, digits, '.' or '-'), got {url[:120]!r}; unset it to keep images in the output folder."
+        )
+    try:
+        import boto3  # noqa: PLC0415 - the team extra, only when used
+        from botocore.config import Config  # noqa: PLC0415
+    except ImportError as err:
+        raise ConfigError(
+            f"Object storage is set ({_STORAGE_SETTING}), but its client is not installed ({err}). Install the team "
+            "extra: pip install 'nano-banana-mcp[team]', or unset it to keep images in the output folder."
+        ) from err
+    # Endpoint, credentials and region come from the standard AWS variables and files (AWS_ENDPOINT_URL for MinIO
+    # or R2); links are signed with SigV4, which every S3-compatible service takes.
+    config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=20)
+    client = boto3.session.Session().client("s3", config=config)
+    return BucketStore(
+        client=client,
+        bucket=bucket,
+        prefix=f"{prefix}/" if prefix else "",
+        staging=settings.data_dir / STAGING,
+        link_seconds=settings.storage_link_seconds,
+        max_bytes=settings.max_download_bytes,
+    )
+
+
+# -- the output folder ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FolderStore:
+    """Images in the output folder: downloaded straight into it, served only from inside it."""
+
+    folder: Path
+
+    @property
+    def where(self) -> str:
+        return str(self.folder)
+
+    @property
+    def staging(self) -> Path:
+        return self.folder
+
+    async def put(self, file: Path, mime_type: str) -> str:
+        return str(file)
+
+    async def has(self, location: str) -> bool:
+        path = await self._inside(location)
+        return path is not None and await anyio.Path(path).is_file()
+
+    async def read(self, location: str, max_bytes: int) -> bytes:
+        path = await self._served(location)
+        try:
+            async with await anyio.open_file(path, "rb") as file:
+                data = await file.read(max_bytes + 1)
+        except OSError as err:
+            raise StorageError(f"The saved image {path.name} cannot be read ({err.strerror or err}).") from err
+        if len(data) > max_bytes:
+            raise StorageError(f"The saved image {path.name} is over {max_bytes / 1e6:.0f} MB; it is not served.")
+        return data
+
+    async def source(self, location: str) -> tuple[Hashable, Path | bytes]:
+        path = await self._served(location)
+        info = await anyio.Path(path).stat()  # a file replaced or edited gets a new preview
+        return (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns), path
+
+    def link(self, location: str) -> tuple[str, datetime] | None:
+        return None
+
+    async def check(self) -> str | None:
+        problem = await anyio.to_thread.run_sync(_unwritable, self.folder)
+        if problem is None:
+            return None
+        log.warning("health: %s", problem)
+        return "unwritable"
+
+    async def _inside(self, location: str) -> Path | None:
+        if not location or location.startswith("s3://"):
+            return None
+        resolved = Path(await anyio.Path(location).resolve())
+        return resolved if resolved.is_relative_to(self.folder) else None
+
+    async def _served(self, location: str) -> Path:
+        path = await self._inside(location)
+        if path is None:
+            raise StorageError("The image is not in the output folder; it is not served.")
+        return path
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be made in ``folder`` (made if missing) right now, or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".healthz-"):
+            pass
+    except OSError as err:
+        return f"the output folder {folder} is not writable ({err.strerror or err})"
+    return None
+
+
+# -- a bucket -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BucketStore:
+    """Images in an S3-compatible bucket, under ``prefix``: every replica reads what any replica saved.
+
+    boto3 blocks, so each call runs in a worker thread; its client is thread-safe. Its own retries (standard mode)
+    cover a dropped connection; anything longer is the runner's: a failed upload is retried with its backoff.
+    """
+
+    client: S3Client = field(repr=False)
+    bucket: str
+    prefix: str
+    staging: Path
+    link_seconds: int
+    max_bytes: int
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    async def put(self, file: Path, mime_type: str) -> str:
+        key = f"{self.prefix}{file.name}"
+        data = await anyio.Path(file).read_bytes()  # one PUT: images are far below S3's 5 GB for a single request
+        upload = partial(self.client.put_object, Bucket=self.bucket, Key=key, Body=data, ContentType=mime_type)
+        await self._call(upload, f"The image could not be stored in {self.where}")
+        await anyio.Path(file).unlink(missing_ok=True)  # kept in the bucket now; the replica's disk holds no copy
+        return f"s3://{self.bucket}/{key}"
+
+    async def has(self, location: str) -> bool:
+        key = self._key(location)
+        if key is None:
+            return False
+        try:
+            await self._call(partial(self.client.head_object, Bucket=self.bucket, Key=key), "")
+        except StorageError:
+            return False
+        return True
+
+    async def read(self, location: str, max_bytes: int) -> bytes:
+        key = self._served(location)
+        name = key.rsplit("/", 1)[-1]
+        answer = await self._call(
+            partial(self.client.get_object, Bucket=self.bucket, Key=key), f"The saved image {name} cannot be read"
+        )
+        body = answer["Body"]
+        try:
+            if int(answer.get("ContentLength") or 0) > max_bytes:
+                raise StorageError(f"The saved image {name} is over {max_bytes / 1e6:.0f} MB; it is not served.")
+            data: bytes = await anyio.to_thread.run_sync(body.read, max_bytes + 1)
+        finally:
+            body.close()
+        if len(data) > max_bytes:
+            raise StorageError(f"The saved image {name} is over {max_bytes / 1e6:.0f} MB; it is not served.")
+        return data
+
+    async def source(self, location: str) -> tuple[Hashable, Path | bytes]:
+        # Objects are never rewritten (each name is a task's key and an index): the location names the version.
+        return location, await self.read(location, self.max_bytes)
+
+    def link(self, location: str) -> tuple[str, datetime] | None:
+        key = self._key(location)
+        if key is None:
+            return None
+        expires = datetime.now(UTC) + timedelta(seconds=self.link_seconds)
+        url = self.client.generate_presigned_url(  # signed here, without a request
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.link_seconds
+        )
+        return str(url), expires
+
+    async def check(self) -> str | None:
+        try:
+            await self._call(partial(self.client.head_bucket, Bucket=self.bucket), "")
+        except StorageError as err:
+            log.warning("health: the bucket %s cannot be reached (%s)", self.bucket, err)
+            return "unreachable"
+        return None
+
+    def _key(self, location: str) -> str | None:
+        """The object key of a location inside this bucket and prefix, else None (the ledger is not trusted)."""
+        own = f"s3://{self.bucket}/{self.prefix}"
+        if not location.startswith(own):
+            return None
+        key = location[len(f"s3://{self.bucket}/") :]
+        name = key[len(self.prefix) :]
+        return key if name and "/" not in name and name not in (".", "..") else None
+
+    def _served(self, location: str) -> str:
+        key = self._key(location)
+        if key is None:
+            raise StorageError(f"The image is not in {self.where}; it is not served.")
+        return key
+
+    async def _call(self, call: partial[Any], doing: str) -> Any:
+        """One blocking boto3 call in a worker thread; its failures as StorageError, with no credential in them."""
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except ClientError as err:
+            error = err.response.get("Error", {})
+            code = error.get("Code", "error")
+            reason = {"403": "access denied", "AccessDenied": "access denied", "404": "not found"}.get(code, code)
+            raise StorageError(f"{doing}: {reason}" if doing else reason) from None
+        except (BotoCoreError, OSError) as err:  # botocore's messages name the endpoint, never a credential
+            reason = str(err)[:300] or type(err).__name__
+            raise StorageError(f"{doing}: {reason}" if doing else reason) from None

@@ -1,0 +1,132 @@
+"""Images in object storage (NANO_BANANA_STORAGE_URL): a real S3 API (moto's server on loopback), reached the way any
+S3-compatible service is, through the standard AWS variables."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from PIL import Image
+
+from nano_banana_mcp.catalog import GenerateRequest
+from nano_banana_mcp.config import Settings
+from nano_banana_mcp.errors import ConfigError
+from nano_banana_mcp.mcp_server import create_server
+from nano_banana_mcp.runtime import open_service
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def bucket_settings(settings: Settings, storage_url: str) -> Settings:
+    return settings.model_copy(update={"storage_url": storage_url, "storage_link_seconds": 600})
+
+
+@pytest.fixture
+async def client(bucket_settings: Settings) -> AsyncIterator[Client]:
+    async with Client(create_server(bucket_settings), read_timeout_seconds=30) as client:
+        yield client
+
+
+def _bucket_and_prefix(storage_url: str) -> tuple[str, str]:
+    _, _, bucket, prefix = storage_url.split("/", 3)
+    return bucket, prefix
+
+
+async def test_images_are_kept_in_the_bucket_and_given_as_presigned_links(
+    client: Client, bucket_settings: Settings, storage_url: str, s3_server: Any
+) -> None:
+    """A saved image lives in the bucket under the prefix, not on the replica's disk; the result's url is a link to
+    it that works without credentials until url_expires_at; the preview and the resource come from the bucket."""
+    before = datetime.now(UTC)
+    result = await client.call_tool("generate_image", {"prompt": "a banana in a bucket", "count": 2})
+    data = result.structured_content
+    assert data["status"] == "success"
+    bucket, prefix = _bucket_and_prefix(storage_url)
+    keys = s3_server.keys(bucket)
+    assert len(keys) == 2
+    assert all(key.startswith(f"{prefix}/nano-banana-") for key in keys)
+    assert sorted(image["path"] for image in data["images"]) == [f"s3://{bucket}/{key}" for key in keys]
+    assert data["output_dir"] == f"s3://{bucket}/{prefix}/"
+    on_disk = [p for p in bucket_settings.output_dir.rglob("*") if p.is_file()]
+    staged = [p for p in (bucket_settings.data_dir / "staging").rglob("*") if p.is_file()]
+    assert on_disk == [] and staged == []
+
+    for image in data["images"]:
+        expires = datetime.fromisoformat(image["url_expires_at"])
+        assert before + timedelta(seconds=590) < expires < datetime.now(UTC) + timedelta(seconds=610)
+        got = httpx.get(image["url"])  # no credentials: the signature in the link is the permission
+        assert got.status_code == 200
+        with Image.open(io.BytesIO(got.content)) as im:
+            assert (im.width, im.height) == (image["width"], image["height"])
+        read = await client.read_resource(image["uri"])
+        assert read.contents[0].blob  # base64 of the same bytes
+        assert len(got.content) == image["size_bytes"]
+    assert [block.type for block in result.content].count("image") == 2  # previews, made from the bucket's bytes
+
+
+async def test_an_image_in_the_bucket_can_be_edited_by_its_uri(client: Client) -> None:
+    """An earlier result in the bucket is a reference like any other: its nano-banana:// URI is read from there."""
+    first = await client.call_tool("generate_image", {"prompt": "a plain banana"})
+    uri = first.structured_content["images"][0]["uri"]
+    edit = await client.call_tool("generate_image", {"prompt": "make it blue", "images": [uri]})
+    assert edit.structured_content["status"] == "success", edit.structured_content
+
+
+async def test_a_ledger_row_pointing_outside_the_bucket_prefix_is_not_served(
+    client: Client, bucket_settings: Settings, storage_url: str, s3_server: Any
+) -> None:
+    """The ledger is not trusted: a row edited to another object of the bucket, outside the prefix, is refused."""
+    bucket, _ = _bucket_and_prefix(storage_url)
+    s3_server.client().put_object(Bucket=bucket, Key="private/secret.png", Body=b"not for you")
+    result = await client.call_tool("generate_image", {"prompt": "mine"})
+    task_id = result.structured_content["task_id"]
+    path = result.structured_content["images"][0]["path"]
+    db = sqlite3.connect(bucket_settings.data_dir / "ledger.sqlite3")
+    images = db.execute("SELECT images FROM tasks WHERE task_id=?", (task_id,)).fetchone()[0]
+    db.execute(
+        "UPDATE tasks SET images=? WHERE task_id=?",
+        (images.replace(path, f"s3://{bucket}/private/secret.png"), task_id),
+    )
+    db.commit()
+    db.close()
+    with pytest.raises(MCPError, match="not in s3://"):
+        await client.read_resource(f"nano-banana://tasks/{task_id}/images/0")
+
+
+async def test_a_missing_bucket_keeps_the_task_until_it_exists(
+    bucket_settings: Settings, s3_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bucket that cannot be written keeps the task, says why, and saves it once it can: nothing is lost, and the
+    error names neither the secret key nor the access key."""
+    settings = bucket_settings.model_copy(update={"storage_url": "s3://nano-banana-not-made-yet/images"})
+    caplog.set_level(logging.INFO)
+    async with open_service(settings) as service:
+        result = await service.generate(GenerateRequest(prompt="patience"), wait_seconds=3)
+        assert result.status == "running"
+        assert result.error is not None
+        assert "could not be stored in s3://nano-banana-not-made-yet/images/" in result.error
+        s3_server.client().create_bucket(Bucket="nano-banana-not-made-yet")
+        done = await service.wait(result.task_id, wait_seconds=15)
+    assert done.status == "success"
+    assert s3_server.keys("nano-banana-not-made-yet") == [done.images[0].path.split("/", 3)[3]]
+    for secret in s3_server.env["AWS_SECRET_ACCESS_KEY"], s3_server.env["AWS_ACCESS_KEY_ID"]:
+        assert secret not in caplog.text
+        assert secret not in (result.error or "")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://bucket/x", "s3://", "s3://UPPER/x", "s3://b/x", "s3://bucket/a/../b", "s3://bucket/x?y=1"]
+)
+async def test_a_bad_storage_url_is_one_clear_error_before_anything_starts(settings: Settings, url: str) -> None:
+    with pytest.raises(ConfigError, match=r"NANO_BANANA_STORAGE_URL .* must read s3://bucket"):
+        async with open_service(settings.model_copy(update={"storage_url": url})):
+            pass
