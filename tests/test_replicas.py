@@ -118,6 +118,30 @@ async def connect(replica: Replica) -> AsyncIterator[Client]:
         yield client
 
 
+_HEADERS = {
+    "Authorization": f"Bearer {TOKEN}",
+    "Accept": "application/json, text/event-stream",
+    "Content-Type": "application/json",
+}
+
+
+def _a_2025_session_lives_on_its_own_replica(first: Replica, other: Replica) -> None:
+    """What docs/deploy.md says of sticky routing: a 2025-era session (``Mcp-Session-Id``) is known only to the
+    replica that opened it; another answers 404, and the client must open a new session there."""
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    opened = httpx.post(first.url, json=hello, headers=_HEADERS, timeout=20)
+    assert opened.status_code == 200
+    session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    assert httpx.post(first.url, json=ping, headers=_HEADERS | session, timeout=20).status_code == 200
+    assert httpx.post(other.url, json=ping, headers=_HEADERS | session, timeout=20).status_code == 404
+
+
 def _text(result: Any) -> str:
     return " ".join(getattr(c, "text", "") for c in result.content)
 
@@ -200,6 +224,7 @@ async def test_a_killed_replicas_tasks_are_finished_by_the_others_created_once_a
                 assert read[0] == read[1]
                 assert read[0].startswith(PNG_SIGNATURE)
         assert team["B"].process.poll() is None and team["C"].process.poll() is None
+        _a_2025_session_lives_on_its_own_replica(team["B"], team["C"])
     bucket = storage_url.removeprefix("s3://").split("/", 1)[0]
     in_bucket = {f"s3://{bucket}/{key}" for key in s3_server.keys(bucket)}
     assert {r["images"][0]["path"] for r in results.values()} <= in_bucket
