@@ -7,18 +7,13 @@ row is followed, its images saved, and the agent collects them with the id it wa
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import logging
-import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from functools import partial
-from pathlib import Path
+from datetime import UTC, datetime
 
 import anyio
 import anyio.to_thread
@@ -28,10 +23,11 @@ from nano_banana_mcp import catalog
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, MonetError, NotFound, TaskNotFound
-from nano_banana_mcp.images import ReferenceFile, check_reference, reference_from_bytes, thumbnail
+from nano_banana_mcp.images import thumbnail
 from nano_banana_mcp.monet import MonetClient, MonetClients, Task
 from nano_banana_mcp.storage import FolderStore, ImageStore, StorageError
-from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord, now, status_at_api
+from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord, status_at_api
+from nano_banana_mcp.tasks.references import RESULT_URI, References, RootsProvider, UploadedReference
 from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.store import LedgerStore
 
@@ -40,23 +36,16 @@ __all__ = [
     "DEFAULT_TENANT",
     "OFFLINE_NOTE",
     "ProgressCallback",
-    "RootsProvider",
     "Service",
     "TaskList",
     "TaskResult",
     "TaskSummary",
-    "UploadedReference",
     "combine",
 ]
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
-RootsProvider = Callable[[], Awaitable[list[Path]]]
-"""Folders the MCP client declared as its roots; asked only when a local file is to be read."""
-
-UPLOAD_LIFETIME = timedelta(hours=24)
-UPLOAD_REUSE_MARGIN = timedelta(hours=1)
 COLLECT_WAIT = 30
 """The ``wait_seconds`` our advice names: well under the ~60 s at which hosts cut a call off."""
 OFFLINE_NOTE = "Offline mode: these are placeholder images from the built-in emulator, not generated images."
@@ -128,19 +117,6 @@ class TaskList(BaseModel):
     total_local: int = Field(description="In this machine's ledger")
     total_api: int | None = Field(default=None, description="At the API")
     api_error: str | None = None
-
-
-class UploadedReference(BaseModel):
-    url: str
-    expires_at: datetime
-    sha256: str
-    mime_type: str
-    size_bytes: int
-
-
-RESULT_URI = "nano-banana://tasks/{task_id}/images/{index}"
-_RESULT_URI = re.compile(r"nano-banana://tasks/([A-Za-z0-9_-]{1,200})/images/(\d{1,3})")
-_DATA_URI = re.compile(r"(?i:data:image/(png|jpeg|jpg|webp|gif);base64),(.*)", re.DOTALL)
 
 
 def combine(results: Sequence[TaskResult]) -> TaskResult:
@@ -245,9 +221,14 @@ class Service:
     image_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
     previews: _Previews = field(default_factory=lambda: _Previews(_PREVIEWS_KEPT), init=False, repr=False)
 
+    references: References = field(init=False, repr=False)
+
     def __post_init__(self) -> None:
         if self.store is None:
             self.store = FolderStore(self.settings.output_dir)
+        self.references = References(
+            self.settings, self.ledger, self.clients, self.tenants, find_row=self._found, read_image=self._image
+        )
 
     # -- generate ------------------------------------------------------------------------------
 
@@ -276,9 +257,8 @@ class Service:
             resolution=request.resolution,
         )
         _, runner = self._require_client(tenant)
-        resolved = await self._resolve_references(request.images, client_roots, tenant)
-        urls = [ref if isinstance(ref, str) else await self._upload_cached(ref, tenant) for ref in resolved]
-        ready = request.model_copy(update={"images": tuple(urls)})
+        urls = await self.references.resolve(request.images, client_roots, tenant)
+        ready = request.model_copy(update={"images": urls})
         records = [
             TaskRecord(key=str(uuid.uuid4()), request=ready, offline=self.offline, tenant=tenant) for _ in range(count)
         ]
@@ -436,15 +416,7 @@ class Service:
         self, path: str, client_roots: RootsProvider | None = None, *, tenant: str = DEFAULT_TENANT
     ) -> UploadedReference:
         """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant."""
-        self._require_client(tenant)
-        roots = await self._roots(client_roots)
-        ref = await anyio.to_thread.run_sync(self._check_one, path, roots)
-        url = await self._upload_cached(ref, tenant)
-        expires = await self.ledger.cached_upload(ref.sha256, tenant=tenant)
-        assert expires is not None
-        return UploadedReference(
-            url=url, expires_at=expires[1], sha256=ref.sha256, mime_type=ref.mime_type, size_bytes=len(ref.data)
-        )
+        return await self.references.upload(path, client_roots, tenant)
 
     async def thumbnail(self, location: str) -> tuple[bytes, str]:
         """A small JPEG preview of a saved image (see ``images.thumbnail``), made off the event loop once per version
@@ -469,6 +441,13 @@ class Service:
             raise TaskNotFound(f"Image {index} of task {handle} cannot be served: {err}") from err
 
     # -- helpers -------------------------------------------------------------------------------
+
+    async def _found(self, handle: str, tenant: str) -> TaskRecord | None:
+        record = await self.ledger.find(handle, tenant=tenant)
+        return self._fresh(record) if record is not None else None
+
+    async def _image(self, handle: str, index: int, tenant: str) -> bytes:
+        return await self.image_bytes(handle, index, tenant=tenant)
 
     def result(self, record: TaskRecord) -> TaskResult:
         status = record.status
@@ -555,127 +534,3 @@ class Service:
             self.settings.require_key()  # raises ConfigError naming MONET_API_KEY
             raise AssertionError("a key is set but no client was built")
         return client, self.runner
-
-    def _check_one(self, path: str, roots: Sequence[Path]) -> ReferenceFile:
-        """A local reference, read only from ``roots``; with tenants, never from the output folder by path (it holds
-        every tenant's images: each reaches its own through their ``nano-banana://`` URIs)."""
-        if self.tenants and Path(path).expanduser().resolve().is_relative_to(self.settings.output_dir):
-            raise InvalidRequest(
-                f"{path[:200]!r} is in the server's output folder, which is not read by path here: pass an image's "
-                "nano-banana://tasks/{task_id}/images/{n} URI (each result's images[].uri) instead."
-            )
-        return self._read_one(path, roots)
-
-    def _read_one(self, path: str, roots: Sequence[Path]) -> ReferenceFile:
-        return check_reference(path, max_bytes=self.settings.max_reference_bytes, roots=roots)
-
-    async def _roots(self, client_roots: RootsProvider | None) -> list[Path]:
-        extra = await client_roots() if client_roots is not None else []
-        return [*self.settings.reference_roots(), *extra]
-
-    async def _resolve_references(
-        self, images: Sequence[str], client_roots: RootsProvider | None, tenant: str
-    ) -> list[str | ReferenceFile]:
-        """Each reference as a URL to pass on, or an image to upload; every one is checked before any is uploaded.
-
-        https:// URLs (and this API's own upload URLs) pass as they are; a ``data:image/...;base64`` URI is decoded
-        and checked like a file (the API takes URLs only, so it is uploaded); ``nano-banana://tasks/{id}/images/{n}``
-        is the saved file of an earlier result of this server; anything else is a local path, read only from the
-        allowed folders.
-        """
-        resolved: list[str | ReferenceFile] = []
-        roots: list[Path] | None = None
-        for index, ref in enumerate(images):
-            if ref.startswith("https://") or self._is_own_upload(ref):
-                resolved.append(ref)
-            elif ref[:5].lower() == "data:":
-                resolved.append(await anyio.to_thread.run_sync(self._data_reference, index, ref))
-            elif ref.startswith("nano-banana:"):
-                resolved.append(await self._result_reference(index, ref, tenant))
-            elif "://" in ref or ref.startswith("file:"):
-                raise InvalidRequest(
-                    f"images[{index}] {ref[:80]!r} is not usable: pass an https:// URL, a URL from upload_reference, "
-                    "a data:image/...;base64 URI, a nano-banana://tasks/{task_id}/images/{n} URI of an earlier result, "
-                    "or a local file path."
-                )
-            else:
-                if roots is None:
-                    roots = await self._roots(client_roots)
-                resolved.append(await anyio.to_thread.run_sync(self._check_one, ref, roots))
-        return resolved
-
-    def _data_reference(self, index: int, uri: str) -> ReferenceFile:
-        """A ``data:`` URI's image, decoded and checked like a file of the same size limit."""
-        limit = self.settings.max_reference_bytes
-        match = _DATA_URI.fullmatch(uri)
-        if match is None:
-            raise InvalidRequest(
-                f"images[{index}] is a data: URI that is not a base64 PNG, JPEG, WebP or GIF image; write it as "
-                "data:image/png;base64,... (or image/jpeg, image/webp, image/gif)."
-            )
-        declared, payload = f"image/{match.group(1).lower()}", match.group(2)
-        if len(payload) * 3 // 4 > limit + 3:
-            raise InvalidRequest(
-                f"images[{index}] is a data: URI of about {len(payload) * 3 / 4 / 1e6:.1f} MB; the limit is "
-                f"{limit / 1e6:.0f} MB. Resize or recompress the image."
-            )
-        try:
-            data = base64.b64decode("".join(payload.split()), validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise InvalidRequest(f"images[{index}] is a data: URI whose base64 cannot be decoded ({err}).") from err
-        ref = reference_from_bytes(data, max_bytes=limit, shown=f"images[{index}] (a data: URI)")
-        if ref.mime_type != ("image/jpeg" if declared == "image/jpg" else declared):
-            raise InvalidRequest(
-                f"images[{index}] is a data: URI that says {declared} but holds {ref.mime_type}; say what it is."
-            )
-        return ref
-
-    async def _result_reference(self, index: int, uri: str, tenant: str) -> ReferenceFile:
-        """The saved file of an earlier result of this server, checked like any reference and uploaded.
-
-        The API documents no lifetime for its output URLs, so whether one is still valid cannot be known without
-        asking; the saved file is uploaded instead (once: uploads are cached by content for 23 hours).
-        """
-        match = _RESULT_URI.fullmatch(uri)
-        if match is None:
-            raise InvalidRequest(
-                f"images[{index}] {uri[:120]!r} is not a result URI; they read nano-banana://tasks/{{task_id}}/images/{{n}}"
-                " (each result's images[].uri)."
-            )
-        handle, number = match.group(1), int(match.group(2))
-        record = await self.ledger.find(handle, tenant=tenant)
-        if record is None:
-            raise InvalidRequest(
-                f"images[{index}] names task {handle!r}, which this server did not make: a nano-banana:// URI must "
-                "come from one of its own results (list_tasks shows them)."
-            )
-        record = self._fresh(record)
-        if record.phase != "downloaded":
-            raise InvalidRequest(
-                f"images[{index}] names task {record.handle}, which is {record.status}"
-                + (f" ({record.error})" if record.error else "")
-                + ": only a finished task's image can be used. Collect it with get_task first."
-            )
-        if not 0 <= number < len(record.images):
-            raise InvalidRequest(
-                f"images[{index}] asks for image {number} of task {record.handle}, which has "
-                f"{len(record.images)} (numbered from 0)."
-            )
-        data = await self.image_bytes(record.handle, number, tenant=tenant)  # the tenant's own, found by its URI
-        shown = f"images[{index}] ({uri})"
-        limit = self.settings.max_reference_bytes
-        return await anyio.to_thread.run_sync(partial(reference_from_bytes, data, max_bytes=limit, shown=shown))
-
-    def _is_own_upload(self, ref: str) -> bool:
-        # The offline emulator serves plain http on loopback; its upload URLs are fine to pass back.
-        base_url = self.clients.base_url
-        return base_url is not None and ref.startswith(base_url + "/")
-
-    async def _upload_cached(self, ref: ReferenceFile, tenant: str) -> str:
-        cached = await self.ledger.cached_upload(ref.sha256, tenant=tenant)
-        if cached is not None and cached[1] - UPLOAD_REUSE_MARGIN > now():
-            return cached[0]
-        client, _ = self._require_client(tenant)  # the tenant's own key when it has one
-        uploaded = await client.upload_file(ref.data, ref.upload_name, ref.mime_type)
-        await self.ledger.remember_upload(ref.sha256, uploaded.url, now() + UPLOAD_LIFETIME, tenant=tenant)
-        return uploaded.url
