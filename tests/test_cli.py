@@ -247,3 +247,14 @@ def test_a_bad_storage_url_is_one_clear_line(offline_env: dict[str, str], run_cl
     assert proc.returncode == 3
     [line] = proc.stderr.strip().splitlines()
     assert "NANO_BANANA_STORAGE_URL / --storage-url must read s3://bucket" in line
+
+
+def test_generate_again_with_its_request_id_prints_the_same_image(
+    emulator, process_env: dict[str, str], run_cli
+) -> None:
+    """A script re-run with `--request-id` (after a crash, a cut connection) collects the first run's task."""
+    args = ["generate", "--request-id", "nightly-42", "a lighthouse"]
+    first, second = run_cli(args, process_env), run_cli(args, process_env)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout == second.stdout
+    assert emulator.creates == 1

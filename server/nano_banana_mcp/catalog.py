@@ -146,7 +146,7 @@ class ModelInfo(BaseModel):
     title: str
     max_reference_images: int
     aspect_ratios: list[str]
-    resolutions: list[str] = Field(description="Empty when the model takes no resolution option.")
+    resolutions: list[str] = Field(description="Empty: no resolution option.")
     best_for: str
     default: bool
 

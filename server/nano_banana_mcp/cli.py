@@ -237,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", type=int, default=1, choices=range(1, catalog.MAX_COUNT + 1), help="images to make (default 1)"
     )
     gen.add_argument(
+        "--request-id",
+        dest="request_id",
+        metavar="ID",
+        help="your own id for this request: run again with the same id (after a crash or a cut connection), it "
+        "collects the same tasks instead of paying for new ones",
+    )
+    gen.add_argument(
         "--output-format", dest="output_format", choices=list(catalog.OUTPUT_FORMATS), help="convert the saved files"
     )
     gen.add_argument(
@@ -421,9 +428,9 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     show_bar = not args.json and sys.stderr.isatty()
     async with open_service(settings) as service:
         if show_bar:
-            result = await _with_progress_bar(service, request, args.wait, args.count)
+            result = await _with_progress_bar(service, request, args.wait, args.count, args.request_id)
         else:
-            result = await service.generate(request, args.wait, count=args.count)
+            result = await service.generate(request, args.wait, count=args.count, request_id=args.request_id)
     if args.json:
         print(result.model_dump_json(indent=2))
     elif result.status == "success":
@@ -445,7 +452,9 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_FAILED if result.status == "failed" else EXIT_PENDING
 
 
-async def _with_progress_bar(service: Service, request: GenerateRequest, wait: float, count: int) -> TaskResult:
+async def _with_progress_bar(
+    service: Service, request: GenerateRequest, wait: float, count: int, request_id: str | None
+) -> TaskResult:
     """A one-line bar on stderr (terminals only), redrawn as the task moves and twice a second."""
     started = time.monotonic()
     done, status = 0.0, "submitting"
@@ -470,7 +479,7 @@ async def _with_progress_bar(service: Service, request: GenerateRequest, wait: f
     async with anyio.create_task_group() as tg:
         tg.start_soon(tick)
         try:
-            result = await service.generate(request, wait, on_progress, count=count)
+            result = await service.generate(request, wait, on_progress, count=count, request_id=request_id)
         finally:
             tg.cancel_scope.cancel()
             sys.stderr.write("\r\x1b[2K")  # clear the bar; the result follows on stdout

@@ -308,3 +308,14 @@ def test_thumbnail_of_a_busy_photo_fits_the_result_budget(tmp_path: Path) -> Non
     assert len(base64.b64encode(data)) + 4096 <= 120 * 1024
     with Image.open(io.BytesIO(data)) as im:
         assert max(im.size) <= 512
+
+
+async def test_generate_image_with_a_request_id_sent_twice_makes_one_task(mcp_client: Client, emulator) -> None:
+    """An agent that lost the answer (a cut connection, a host timeout) calls again with the same request_id and gets
+    the same task, not a second charge."""
+    args = {"prompt": "once", "request_id": "agent-call-1", "wait_seconds": 10}
+    first = await mcp_client.call_tool("generate_image", args)
+    second = await mcp_client.call_tool("generate_image", args)
+    assert first.structured_content["task_id"] == second.structured_content["task_id"]
+    assert second.structured_content["status"] == "success"
+    assert emulator.creates == 1

@@ -83,3 +83,72 @@ async def test_unknown_ids_and_unsaved_images(settings: Settings, emulator: Emul
         assert await service.image_bytes(result.task_id, 0) == Path(result.images[0].path or "").read_bytes()
         with pytest.raises(TaskNotFound, match="no image 1"):
             await service.image_bytes(result.task_id, 1)
+
+
+# -- request_id: the caller's own idempotency ------------------------------------------------------
+
+
+async def test_a_request_sent_again_with_its_request_id_is_made_once(settings: Settings, emulator: Emulator) -> None:
+    """The same request_id, sent again after the first call finished or while it still runs (two calls racing), or
+    from a new process after the first one died mid-call, gives the same tasks: one create each, one charge."""
+    emulator.task_seconds = 0.3
+    request = GenerateRequest(prompt="only once, please")
+    async with open_service(settings) as service:
+        with anyio.move_on_after(0.01):  # the caller's connection is cut before it learns the task id
+            await service.generate(request, wait_seconds=30, request_id="job-7")
+    async with open_service(settings) as again:  # a new process on the same ledger (another replica)
+        results: list[str] = []
+
+        async def call() -> None:
+            result = await again.generate(request, wait_seconds=10, request_id="job-7")
+            assert result.status == "success", result
+            results.append(result.task_id)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            tg.start_soon(call)
+        later = await again.generate(request, wait_seconds=10, request_id="job-7")
+    assert emulator.creates == 1
+    assert set(results) == {later.task_id}
+    assert (await _count_rows(settings)) == 1
+
+
+async def test_a_batch_sent_again_gives_the_same_tasks(settings: Settings, emulator: Emulator) -> None:
+    emulator.task_seconds = 0
+    request = GenerateRequest(prompt="three of a kind")
+    async with open_service(settings) as service:
+        first = await service.generate(request, wait_seconds=10, count=3, request_id="batch-1")
+        second = await service.generate(request, wait_seconds=10, count=3, request_id="batch-1")
+        other = await service.generate(request, wait_seconds=10, request_id="batch-2")
+    assert first.task_ids == second.task_ids and len(set(first.task_ids)) == 3
+    assert other.task_id not in first.task_ids
+    assert emulator.creates == 4
+
+
+async def test_a_request_id_used_for_another_request_is_refused_before_any_call(
+    settings: Settings, emulator: Emulator
+) -> None:
+    emulator.task_seconds = 0
+    async with open_service(settings) as service:
+        await service.generate(GenerateRequest(prompt="a red door"), wait_seconds=10, request_id="door")
+        with pytest.raises(InvalidRequest, match=r"request_id 'door' was already used for another request"):
+            await service.generate(GenerateRequest(prompt="a blue door"), wait_seconds=10, request_id="door")
+        with pytest.raises(InvalidRequest, match="request_id must be 1 to 200 characters"):
+            await service.generate(GenerateRequest(prompt="x"), wait_seconds=10, request_id="")
+    assert emulator.creates == 1
+
+
+async def test_request_ids_are_each_tenants_own(settings: Settings, emulator: Emulator) -> None:
+    """Two tenants choosing the same request_id get a task each: neither sees, nor is given, the other's."""
+    emulator.task_seconds = 0
+    request = GenerateRequest(prompt="same words")
+    async with open_service(settings) as service:
+        alice = await service.generate(request, wait_seconds=10, request_id="r1", tenant="alice")
+        bob = await service.generate(request, wait_seconds=10, request_id="r1", tenant="bob")
+    assert alice.task_id != bob.task_id
+    assert emulator.creates == 2
+
+
+async def _count_rows(settings: Settings) -> int:
+    async with open_service(settings) as service:
+        return (await service.list_tasks(page_size=100)).total_local

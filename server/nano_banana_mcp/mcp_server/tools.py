@@ -112,20 +112,22 @@ async def generate_image(
     prompt: Annotated[str, Field(description="What to draw, or how to change the references.")],
     ctx: Context[App],
     model: Annotated[ModelName, Field(description="See the list above.")] = catalog.DEFAULT,
-    aspect_ratio: Annotated[AspectRatio | None, Field(description="Width:height; each model has its own set.")] = None,
+    aspect_ratio: Annotated[AspectRatio | None, Field(description="Width:height.")] = None,
     resolution: Annotated[Resolution | None, Field(description="Not for nano-banana-1.")] = None,
     images: Annotated[
         list[str] | None,
         Field(description="References: an earlier images[].uri, local paths, https:// or data:image/... URIs."),
     ] = None,
     count: Annotated[int, Field(ge=1, le=catalog.MAX_COUNT, description="Images, each its own task.")] = 1,
-    output_format: Annotated[
-        OutputFormat | None, Field(description="Convert saved files (default: as delivered).")
-    ] = None,
+    output_format: Annotated[OutputFormat | None, Field(description="Convert saved files.")] = None,
     wait_seconds: Annotated[
         float,
         Field(ge=0, le=MAX_WAIT, description="Seconds to wait before returning the task id."),
     ] = 45,
+    request_id: Annotated[
+        str | None,
+        Field(min_length=1, max_length=200, description="Your id; sent again, it returns the same tasks."),
+    ] = None,
 ) -> Annotated[CallToolResult, TaskResult]:
     """Submit a generation and wait up to ``wait_seconds`` for its images; return them, or the task id.
 
@@ -142,7 +144,13 @@ async def generate_image(
         )
         service = service_of(ctx)
         result = await service.generate(
-            request, wait_seconds, ctx.report_progress, client_roots=client_roots(ctx), count=count, tenant=tenant_of()
+            request,
+            wait_seconds,
+            ctx.report_progress,
+            client_roots=client_roots(ctx),
+            count=count,
+            tenant=tenant_of(),
+            request_id=request_id,
         )
         return await _tool_result(service, result)
 
@@ -167,7 +175,7 @@ async def list_tasks(
     page_size: Annotated[int, Field(ge=1, le=100, description="Tasks per page.")] = 20,
     status: Annotated[Status | None, Field(description="Only tasks with this status.")] = None,
 ) -> TaskList:
-    """Recent tasks, newest first, with status and saved files (this machine's and the API's)."""
+    """Recent tasks, newest first, with status and saved files."""
     with agent_errors():
         return await service_of(ctx).list_tasks(page, page_size, status, tenant=tenant_of())
 
@@ -191,8 +199,8 @@ async def list_models() -> ModelList:
 
 def _generate_description() -> str:
     return (
-        "Generate or edit images with a Nano Banana model. Returns when the images are saved (paths and a "
-        "preview), or after wait_seconds with a task_id that keeps running: collect it with get_task(task_id, "
+        "Generate or edit images with a Nano Banana model. Returns when the images are saved, or after "
+        "wait_seconds with a task_id that keeps running: collect it with get_task(task_id, "
         f"wait_seconds={COLLECT_WAIT}), never by generating again. To edit an image you made, pass its "
         f"images[].uri in images.\n{catalog.summary()}"
     )

@@ -211,15 +211,18 @@ class Ledger:
 
     # -- task records ----------------------------------------------------------------------------
 
-    async def add(self, record: TaskRecord) -> None:
-        """Insert a new row, owned by this process: it is about to send the create."""
+    async def add(self, record: TaskRecord) -> bool:
+        """Insert a new row, owned by this process: it is about to send the create. False (nothing written) when a
+        row with this key exists already."""
         row = self._row(record)
-        await self._run(
+        added = await self._run(
             lambda db: db.execute(
-                f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join('?' * 16)})",
+                f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join('?' * 16)}) "
+                "ON CONFLICT (key) DO NOTHING",
                 (*row, record.status, self.api_scope, self.owner),
-            )
+            ).rowcount
         )
+        return bool(added == 1)
 
     async def save(self, record: TaskRecord) -> None:
         """Write the row's new state, only while this process owns it (else :class:`RowTaken`)."""

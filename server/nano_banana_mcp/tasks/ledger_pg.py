@@ -313,12 +313,15 @@ class PostgresLedger:
 
     # -- task records ----------------------------------------------------------------------------
 
-    async def add(self, record: TaskRecord) -> None:
-        """Insert a new row, owned by this process: it is about to send the create."""
-        await self._write(
-            f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join(['%s'] * 16)})",
+    async def add(self, record: TaskRecord) -> bool:
+        """Insert a new row, owned by this process: it is about to send the create. False (nothing written) when a
+        row with this key exists already."""
+        added = await self._write(
+            f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join(['%s'] * 16)}) "
+            "ON CONFLICT (key) DO NOTHING",
             (*self._row(record), record.status, self.api_scope, self.owner),
         )
+        return added == 1
 
     async def save(self, record: TaskRecord) -> None:
         """Write the row's new state, only while this process owns it (else :class:`RowTaken`)."""

@@ -156,6 +156,31 @@ def combine(results: Sequence[TaskResult]) -> TaskResult:
     )
 
 
+_REQUEST_IDS = uuid.UUID("5d0c4d53-1f0e-4f67-9a43-6b0a8e2c9b11")
+"""The namespace of the row keys made from a caller's ``request_id``."""
+
+
+def _row_keys(tenant: str, request_id: str | None, count: int) -> list[str]:
+    """The rows' keys (their idempotency keys at the API): random, or derived from the tenant's ``request_id``."""
+    if request_id is None:
+        return [str(uuid.uuid4()) for _ in range(count)]
+    return [str(uuid.uuid5(_REQUEST_IDS, f"{tenant}\x00{request_id}\x00{index}")) for index in range(count)]
+
+
+def _check_same(record: TaskRecord, request: GenerateRequest, request_id: str | None) -> None:
+    """A row found under a ``request_id`` must be of the same request (what can be compared once the references are
+    uploaded: everything but the references themselves, and their number)."""
+    before = record.request
+    fields = ("prompt", "model", "aspect_ratio", "resolution", "output_format")
+    if all(getattr(before, f) == getattr(request, f) for f in fields) and len(before.images) == len(request.images):
+        return
+    raise InvalidRequest(
+        f"request_id {request_id!r} was already used for another request (task {record.handle}: "
+        f"{before.prompt[:60]!r}, {before.model}). Send the same arguments to collect its tasks, or use a new "
+        "request_id for a new request."
+    )
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return "size unknown"
@@ -239,9 +264,14 @@ class Service:
         count: int = 1,
         *,
         tenant: str = DEFAULT_TENANT,
+        request_id: str | None = None,
     ) -> list[TaskRecord]:
         """Check, resolve and upload the references once, write ``count`` rows (each its own task, key and charge)
         and hand them to the runner, which sends the creates.
+
+        With ``request_id`` (the caller's own id for this request), the rows' keys derive from it and the tenant: the
+        same request sent again (after a cut connection, a timeout, a dead replica) finds the rows the first one
+        wrote and returns them, so nothing is created or charged twice. Another request under the same id is refused.
 
         Returns at once: the rows exist and are being worked on, whatever happens to this call next.
         """
@@ -256,18 +286,31 @@ class Service:
             aspect_ratio=request.aspect_ratio,
             resolution=request.resolution,
         )
-        _, runner = self._require_client(tenant)
-        urls = await self.references.resolve(request.images, client_roots, tenant)
-        ready = request.model_copy(update={"images": urls})
-        records = [
-            TaskRecord(key=str(uuid.uuid4()), request=ready, offline=self.offline, tenant=tenant) for _ in range(count)
-        ]
+        if request_id is not None and not 1 <= len(request_id) <= 200:
+            raise InvalidRequest(f"request_id must be 1 to 200 characters, got {len(request_id)}.")
+        self._require_client(tenant)
+        keys = _row_keys(tenant, request_id, count)
+        made = {key: row for key in keys if request_id is not None and (row := await self.ledger.get(key)) is not None}
+        for row in made.values():
+            _check_same(row, request, request_id)
+        ready = request
+        if len(made) < count:  # the references are resolved (and uploaded) only for rows still to be written
+            urls = await self.references.resolve(request.images, client_roots, tenant)
+            ready = request.model_copy(update={"images": urls})
+        records: list[TaskRecord] = []
         # Each row (with its idempotency key) exists before its create is sent, and the runner has it before this
         # call can be cancelled: whatever happens next, each task is made once, followed and saved.
         with anyio.CancelScope(shield=True):
-            for record in records:
-                await self.ledger.add(record)
-                runner.follow(record.key)
+            for key in keys:
+                record = made.get(key)
+                if record is None:
+                    record = TaskRecord(key=key, request=ready, offline=self.offline, tenant=tenant)
+                    if not await self.ledger.add(record):  # a call with the same request_id wrote it meanwhile
+                        record = await self.ledger.get(key)
+                        assert record is not None  # rows are never deleted
+                        _check_same(record, request, request_id)
+                records.append(record)
+                self._resume(record)
         return records
 
     async def generate(
@@ -279,10 +322,11 @@ class Service:
         count: int = 1,
         *,
         tenant: str = DEFAULT_TENANT,
+        request_id: str | None = None,
     ) -> TaskResult:
-        """Submit, then wait for every task. A create the API refused for good (nothing made, in every task of the
-        call) is raised as ``MonetError``."""
-        records = await self.submit(request, client_roots, count, tenant=tenant)
+        """Submit (see :meth:`submit` for ``request_id``), then wait for every task. A create the API refused for good
+        (nothing made, in every task of the call) is raised as ``MonetError``."""
+        records = await self.submit(request, client_roots, count, tenant=tenant, request_id=request_id)
         results = await self._wait_all([r.key for r in records], wait_seconds, on_progress, tenant)
         refused = [
             r for r, record in zip(results, records, strict=True) if r.status == "failed" and r.task_id == record.key

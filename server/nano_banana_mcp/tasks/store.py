@@ -57,8 +57,9 @@ class LedgerStore(Protocol):
 
     # -- task records ----------------------------------------------------------------------------
 
-    async def add(self, record: TaskRecord) -> None:
-        """Insert a new row, owned by this process: it is about to send the create."""
+    async def add(self, record: TaskRecord) -> bool:
+        """Insert a new row, owned by this process: it is about to send the create. False (nothing written) when a
+        row with this key exists already (a request sent again with its ``request_id``)."""
         ...
 
     async def save(self, record: TaskRecord) -> None:
