@@ -236,7 +236,7 @@ async def test_http_makes_a_token_and_prints_the_line_that_connects(
     or a wrong one is 401; an SDK client sending the printed one lists the tools and generates an image."""
     with serving(command, process_env, tmp_path / "err.txt") as server:
         [token] = re.findall(r'--header "Authorization: Bearer ([A-Za-z0-9_-]+)"', server.stderr)
-        assert f"claude mcp add --transport http nano-banana {server.url} --header" in server.stderr
+        assert f"claude mcp add -s user --transport http nano-banana {server.url} --header" in server.stderr
         assert f"kept in {tmp_path / 'data' / TOKEN_FILE}" in server.stderr
         assert hello(server.base).status_code == 401
         assert hello(server.base, bearer("a-guess")).status_code == 401

@@ -115,7 +115,7 @@ class HttpAuth:
 
         The token itself is shown only when this server made it; a token the user set is named by where it is.
         """
-        command = f"claude mcp add --transport http nano-banana {url}"
+        command = f"claude mcp add -s user --transport http nano-banana {url}"
         if self.oauth is not None:
             return (
                 f"nano-banana MCP server on {url}; clients sign in through {self.oauth.issuer} (audience "
