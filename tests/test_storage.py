@@ -102,25 +102,41 @@ async def test_a_ledger_row_pointing_outside_the_bucket_prefix_is_not_served(
         await client.read_resource(f"nano-banana://tasks/{task_id}/images/0")
 
 
-async def test_a_missing_bucket_keeps_the_task_until_it_exists(
-    bucket_settings: Settings, s3_server: Any, caplog: pytest.LogCaptureFixture
+async def test_a_bucket_lost_while_serving_keeps_the_task_until_it_is_back(
+    bucket_settings: Settings, storage_url: str, s3_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A bucket that cannot be written keeps the task, says why, and saves it once it can: nothing is lost, and the
-    error names neither the secret key nor the access key."""
-    settings = bucket_settings.model_copy(update={"storage_url": "s3://nano-banana-not-made-yet/images"})
+    """A bucket that cannot be written any more keeps the task, says why, and saves it once it can: nothing is lost,
+    and the error names neither the secret key nor the access key."""
+    bucket, _ = _bucket_and_prefix(storage_url)
     caplog.set_level(logging.INFO)
-    async with open_service(settings) as service:
+    async with open_service(bucket_settings) as service:
+        s3_server.client().delete_bucket(Bucket=bucket)
         result = await service.generate(GenerateRequest(prompt="patience"), wait_seconds=3)
         assert result.status == "running"
         assert result.error is not None
-        assert "could not be stored in s3://nano-banana-not-made-yet/images/" in result.error
-        s3_server.client().create_bucket(Bucket="nano-banana-not-made-yet")
+        assert f"could not be stored in s3://{bucket}/images/" in result.error
+        s3_server.client().create_bucket(Bucket=bucket)
         done = await service.wait(result.task_id, wait_seconds=15)
     assert done.status == "success"
-    assert s3_server.keys("nano-banana-not-made-yet") == [done.images[0].path.split("/", 3)[3]]
+    assert s3_server.keys(bucket) == [(done.images[0].path or "").split("/", 3)[3]]
     for secret in s3_server.env["AWS_SECRET_ACCESS_KEY"], s3_server.env["AWS_ACCESS_KEY_ID"]:
         assert secret not in caplog.text
         assert secret not in (result.error or "")
+
+
+async def test_a_bucket_that_cannot_be_reached_at_start_is_a_clear_error_before_any_call(
+    bucket_settings: Settings, emulator: Any, s3_server: Any
+) -> None:
+    """A missing bucket (or wrong endpoint, or credentials) stops the server at start, naming the bucket and the
+    setting: no task is paid for whose image could not be kept."""
+    settings = bucket_settings.model_copy(update={"storage_url": "s3://nano-banana-never-made/images"})
+    with pytest.raises(ConfigError) as caught:
+        async with open_service(settings):
+            pass
+    message = str(caught.value)
+    assert "nano-banana-never-made" in message and "NANO_BANANA_STORAGE_URL" in message
+    assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in message
+    assert emulator.creates == 0
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ uploads it and removes the local copy, so a replica's disk holds only images bei
 
 from __future__ import annotations
 
-import logging
 import re
 import tempfile
 from collections.abc import Hashable
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = ["BucketStore", "FolderStore", "ImageStore", "StorageError", "image_store"]
-
-log = logging.getLogger(__name__)
 
 _STORAGE_SETTING = "NANO_BANANA_STORAGE_URL / --storage-url"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -79,9 +76,14 @@ class ImageStore(Protocol):
         """A time-limited link to the full image and when it expires; None when the store has no links."""
         ...
 
+    @property
+    def failure(self) -> str:
+        """What ``/healthz`` says when :meth:`check` finds a problem: ``unwritable`` or ``unreachable``."""
+        ...
+
     async def check(self) -> str | None:
-        """None when images can be saved now, else what is wrong in a word (``unwritable``, ``unreachable``) for
-        ``/healthz``; the reason is logged."""
+        """None when images can be saved now, else why: one sentence naming the folder or bucket, never a
+        credential."""
         ...
 
 
@@ -162,12 +164,12 @@ class FolderStore:
     def link(self, location: str) -> tuple[str, datetime] | None:
         return None
 
-    async def check(self) -> str | None:
-        problem = await anyio.to_thread.run_sync(_unwritable, self.folder)
-        if problem is None:
-            return None
-        log.warning("health: %s", problem)
+    @property
+    def failure(self) -> str:
         return "unwritable"
+
+    async def check(self) -> str | None:
+        return await anyio.to_thread.run_sync(_unwritable, self.folder)
 
     async def _inside(self, location: str) -> Path | None:
         if not location or location.startswith("s3://"):
@@ -264,12 +266,15 @@ class BucketStore:
         )
         return str(url), expires
 
+    @property
+    def failure(self) -> str:
+        return "unreachable"
+
     async def check(self) -> str | None:
         try:
-            await self._call(partial(self.client.head_bucket, Bucket=self.bucket), "")
+            await self._call(partial(self.client.head_bucket, Bucket=self.bucket), f"The bucket {self.bucket}")
         except StorageError as err:
-            log.warning("health: the bucket %s cannot be reached (%s)", self.bucket, err)
-            return "unreachable"
+            return f"{err} ({_STORAGE_SETTING}; the endpoint and credentials come from the AWS variables)"
         return None
 
     def _key(self, location: str) -> str | None:

@@ -346,14 +346,19 @@ def test_healthz_answers_without_a_token_and_names_no_secret(
         assert str(tmp_path) not in answer
 
 
-def test_healthz_reports_an_unreachable_bucket(settings: Settings, storage_url: str, serve_http) -> None:
+def test_healthz_reports_an_unreachable_bucket(settings: Settings, storage_url: str, s3_server, serve_http) -> None:
     """With images in object storage, /healthz answers 503 while the bucket cannot be reached, and names nothing."""
-    gone = settings.model_copy(
-        update={"storage_url": "s3://nano-banana-never-made/images", "http_token": SecretStr("t" * 32)}
-    )
-    with serve_http(gone) as base:
+    bucket = storage_url.split("/")[2]
+    team = settings.model_copy(update={"storage_url": storage_url, "http_token": SecretStr("t" * 32)})
+    with serve_http(team) as base:
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        s3_server.client().delete_bucket(Bucket=bucket)
         answer = httpx.get(f"{base}/healthz")
+        s3_server.client().create_bucket(Bucket=bucket)
+        back = httpx.get(f"{base}/healthz")
     assert (answer.status_code, answer.json()) == (
         503,
         {"status": "degraded", "ledger": "ok", "storage": "unreachable"},
     )
+    assert bucket not in answer.text
+    assert back.status_code == 200

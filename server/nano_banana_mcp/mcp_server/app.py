@@ -260,9 +260,10 @@ class Health:
             await app.service.ledger.ping()
         except NanoBananaError:
             checks["ledger"] = "unreachable"
-        problem = await app.service.store.check()  # the reason is logged, not told
+        problem = await app.service.store.check()
         if problem is not None:
-            checks["storage"] = problem
+            log.warning("health: %s", problem)  # the reason is logged, not told
+            checks["storage"] = app.service.store.failure
         healthy = all(value == "ok" for value in checks.values())
         return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
 
