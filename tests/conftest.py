@@ -229,6 +229,22 @@ class PostgresCluster:
         )
         assert self.query(url, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]
 
+    def listeners(self, url: str) -> set[int]:
+        """The server pids of the sessions on the database at ``url`` that have run a LISTEN, and finished it."""
+        rows = self.query(
+            url,
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE %s AND state = 'idle'",
+            ("LISTEN %",),
+        )
+        return {pid for (pid,) in rows}
+
+    def cut_listeners(self, url: str) -> set[int]:
+        """End the sessions that listen on the database at ``url``, as a cut network would; their pids."""
+        pids = self.listeners(url)
+        for pid in pids:
+            assert self.query(url, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]
+        return pids
+
     def query(self, url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the database at ``url`` (a connection of its own); its rows, if any."""
         import psycopg  # noqa: PLC0415

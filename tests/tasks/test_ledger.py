@@ -265,6 +265,25 @@ async def test_rows_of_another_api_cannot_be_claimed(ledger: LedgerStore, store:
         assert not await offline.claim("k1")
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # PostgreSQL's watch: test_ledger_pg.py
+async def test_an_sqlite_watch_of_other_processes_finishes_returns_at_once(
+    ledger: LedgerStore, other: LedgerStore
+) -> None:
+    """SQLite cannot tell a process of another's writes: the watch returns at once, telling nothing."""
+    told: list[TaskRecord] = []
+
+    async def tell(rec: TaskRecord) -> None:
+        told.append(rec)
+
+    rec = record("k1")
+    await other.add(rec)
+    rec.phase = "downloaded"
+    await other.save(rec)
+    with anyio.fail_after(1):
+        await ledger.watch_finished(tell)
+    assert told == []
+
+
 # -- reading -------------------------------------------------------------------------------------
 
 

@@ -1,13 +1,17 @@
 """What only the PostgreSQL ledger has: a URL (and its password, never shown), a schema that replicas starting together
-migrate once, and owners that are database sessions: a replica whose connection is cut loses its rows to the others
-within seconds, takes a new identity, and is refused any write on a row that changed hands."""
+migrate once, owners that are database sessions: a replica whose connection is cut loses its rows to the others
+within seconds, takes a new identity, and is refused any write on a row that changed hands; and finishes announced
+to every replica: each hears once of every row another finished, even after its listening connection was cut."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
 from pydantic import SecretStr
 
 from nano_banana_mcp.catalog import GenerateRequest
@@ -38,6 +42,13 @@ async def replica_a(database_url: str) -> AsyncIterator[PostgresLedger]:
 
 @pytest.fixture
 async def replica_b(database_url: str, replica_a: PostgresLedger) -> AsyncIterator[PostgresLedger]:
+    ledger = await pg_ledger(database_url).open()
+    yield ledger
+    await ledger.close()
+
+
+@pytest.fixture
+async def replica_c(database_url: str, replica_b: PostgresLedger) -> AsyncIterator[PostgresLedger]:
     ledger = await pg_ledger(database_url).open()
     yield ledger
     await ledger.close()
@@ -106,6 +117,112 @@ async def test_owners_are_sessions_holding_one_advisory_lock_each(
         "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
         (replica_a.owner,),
     ) == [(0,)]
+
+
+# -- finishes told to the other replicas --------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def watching(postgres, url: str, ledger: PostgresLedger) -> AsyncIterator[MemoryObjectReceiveStream[TaskRecord]]:
+    """``ledger.watch_finished`` running, its LISTEN done: what it tells, in order."""
+    send, receive = anyio.create_memory_object_stream[TaskRecord](100)
+    before = postgres.listeners(url)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ledger.watch_finished, send.send)
+        with anyio.fail_after(2):
+            while not postgres.listeners(url) - before:
+                await anyio.sleep(0.01)
+        yield receive
+        tg.cancel_scope.cancel()
+
+
+async def finish(ledger: PostgresLedger, key: str, **changes: object) -> TaskRecord:
+    """Add a row and write it to its end, through a step that does not finish it."""
+    rec = record(key, **changes)
+    await ledger.add(rec)
+    rec.phase, rec.task_id = "created", f"task_{key}"
+    await ledger.save(rec)
+    rec.phase = "downloaded"
+    await ledger.save(rec)
+    return rec
+
+
+async def next_told(told: MemoryObjectReceiveStream[TaskRecord]) -> TaskRecord:
+    with anyio.fail_after(2):
+        return await told.receive()
+
+
+async def test_a_row_another_replica_finishes_is_told_once_with_its_tenant(
+    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
+) -> None:
+    """B finishes alice's row: A is told once (not of B's earlier writes), with the row as written."""
+    async with watching(postgres, database_url, replica_a) as told:
+        await finish(replica_b, "k1", tenant="alice")
+        await finish(replica_b, "k2")
+        first, second = await next_told(told), await next_told(told)
+    assert (first.key, first.tenant, first.phase, first.task_id, first.status) == (
+        "k1",
+        "alice",
+        "downloaded",
+        "task_k1",
+        "success",
+    )
+    assert second.key == "k2"  # k1 once, then k2: nothing else in between
+
+
+async def test_a_row_a_replica_finishes_itself_is_not_told_to_it(
+    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
+) -> None:
+    """A's own finish is told by its runner, not by its watch: the next it hears of is B's."""
+    async with watching(postgres, database_url, replica_a) as told:
+        await finish(replica_a, "mine")
+        await finish(replica_b, "theirs")
+        assert (await next_told(told)).key == "theirs"
+
+
+async def test_a_refused_write_announces_nothing(
+    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger, replica_c: PostgresLedger
+) -> None:
+    """A, cut off, writes the end of a row that B took over and finished meanwhile: A is refused, and C, watching,
+    hears of the row once (B's finish), then of the next."""
+    working = record("working")
+    await replica_a.add(working)
+    postgres.cut_off(database_url, replica_a.owner)
+    with anyio.fail_after(2):
+        while not await replica_b.claim("working"):
+            await anyio.sleep(0.01)
+    async with watching(postgres, database_url, replica_c) as told:
+        taken = await replica_b.get("working")
+        assert taken is not None
+        taken.phase = "failed"
+        await replica_b.save(taken)
+        assert (await next_told(told)).key == "working"
+        working.phase = "downloaded"
+        with pytest.raises(RowTaken):
+            await replica_a.save(working)
+        await finish(replica_b, "next")
+        assert (await next_told(told)).key == "next"
+
+
+async def test_finishes_are_told_again_once_the_listening_connection_is_back(
+    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A's listening session is ended (a cut network, a restarted database): A listens again on a new connection,
+    with one warning, and hears of B's finishes as before."""
+    async with watching(postgres, database_url, replica_a) as told:
+        await finish(replica_b, "before")
+        assert (await next_told(told)).key == "before"
+        with caplog.at_level(logging.WARNING, logger="nano_banana_mcp"):
+            cut = postgres.cut_listeners(database_url)
+            assert len(cut) == 1
+            with anyio.fail_after(2):
+                while not postgres.listeners(database_url) - cut:
+                    await anyio.sleep(0.01)
+        await finish(replica_b, "after")
+        assert (await next_told(told)).key == "after"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "cannot listen" in warnings[0]
 
 
 # -- the schema --------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ migrate, read or write the file is a :class:`ConfigError` that names the file an
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -216,11 +216,13 @@ class Ledger:
         row with this key exists already."""
         row = self._row(record)
         added = await self._run(
-            lambda db: db.execute(
-                f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join('?' * 16)}) "
-                "ON CONFLICT (key) DO NOTHING",
-                (*row, record.status, self.api_scope, self.owner),
-            ).rowcount
+            lambda db: (
+                db.execute(
+                    f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join('?' * 16)}) "
+                    "ON CONFLICT (key) DO NOTHING",
+                    (*row, record.status, self.api_scope, self.owner),
+                ).rowcount
+            )
         )
         return bool(added == 1)
 
@@ -342,6 +344,17 @@ class Ledger:
                 (sha256, self.upload_scope, tenant, url, _iso(expires_at)),
             )
         )
+
+    # -- other processes -------------------------------------------------------------------------
+
+    async def watch_finished(self, on_finished: Callable[[TaskRecord], Awaitable[None]]) -> None:
+        """Return at once: SQLite has no way to tell one process of another's writes (short of polling).
+
+        None is needed today: the processes sharing an SQLite file are one machine's (a desktop host, the CLI), each
+        with its own clients; a client is told of a task its own process finished, and ``get_task`` reads the row
+        whoever finished it. Replicas that serve one team's clients share PostgreSQL, which tells them.
+        """
+        del on_finished
 
     # -- rows ----------------------------------------------------------------------------------
 

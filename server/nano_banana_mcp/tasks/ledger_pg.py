@@ -13,14 +13,19 @@ It keeps the promises of :class:`~nano_banana_mcp.tasks.store.LedgerStore` with 
 - **A process that loses its own lock** (a network cut, a database restart) is dead to the others, so it takes
   a new owner id on a new connection; its rows are claimed again by whoever comes first, and a write on a row
   that changed hands meanwhile is refused (:class:`RowTaken`), so two processes never work one row.
+- **Finishes are announced.** The write that finishes a row also sends ``pg_notify`` on :data:`FINISHED_CHANNEL`
+  (the writer's owner id and the row's key, tab-separated), in the same statement: sent when it commits, never
+  for a write refused. Each process listens on a connection of its own (:meth:`PostgresLedger.watch_finished`) and
+  tells its own subscribers of the rows the others finished.
 - **Migrations** are versioned in a ``schema_version`` table and applied inside one transaction that holds a
   transaction-level advisory lock: of replicas starting together one migrates, the others wait, then find
   nothing to do. PostgreSQL's DDL is transactional: a failed migration leaves nothing half done.
 
 Queries go through a small pool (psycopg 3, async); the owner connection is apart from it, so no pooled session
-ever holds an owner lock. This module needs the ``team`` extra (``pip install 'nano-banana-mcp[team]'``);
-:func:`nano_banana_mcp.runtime.ledger_for` imports it only when a database URL is set. Every failure is a
-:class:`ConfigError` naming the database (``user@host:port/dbname``, never the password) and the setting.
+ever holds an owner lock, and so is the one that listens. This module needs the ``team`` extra (``pip install
+'nano-banana-mcp[team]'``); :func:`nano_banana_mcp.runtime.ledger_for` imports it only when a database URL is set.
+Every failure is a :class:`ConfigError` naming the database (``user@host:port/dbname``, never the password) and
+the setting.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, LiteralString
 
@@ -41,11 +46,11 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
-from nano_banana_mcp.errors import ConfigError
-from nano_banana_mcp.tasks.records import UNFINISHED_PHASES, Status, TaskRecord, now
+from nano_banana_mcp.errors import ConfigError, NanoBananaError
+from nano_banana_mcp.tasks.records import FINISHED_PHASES, UNFINISHED_PHASES, Status, TaskRecord, now
 from nano_banana_mcp.tasks.store import RowTaken, record_from_row
 
-__all__ = ["MIGRATIONS", "POOL_SIZE", "SCHEMA_VERSION", "PostgresLedger"]
+__all__ = ["FINISHED_CHANNEL", "MIGRATIONS", "POOL_SIZE", "SCHEMA_VERSION", "PostgresLedger"]
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +102,12 @@ MIGRATIONS: Sequence[LiteralString] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 POOL_SIZE = 4
-"""Pooled connections per process (each query holds one for a fraction of a millisecond); plus the owner's own."""
+"""Pooled connections per process (each query holds one for a fraction of a millisecond); plus the owner's own, and
+the one that listens (:meth:`PostgresLedger.watch_finished`)."""
+FINISHED_CHANNEL = "nano_banana_finished"
+"""Where a write that finishes a row is announced to every process on the database: its owner and key, tab-separated."""
+LISTEN_RETRY_SECONDS = (0.1, 10.0)
+"""The first and the longest wait before listening again on a new connection, the wait doubling in between."""
 CONNECT_SECONDS = 10
 _KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
 """TCP keepalives on every connection, on both ends: a host that vanishes loses its owner lock in ~25 s."""
@@ -108,6 +118,7 @@ _COLUMNS = (
 )
 DEFAULT_TENANT = "default"
 _UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
+_FINISHED = f"phase IN ({', '.join(repr(p) for p in FINISHED_PHASES)})"
 _SCHEMA_LOCK = "pg_advisory_xact_lock(hashtextextended('nano-banana-mcp ledger schema', 0))"
 # True when the row's owner holds no lock: it is dead. Taken and let go in one statement: nothing is left held.
 _OWNER_DEAD = (
@@ -115,6 +126,8 @@ _OWNER_DEAD = (
     "THEN pg_advisory_unlock(hashtextextended(owner, 0)) ELSE false END"
 )
 _FREE = f"(owner IS NULL OR owner = %(me)s OR {_OWNER_DEAD})"
+# The server's keepalives too (a session's own settings): it ends the session of a host that vanished.
+_SERVER_KEEPALIVES = ", ".join(f"set_config('tcp_keepalives_{k}', '{v}', false)" for k, v in _KEEPALIVE.items())
 
 
 def _new_owner() -> str:
@@ -143,6 +156,7 @@ class PostgresLedger:
         self.where = _where(url)
         """The database as messages name it: ``user@host:port/dbname``, without the password."""
         self._owner = _new_owner()
+        self._owners: set[str] = set()  # every id this process has held: a row it finished under any is its own
         self._owner_conn: _Connection | None = None
         self._owner_guard = anyio.Lock()
         self._pool: AsyncConnectionPool[_Connection] | None = None
@@ -215,12 +229,14 @@ class PostgresLedger:
 
     async def _lock_owner(self, conn: _Connection, owner: str) -> None:
         """Hold an owner lock on ``conn``, for ``owner`` or, should its 64-bit hash be held already, a new id."""
-        keepalives = ", ".join(f"set_config('tcp_keepalives_{k}', '{v}', false)" for k, v in _KEEPALIVE.items())
         for _ in range(3):
-            cursor = await conn.execute(f"SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), {keepalives}", (owner,))
+            cursor = await conn.execute(
+                f"SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), {_SERVER_KEEPALIVES}", (owner,)
+            )
             row = await cursor.fetchone()
             if row is not None and row[0]:
                 self._owner = owner
+                self._owners.add(owner)
                 return
             owner = _new_owner()
         raise psycopg.OperationalError("no owner lock could be taken (three ids in a row were held)")
@@ -324,12 +340,19 @@ class PostgresLedger:
         return added == 1
 
     async def save(self, record: TaskRecord) -> None:
-        """Write the row's new state, only while this process owns it (else :class:`RowTaken`)."""
+        """Write the row's new state, only while this process owns it (else :class:`RowTaken`).
+
+        A write that finishes the row announces it on :data:`FINISHED_CHANNEL`, in the same statement (one
+        transaction): the others hear of it once it is committed, and never of a write that was refused.
+        """
         record.updated_at = now()
         key, *rest, _tenant = self._row(record)  # a row's tenant never changes
         written = await self._write(
-            "UPDATE tasks SET task_id=%s, request=%s, phase=%s, endpoint=%s, api_status=%s, progress=%s, images=%s, "
-            "error=%s, offline=%s, created_at=%s, updated_at=%s, status=%s WHERE key=%s AND owner=%s",
+            "WITH written AS (UPDATE tasks SET task_id=%s, request=%s, phase=%s, endpoint=%s, api_status=%s, "
+            "progress=%s, images=%s, error=%s, offline=%s, created_at=%s, updated_at=%s, status=%s "
+            "WHERE key=%s AND owner=%s RETURNING key, owner, phase) "
+            f"SELECT CASE WHEN {_FINISHED} THEN pg_notify('{FINISHED_CHANNEL}', owner || chr(9) || key) END "
+            "FROM written",
             (*rest, record.status, key, self.owner),
         )
         if written != 1:
@@ -420,6 +443,61 @@ class PostgresLedger:
             "ON CONFLICT (sha256, scope, tenant) DO UPDATE SET url=excluded.url, expires_at=excluded.expires_at",
             (_text(sha256), self.upload_scope, tenant, _text(url), expires_at),
         )
+
+    # -- other processes -------------------------------------------------------------------------
+
+    async def watch_finished(self, on_finished: Callable[[TaskRecord], Awaitable[None]]) -> None:
+        """Call ``on_finished`` for each row another process finishes, until cancelled.
+
+        A connection of its own (a pooled one cannot: a LISTEN belongs to its session) listens on
+        :data:`FINISHED_CHANNEL`; each announcement of another owner's write is read back (:meth:`get`) and told.
+        A lost connection is made again, with a growing wait, and one warning per outage: a finish announced while
+        none is open is not heard (a client reads the task again; it misses only the notification).
+        """
+        wait = LISTEN_RETRY_SECONDS[0]
+        lost = False
+        while not self._closed:
+            conn: _Connection | None = None
+            try:
+                conn = await self._connect()
+                await conn.execute(f"SELECT {_SERVER_KEEPALIVES}")
+                await conn.execute(f"LISTEN {FINISHED_CHANNEL}")
+                if lost:
+                    log.info("ledger: listening again on %s for the tasks other replicas finish", self.where)
+                lost, wait = False, LISTEN_RETRY_SECONDS[0]
+                async for note in conn.notifies():
+                    await self._finished_elsewhere(note.payload, on_finished)
+                reason = "the connection ended"
+            except psycopg.Error as err:
+                reason = self._reason(err) or type(err).__name__
+            finally:
+                if conn is not None:
+                    with anyio.CancelScope(shield=True):
+                        await conn.close()
+            if not lost:
+                log.warning(
+                    "ledger: cannot listen on %s for the tasks other replicas finish (%s); trying again, and their "
+                    "subscribers here are not told meanwhile",
+                    self.where,
+                    reason,
+                )
+                lost = True
+            await anyio.sleep(wait)
+            wait = min(wait * 2, LISTEN_RETRY_SECONDS[1])
+
+    async def _finished_elsewhere(self, payload: str, on_finished: Callable[[TaskRecord], Awaitable[None]]) -> None:
+        """Tell ``on_finished`` of the row an announcement names, unless this process wrote it (its runner tells)."""
+        owner, _, key = payload.partition("\t")
+        if not key or owner in self._owners:
+            return
+        try:
+            record = await self.get(key)
+            if record is not None and record.finished:
+                await on_finished(record)
+        except NanoBananaError as err:  # a read that failed (the database, for a moment): said, and the watch goes on
+            log.error("ledger: task %s, finished by another replica, could not be read: %s", key, err)
+        except Exception:  # a listener's failure must not end the watch
+            log.exception("ledger: task %s, finished by another replica, could not be told", key)
 
     # -- rows ----------------------------------------------------------------------------------
 

@@ -72,8 +72,12 @@ class Runner:
         self._persist = clients.retry.with_(attempts=None, retry_on=lambda err: not isinstance(err, RowTaken))
 
     def start(self) -> None:
-        """Resume what the ledger holds now, and keep sweeping while the server runs."""
+        """Resume what the ledger holds now, and keep sweeping while the server runs; with a listener, also tell it of
+        the rows other processes finish (replicas on PostgreSQL: one of them finishes a task another's client is
+        subscribed to)."""
         self._tg.start_soon(self._sweep_forever, name="ledger sweep")
+        if self._on_finished is not None:
+            self._tg.start_soon(self._ledger.watch_finished, self._on_finished, name="ledger watch")
 
     def follow(self, key: str) -> None:
         """Work the row with this key in the background, unless this process already does."""

@@ -10,6 +10,7 @@ team server). Both keep the same promises:
   (:class:`RowTaken`) and stops;
 - the schema is versioned and migrated once, however many processes start together;
 - uploads are cached by content hash, per API and tenant;
+- a process hears of the rows the others finish (:meth:`LedgerStore.watch_finished`), where the database can tell;
 - every look-up a caller makes (``find``, ``known_task_ids``, ``recent``, ``count``, the upload cache) is of one
   tenant's rows; the runner's own work (``get`` by key, ``claim``, ``claimable``, ``save``) spans every tenant.
 
@@ -19,7 +20,7 @@ Every failure to reach, migrate, read or write the database is a ``ConfigError``
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, Self
 
@@ -108,6 +109,17 @@ class LedgerStore(Protocol):
     async def remember_upload(
         self, sha256: str, url: str, expires_at: datetime, *, tenant: str = "default"
     ) -> None: ...
+
+    # -- other processes -------------------------------------------------------------------------
+
+    async def watch_finished(self, on_finished: Callable[[TaskRecord], Awaitable[None]]) -> None:
+        """Call ``on_finished`` for each row another process finishes, until cancelled (returns at once when the
+        ledger cannot tell: SQLite).
+
+        Each finish is told once, with the row as written (its tenant included); a row this process finished itself is
+        not told (its runner does that). Losing the database is not an error: the watch goes on when it is back.
+        """
+        ...
 
 
 def record_from_row(row: Sequence[Any], created_at: datetime, updated_at: datetime) -> TaskRecord:
