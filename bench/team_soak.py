@@ -10,9 +10,10 @@ cut download), and ``--replicas`` real `nano-banana-mcp serve --http` processes,
 folders, all on the one database, bucket, bearer token and emulator.
 
 The tasks are spread round-robin over the replicas (``generate_image``, ``wait_seconds=0``, through the SDK's
-client over streamable HTTP). ``--kill-after`` seconds after the first call, replica A gets SIGKILL. Requests that
-never reached a ledger row (A's unsent share, calls cut by the kill) are sent again through the survivors, as a
-client would; a call that reached the ledger is the survivors' to finish (the sweep every ``--sweep-interval``).
+client over streamable HTTP), each with a ``request_id`` of its own. ``--kill-after`` seconds after the first call,
+replica A gets SIGKILL. Every call that got no answer (A's unsent share, calls cut by the kill) is sent again
+through the survivors with its ``request_id``, as an agent would, not knowing whether A wrote its row: a row A
+wrote is found, not made again, and finished by the survivors (the sweep every ``--sweep-interval``).
 Then we wait until every row is finished, and count:
 
 - finished: rows whose image is saved (in the bucket, or with --no-storage in a replica's output folder);
@@ -73,7 +74,8 @@ async def submit(replica: Replica, prompts: list[str], concurrency: int, run: Ru
     async def one(client: Client, prompt: str) -> None:
         async with limiter:
             try:
-                result = await client.call_tool("generate_image", {"prompt": prompt, "wait_seconds": 0})
+                args = {"prompt": prompt, "wait_seconds": 0, "request_id": f"soak-{prompt}"}  # as an agent retries
+                result = await client.call_tool("generate_image", args)
             except Exception as err:
                 run.errors[f"{replica.name}: {type(err).__name__}"] += 1
                 return
@@ -213,11 +215,13 @@ async def soak(
         tg.start_soon(kill_and_watch, database, victim, set(shares[victim.name]), args.kill_after, run)
         for replica in replicas:
             tg.start_soon(submit, replica, shares[replica.name], args.concurrency, run)
-    # What never reached a ledger row goes in again through the survivors (a client retrying elsewhere).
+    # Every call that got no answer is sent again through the survivors with its request_id, as an agent retries
+    # elsewhere: without knowing whether the dead replica wrote its row (the request_id makes that safe).
     resent = 0
+    in_ledger = {prompt for _, prompt, *_ in await anyio.to_thread.run_sync(rows, database)}
+    resent_with_a_row = len([p for p in prompts if p not in run.accepted and p in in_ledger])
     for _ in range(3):
-        known = {prompt for _, prompt, *_ in await anyio.to_thread.run_sync(rows, database)}
-        missing = [p for p in prompts if p not in known]
+        missing = [p for p in prompts if p not in run.accepted]
         if not missing:
             break
         resent += len(missing)
@@ -268,6 +272,7 @@ async def soak(
         "objects_in_bucket": len(in_bucket) if storage else None,
         "accepted_by_tool_call": len(run.accepted),
         "resent_through_survivors": resent,
+        "resent_whose_row_was_written": resent_with_a_row,  # found by request_id, not made again
         "tool_call_errors": dict(run.errors),
         "killed": victim.name,
         "kill_after_s": args.kill_after,
