@@ -66,6 +66,7 @@ PARAMS = {
         "resolution": st.one_of(st.sampled_from(list(catalog.RESOLUTIONS)), odd_text),
         "images": st.one_of(st.lists(st.sampled_from(PATH_TRICKS), max_size=20), any_value),
         "wait_seconds": st.one_of(st.floats(min_value=-10, max_value=2), any_value),
+        "request_id": st.one_of(odd_text, any_value),
     },
     "upload_reference": {"path": st.one_of(st.sampled_from(PATH_TRICKS), any_value)},
     "get_task": {"task_id": st.one_of(odd_text, any_value), "wait_seconds": st.one_of(st.floats(-1, 0.2), any_value)},
