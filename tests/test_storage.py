@@ -103,10 +103,11 @@ async def test_a_ledger_row_pointing_outside_the_bucket_prefix_is_not_served(
 
 
 async def test_a_bucket_lost_while_serving_keeps_the_task_until_it_is_back(
-    bucket_settings: Settings, storage_url: str, s3_server: Any, caplog: pytest.LogCaptureFixture
+    bucket_settings: Settings, storage_url: str, s3_server: Any, emulator: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bucket that cannot be written any more keeps the task, says why, and saves it once it can: nothing is lost,
-    and the error names neither the secret key nor the access key."""
+    the image is downloaded from the API once (kept on the replica's disk meanwhile: the API's URL may expire), and
+    the error names neither the secret key nor the access key."""
     bucket, _ = _bucket_and_prefix(storage_url)
     caplog.set_level(logging.INFO)
     async with open_service(bucket_settings) as service:
@@ -119,6 +120,8 @@ async def test_a_bucket_lost_while_serving_keeps_the_task_until_it_is_back(
         done = await service.wait(result.task_id, wait_seconds=15)
     assert done.status == "success"
     assert s3_server.keys(bucket) == [(done.images[0].path or "").split("/", 3)[3]]
+    assert emulator.downloads == 1
+    assert not any((bucket_settings.data_dir / "staging").iterdir())  # stored: the replica keeps no copy
     for secret in s3_server.env["AWS_SECRET_ACCESS_KEY"], s3_server.env["AWS_ACCESS_KEY_ID"]:
         assert secret not in caplog.text
         assert secret not in (result.error or "")

@@ -66,6 +66,8 @@ class Runner:
         self._active: set[str] = set()
         self._live: dict[str, TaskRecord] = {}
         self._events: dict[str, anyio.Event] = {}
+        # Images downloaded and finished whose store took them not yet (a bucket down): kept for the next try.
+        self._staged: dict[tuple[str, int], tuple[Path, ImageMeta]] = {}
         self._streams = anyio.CapacityLimiter(max(settings.max_streams, 1))  # each open stream holds a connection
         # A row is worked until it is finished: every failure is tried again, with the policy's backoff, unless the
         # row is no longer this process's to work.
@@ -135,6 +137,8 @@ class Runner:
         finally:
             self._active.discard(key)
             self._live.pop(key, None)
+            for staged in [s for s in self._staged if s[0] == key]:
+                del self._staged[staged]
             if claimed:
                 with anyio.CancelScope(shield=True):
                     try:
@@ -230,34 +234,15 @@ class Runner:
         for index, image in enumerate(record.images):
             if image.path is not None and await self._store.has(image.path):
                 continue
-            dest = output_path(out_dir, record.key, index, "image/png", record.created_at)
-            checked: list[ImageMeta] = []  # filled by the check of the part file: the image is read once
-
-            def check(path: Path, checked: list[ImageMeta] = checked) -> None:
-                checked.append(_verified_meta(path))
-
-            got = await self._client(record).download(
-                image.url, dest, max_bytes=self._settings.max_download_bytes, check=check
-            )
-            [meta] = checked
-            final = output_path(out_dir, record.key, index, meta.mime_type, record.created_at)
-            if final != got.path:
-                await anyio.Path(got.path).replace(final)
-            provenance = Provenance(
-                prompt=record.request.prompt,
-                model=record.request.model,
-                task_id=record.handle,
-                created_at=record.created_at,
-                offline=record.offline,
-            )
-            try:  # the request's output format, and what made the image written into the file
-                final, meta = await anyio.to_thread.run_sync(
-                    partial(finish_image, final, output_format=record.request.output_format, provenance=provenance)
-                )
-            except ValueError as err:
-                raise UnsavableImage(f"The image could not be finished ({err}).") from err
+            staged = self._staged.get((record.key, index))
+            if staged is not None and await anyio.Path(staged[0]).is_file():
+                final, meta = staged  # made on an earlier try whose upload failed: the API's URL is not needed again
+            else:
+                final, meta = await self._fetch(record, index, image.url, out_dir)
+                self._staged[record.key, index] = (final, meta)
             size = (await anyio.Path(final).stat()).st_size
             location = await self._store.put(final, meta.mime_type)
+            del self._staged[record.key, index]
             record.saved(
                 index,
                 SavedImage(
@@ -270,6 +255,34 @@ class Runner:
                 ),
             )
             await self._save(record)
+
+    async def _fetch(self, record: TaskRecord, index: int, url: str, out_dir: Path) -> tuple[Path, ImageMeta]:
+        """Download output ``index``, check it is a whole image, and finish it (format, provenance) in ``out_dir``."""
+        dest = output_path(out_dir, record.key, index, "image/png", record.created_at)
+        checked: list[ImageMeta] = []  # filled by the check of the part file: the image is read once
+
+        def check(path: Path, checked: list[ImageMeta] = checked) -> None:
+            checked.append(_verified_meta(path))
+
+        got = await self._client(record).download(url, dest, max_bytes=self._settings.max_download_bytes, check=check)
+        [meta] = checked
+        final = output_path(out_dir, record.key, index, meta.mime_type, record.created_at)
+        if final != got.path:
+            await anyio.Path(got.path).replace(final)
+        provenance = Provenance(
+            prompt=record.request.prompt,
+            model=record.request.model,
+            task_id=record.handle,
+            created_at=record.created_at,
+            offline=record.offline,
+        )
+        try:  # the request's output format, and what made the image written into the file
+            final, meta = await anyio.to_thread.run_sync(
+                partial(finish_image, final, output_format=record.request.output_format, provenance=provenance)
+            )
+        except ValueError as err:
+            raise UnsavableImage(f"The image could not be finished ({err}).") from err
+        return final, meta
 
     def _client(self, record: TaskRecord) -> MonetClient:
         """The client of the row's tenant; a ConfigError (recorded on the row, retried) when it has no key here."""
