@@ -149,3 +149,16 @@ async def test_a_bad_storage_url_is_one_clear_error_before_anything_starts(setti
     with pytest.raises(ConfigError, match=r"NANO_BANANA_STORAGE_URL .* must read s3://bucket"):
         async with open_service(settings.model_copy(update={"storage_url": url})):
             pass
+
+
+async def test_a_preview_made_once_is_not_downloaded_again(client: Client, storage_url: str, s3_server: Any) -> None:
+    """Showing a result again (get_task) reuses its kept preview: the object is not read from the bucket again (here it
+    is gone, and the preview still comes back; the full image, read on demand, does not)."""
+    result = await client.call_tool("generate_image", {"prompt": "shown twice"})
+    bucket, _ = _bucket_and_prefix(storage_url)
+    [key] = s3_server.keys(bucket)
+    s3_server.client().delete_object(Bucket=bucket, Key=key)
+    again = await client.call_tool("get_task", {"task_id": result.structured_content["task_id"]})
+    assert [block.type for block in again.content].count("image") == 1
+    with pytest.raises(MCPError, match="cannot be served"):
+        await client.read_resource(result.structured_content["images"][0]["uri"])

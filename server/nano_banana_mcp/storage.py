@@ -68,8 +68,12 @@ class ImageStore(Protocol):
         store cannot be reached."""
         ...
 
-    async def source(self, location: str) -> tuple[Hashable, Path | bytes]:
-        """What a preview is made from, and a key naming this version of the image (for the preview cache)."""
+    async def version(self, location: str) -> Hashable:
+        """A key naming this version of the image, for the preview cache; cheap (no download)."""
+        ...
+
+    async def source(self, location: str) -> Path | bytes:
+        """What a preview is made from: the file itself, or the object's bytes."""
         ...
 
     def link(self, location: str) -> tuple[str, datetime] | None:
@@ -156,10 +160,13 @@ class FolderStore:
             raise StorageError(f"The saved image {path.name} is over {max_bytes / 1e6:.0f} MB; it is not served.")
         return data
 
-    async def source(self, location: str) -> tuple[Hashable, Path | bytes]:
+    async def version(self, location: str) -> Hashable:
         path = await self._served(location)
         info = await anyio.Path(path).stat()  # a file replaced or edited gets a new preview
-        return (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns), path
+        return (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+    async def source(self, location: str) -> Path | bytes:
+        return await self._served(location)
 
     def link(self, location: str) -> tuple[str, datetime] | None:
         return None
@@ -252,9 +259,12 @@ class BucketStore:
             raise StorageError(f"The saved image {name} is over {max_bytes / 1e6:.0f} MB; it is not served.")
         return data
 
-    async def source(self, location: str) -> tuple[Hashable, Path | bytes]:
+    async def version(self, location: str) -> Hashable:
         # Objects are never rewritten (each name is a task's key and an index): the location names the version.
-        return location, await self.read(location, self.max_bytes)
+        return self._served(location)
+
+    async def source(self, location: str) -> bytes:
+        return await self.read(location, self.max_bytes)
 
     def link(self, location: str) -> tuple[str, datetime] | None:
         key = self._key(location)

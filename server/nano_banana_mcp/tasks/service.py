@@ -207,7 +207,7 @@ class _Previews:
         self._making: dict[_PreviewKey, anyio.Event] = {}
 
     async def get(self, store: ImageStore, location: str, limiter: anyio.CapacityLimiter) -> tuple[bytes, str]:
-        key, source = await store.source(location)
+        key = await store.version(location)  # a kept preview costs no read of the image
         while (kept := self._kept.get(key)) is None:
             making = self._making.get(key)
             if making is not None:
@@ -216,6 +216,7 @@ class _Previews:
             self._making[key] = done = anyio.Event()
             try:
                 try:
+                    source = await store.source(location)
                     self._kept[key] = (await anyio.to_thread.run_sync(thumbnail, source, limiter=limiter), "")
                 except ValueError as err:
                     self._kept[key] = (None, str(err))
