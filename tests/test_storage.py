@@ -151,6 +151,24 @@ async def test_a_bad_storage_url_is_one_clear_error_before_anything_starts(setti
             pass
 
 
+async def test_credentials_written_into_the_storage_url_are_never_repeated(settings: Settings) -> None:
+    url = "s3://AKIAEXAMPLE:wJalrXUtnFEMI-secret@bucket/images"
+    with pytest.raises(ConfigError) as caught:
+        async with open_service(settings.model_copy(update={"storage_url": url})):
+            pass
+    assert "wJalrXUtnFEMI-secret" not in str(caught.value)
+    assert "credentials" in str(caught.value)
+
+
+async def test_a_bad_s3_endpoint_is_one_clear_error(
+    settings: Settings, storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "not a url")
+    with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL"):
+        async with open_service(settings.model_copy(update={"storage_url": storage_url})):
+            pass
+
+
 async def test_a_preview_made_once_is_not_downloaded_again(client: Client, storage_url: str, s3_server: Any) -> None:
     """Showing a result again (get_task) reuses its kept preview: the object is not read from the bucket again (here it
     is gone, and the preview still comes back; the full image, read on demand, does not)."""

@@ -99,13 +99,15 @@ def image_store(settings: Settings) -> ImageStore:
     parts = urlsplit(url)
     bucket, prefix = parts.netloc, parts.path.strip("/")
     if parts.scheme != "s3" or not _BUCKET.fullmatch(bucket) or parts.query or parts.fragment or ".." in prefix:
+        shown = "a URL with credentials in it (they come from the AWS variables)" if "@" in url else repr(url[:120])
         raise ConfigError(
             f"{_STORAGE_SETTING} must read s3://bucket or s3://bucket/prefix (a bucket name of 3 to 63 lower-case "
-            f"letters, digits, '.' or '-'), got {url[:120]!r}; unset it to keep images in the output folder."
+            f"letters, digits, '.' or '-'), got {shown}; unset it to keep images in the output folder."
         )
     try:
         import boto3  # noqa: PLC0415 - the team extra, only when used
         from botocore.config import Config  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError  # noqa: PLC0415
     except ImportError as err:
         raise ConfigError(
             f"Object storage is set ({_STORAGE_SETTING}), but its client is not installed ({err}). Install the team "
@@ -114,7 +116,13 @@ def image_store(settings: Settings) -> ImageStore:
     # Endpoint, credentials and region come from the standard AWS variables and files (AWS_ENDPOINT_URL for MinIO
     # or R2); links are signed with SigV4, which every S3-compatible service takes.
     config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=20)
-    client = boto3.session.Session().client("s3", config=config)
+    try:
+        client = boto3.session.Session().client("s3", config=config)
+    except (ValueError, BotoCoreError) as err:  # a bad endpoint (ValueError), region or profile
+        raise ConfigError(
+            f"The S3 client for {_STORAGE_SETTING} cannot be made ({type(err).__name__}: {str(err)[:200]}). Check "
+            "AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and AWS_PROFILE."
+        ) from None
     return BucketStore(
         client=client,
         bucket=bucket,
