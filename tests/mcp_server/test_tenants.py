@@ -122,6 +122,9 @@ async def test_each_tenant_is_blind_to_the_others_tasks_images_and_uploads(
             assert by_path.is_error and "output folder" in _text(by_path)
         mine = await alice.call_tool("upload_reference", {"path": path})
         assert mine.is_error  # the same for her: her own images go by their URI
+        staged = png(tenants_server.settings.data_dir / "staging" / "in-flight.png")  # a bucket's image being made
+        in_data = await bob.call_tool("upload_reference", {"path": str(staged)})
+        assert in_data.is_error and "data folder" in _text(in_data)
         ok = await alice.call_tool("generate_image", {"prompt": "edit mine", "images": [image_uri]})
         assert not ok.is_error, _text(ok)
         uploads_so_far = emulator.uploads

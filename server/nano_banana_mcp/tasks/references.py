@@ -83,12 +83,15 @@ class References:
         )
 
     def _check_one(self, path: str, roots: Sequence[Path]) -> ReferenceFile:
-        """A local reference, read only from ``roots``; with tenants, never from the output folder by path (it holds
-        every tenant's images: each reaches its own through their ``nano-banana://`` URIs)."""
-        if self.tenants and Path(path).expanduser().resolve().is_relative_to(self.settings.output_dir):
+        """A local reference, read only from ``roots``; with tenants, never from the output folder or the data folder
+        (where a bucket's images are made) by path: they hold every tenant's images, and each tenant reaches its own
+        through their ``nano-banana://`` URIs."""
+        resolved = Path(path).expanduser().resolve()
+        shared = (self.settings.output_dir, self.settings.data_dir)
+        if self.tenants and any(resolved.is_relative_to(folder) for folder in shared):
             raise InvalidRequest(
-                f"{path[:200]!r} is in the server's output folder, which is not read by path here: pass an image's "
-                "nano-banana://tasks/{task_id}/images/{n} URI (each result's images[].uri) instead."
+                f"{path[:200]!r} is in the server's output folder or data folder, which are not read by path here: "
+                "pass an image's nano-banana://tasks/{task_id}/images/{n} URI (each result's images[].uri) instead."
             )
         return check_reference(path, max_bytes=self.settings.max_reference_bytes, roots=roots)
 
