@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from mcp import Client
 
@@ -146,6 +147,29 @@ def text_of() -> Callable[[Any], str]:
         return "\n".join(c.text for c in result.content if c.type == "text")
 
     return join
+
+
+# -- MCP over plain HTTP -------------------------------------------------------------------------------------
+
+
+_HELLO = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+_MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def _initialize(base: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(f"{base}/mcp", json=_HELLO, headers=_MCP_HEADERS | (headers or {}), timeout=20)
+
+
+@pytest.fixture(scope="session")
+def hello() -> Callable[..., httpx.Response]:
+    """``hello(base, headers)``: an MCP initialize request to ``{base}/mcp`` over plain HTTP, as any client
+    sends first (to see how the transport answers: 200, 401, 421, 403)."""
+    return _initialize
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------------------------

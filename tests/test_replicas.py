@@ -125,16 +125,10 @@ _HEADERS = {
 }
 
 
-def _a_2025_session_lives_on_its_own_replica(first: Replica, other: Replica) -> None:
+def _a_2025_session_lives_on_its_own_replica(first: Replica, other: Replica, hello: Any) -> None:
     """What docs/deploy.md says of sticky routing: a 2025-era session (``Mcp-Session-Id``) is known only to the
     replica that opened it; another answers 404, and the client must open a new session there."""
-    hello = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    }
-    opened = httpx.post(first.url, json=hello, headers=_HEADERS, timeout=20)
+    opened = hello(first.base, {"Authorization": f"Bearer {TOKEN}"})
     assert opened.status_code == 200
     session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
     ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
@@ -193,7 +187,7 @@ async def _collect(clients: list[Client], task_ids: list[str]) -> dict[str, dict
 
 
 async def test_a_killed_replicas_tasks_are_finished_by_the_others_created_once_and_read_through_any(
-    team_env: dict[str, str], command: str, emulator, s3_server, storage_url: str, tmp_path: Path
+    team_env: dict[str, str], command: str, emulator, s3_server, storage_url: str, tmp_path: Path, hello
 ) -> None:
     """Six tasks created through A, A SIGKILLed while all six run at the API: get_task through B and C returns
     success for each, saved by B or C (never A) into the bucket; ``resources/read`` of each image through B and
@@ -224,7 +218,7 @@ async def test_a_killed_replicas_tasks_are_finished_by_the_others_created_once_a
                 assert read[0] == read[1]
                 assert read[0].startswith(PNG_SIGNATURE)
         assert team["B"].process.poll() is None and team["C"].process.poll() is None
-        _a_2025_session_lives_on_its_own_replica(team["B"], team["C"])
+        _a_2025_session_lives_on_its_own_replica(team["B"], team["C"], hello)
     bucket = storage_url.removeprefix("s3://").split("/", 1)[0]
     in_bucket = {f"s3://{bucket}/{key}" for key in s3_server.keys(bucket)}
     assert {r["images"][0]["path"] for r in results.values()} <= in_bucket

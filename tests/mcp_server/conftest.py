@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-import httpx
 import pytest
 import uvicorn
 
@@ -38,23 +37,3 @@ def _serving(settings: Settings) -> Iterator[str]:
 def serve_http() -> Callable[[Settings], AbstractContextManager[str]]:
     """``with serve_http(settings) as base:`` the real HTTP app on a free loopback port; ``base`` has no ``/mcp``."""
     return _serving
-
-
-_HELLO = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
-_MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-
-def _initialize(base: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(f"{base}/mcp", json=_HELLO, headers=_MCP_HEADERS | (headers or {}), timeout=20)
-
-
-@pytest.fixture(scope="session")
-def hello() -> Callable[..., httpx.Response]:
-    """``hello(base, headers)``: an MCP initialize request to ``{base}/mcp`` over plain HTTP, as any client
-    sends first (to see how the transport answers: 200, 401, 421, 403)."""
-    return _initialize

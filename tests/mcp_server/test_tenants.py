@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import httpx2
 import pytest
 from mcp import Client
@@ -194,20 +193,13 @@ async def test_subscriptions_are_per_tenant(tenants_server: Served, emulator) ->
 
 
 def test_tokens_map_to_their_tenant_and_sha256_entries_take_the_token_not_the_digest(
-    tenants_server: Served,
+    tenants_server: Served, hello
 ) -> None:
     """Each token (plain or by digest) is accepted; the digest itself, a guess or nothing is 401."""
-    base = tenants_server.url
-    hello = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    }
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    base = tenants_server.url.removesuffix("/mcp")
     digest = hashlib.sha256(BOB.encode()).hexdigest()
     for token, status in ((ALICE, 200), (BOB, 200), (f"sha256:{digest}", 401), (digest, 401), ("guess", 401)):
-        answer = httpx.post(base, json=hello, headers=headers | {"Authorization": f"Bearer {token}"}, timeout=20)
+        answer = hello(base, {"Authorization": f"Bearer {token}"})
         assert answer.status_code == status, token
         assert ALICE not in answer.text and BOB not in answer.text
 
