@@ -62,8 +62,8 @@ class References:
     """Several tenants share the server: none reads the output folder by path (it holds every tenant's images)."""
     find_row: Callable[[str, str], Awaitable[TaskRecord | None]]
     """The freshest row of a tenant's task by id (``handle, tenant``), None when the tenant has no such task."""
-    read_image: Callable[[str, int, str], Awaitable[bytes]]
-    """A saved output's bytes (``handle, index, tenant``), read only from inside the image store."""
+    read_image: Callable[[TaskRecord, int], Awaitable[bytes]]
+    """A saved output's bytes (a row from ``find_row``, an index), read only from inside the image store."""
 
     async def resolve(self, images: Sequence[str], client_roots: RootsProvider | None, tenant: str) -> tuple[str, ...]:
         """Every reference as a URL the API takes: each checked first, then the images among them uploaded (once)."""
@@ -186,7 +186,7 @@ class References:
                 f"images[{index}] asks for image {number} of task {record.handle}, which has "
                 f"{len(record.images)} (numbered from 0)."
             )
-        data = await self.read_image(record.handle, number, tenant)  # the tenant's own, found by its URI
+        data = await self.read_image(record, number)  # the tenant's own row, found by its URI: not looked up again
         shown = f"images[{index}] ({uri})"
         limit = self.settings.max_reference_bytes
         return await anyio.to_thread.run_sync(partial(reference_from_bytes, data, max_bytes=limit, shown=shown))

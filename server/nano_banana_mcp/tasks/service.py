@@ -475,9 +475,13 @@ class Service:
         """The saved image of one of the tenant's outputs, read only from inside the store (the output folder, or
         the bucket and prefix): the ledger is not trusted."""
         result = await self.get(handle, tenant=tenant)
-        if not 0 <= index < len(result.images):
+        return await self._saved_image(handle, index, result.images)
+
+    async def _saved_image(self, handle: str, index: int, images: Sequence[SavedImage]) -> bytes:
+        """Image ``index`` of these, read from the store (only from inside it)."""
+        if not 0 <= index < len(images):
             raise TaskNotFound(f"Task {handle} has no image {index}.")
-        location = result.images[index].path
+        location = images[index].path
         if location is None:
             raise TaskNotFound(f"Image {index} of task {handle} is not saved yet; try get_task first.")
         try:
@@ -491,8 +495,8 @@ class Service:
         record = await self.ledger.find(handle, tenant=tenant)
         return self._fresh(record) if record is not None else None
 
-    async def _image(self, handle: str, index: int, tenant: str) -> bytes:
-        return await self.image_bytes(handle, index, tenant=tenant)
+    async def _image(self, record: TaskRecord, index: int) -> bytes:
+        return await self._saved_image(record.handle, index, record.images)
 
     def result(self, record: TaskRecord) -> TaskResult:
         status = record.status
