@@ -72,7 +72,7 @@ class References:
 
     async def upload(self, path: str, client_roots: RootsProvider | None, tenant: str) -> UploadedReference:
         """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant."""
-        self._client(tenant)  # no key for this tenant: say so before reading anything
+        self.client(tenant)  # no key for this tenant: say so before reading anything
         roots = await self._roots(client_roots)
         ref = await anyio.to_thread.run_sync(self._check_one, path, roots)
         url = await self.upload_cached(ref, tenant)
@@ -200,13 +200,13 @@ class References:
         cached = await self.ledger.cached_upload(ref.sha256, tenant=tenant)
         if cached is not None and cached[1] - UPLOAD_REUSE_MARGIN > now():
             return cached[0]
-        client = self._client(tenant)  # the tenant's own key when it has one
+        client = self.client(tenant)  # the tenant's own key when it has one
         uploaded = await client.upload_file(ref.data, ref.upload_name, ref.mime_type)
         await self.ledger.remember_upload(ref.sha256, uploaded.url, now() + UPLOAD_LIFETIME, tenant=tenant)
         return uploaded.url
 
-    def _client(self, tenant: str) -> MonetClient:
-        """The client for the tenant's uploads (its own key's, else the server's); else the ConfigError naming
+    def client(self, tenant: str) -> MonetClient:
+        """The client for the tenant's calls (its own key's, else the server's); else the ConfigError naming
         MONET_API_KEY."""
         client = self.clients.for_tenant(tenant)
         if client is None:

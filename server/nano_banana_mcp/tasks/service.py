@@ -578,8 +578,7 @@ class Service:
     def _require_client(self, tenant: str = DEFAULT_TENANT) -> tuple[MonetClient, Runner]:
         """The client for the tenant's calls (its own key's, else the server's) and the runner; without a key for the
         tenant, the ConfigError that names MONET_API_KEY."""
-        client = self.clients.for_tenant(tenant)
-        if client is None or self.runner is None:
-            self.settings.require_key()  # raises ConfigError naming MONET_API_KEY
-            raise AssertionError("a key is set but no client was built")
+        client = self.references.client(tenant)  # raises the ConfigError naming MONET_API_KEY
+        if self.runner is None:
+            raise AssertionError("a client was built but no runner")
         return client, self.runner
