@@ -129,7 +129,7 @@ async def open_service(
             async with anyio.create_task_group() as tg:
                 runner = None
                 if clients.all:
-                    runner = Runner(clients, ledger, settings, tg, on_finished=on_finished, store=store)
+                    runner = Runner(clients, ledger, settings, tg, store, on_finished=on_finished)
                     runner.start()
                 yield Service(
                     settings=settings,

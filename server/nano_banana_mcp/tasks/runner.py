@@ -33,7 +33,7 @@ from nano_banana_mcp.errors import ConfigError, MonetError, NanoBananaError, Not
 from nano_banana_mcp.images import ImageMeta, image_meta, output_path
 from nano_banana_mcp.monet import MonetClient, MonetClients, Task, is_transient
 from nano_banana_mcp.provenance import Provenance, finish_image
-from nano_banana_mcp.storage import FolderStore, ImageStore
+from nano_banana_mcp.storage import ImageStore
 from nano_banana_mcp.tasks.records import SavedImage, TaskRecord
 from nano_banana_mcp.tasks.store import LedgerStore, RowTaken
 
@@ -53,16 +53,16 @@ class Runner:
         ledger: LedgerStore,
         settings: Settings,
         task_group: TaskGroup,
+        store: ImageStore,
         *,
         on_finished: Listener | None = None,
-        store: ImageStore | None = None,
     ) -> None:
         self._clients = clients  # each row's calls go through its tenant's client (its own key, else the server's)
         self._ledger = ledger
         self._settings = settings
         self._tg = task_group
         self._on_finished = on_finished
-        self._store = store if store is not None else FolderStore(settings.output_dir)
+        self._store = store
         self._active: set[str] = set()
         self._live: dict[str, TaskRecord] = {}
         self._events: dict[str, anyio.Event] = {}

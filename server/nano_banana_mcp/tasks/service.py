@@ -25,7 +25,7 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, MonetError, NotFound, TaskNotFound
 from nano_banana_mcp.images import thumbnail
 from nano_banana_mcp.monet import MonetClient, MonetClients, Task
-from nano_banana_mcp.storage import FolderStore, ImageStore, StorageError
+from nano_banana_mcp.storage import ImageStore, StorageError
 from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord, status_at_api
 from nano_banana_mcp.tasks.references import RESULT_URI, References, RootsProvider, UploadedReference
 from nano_banana_mcp.tasks.runner import Runner
@@ -241,8 +241,9 @@ class Service:
     clients: MonetClients
     """The client for each tenant's calls: its own key's (a tokens file's third field), else the server's."""
     runner: Runner | None
+    store: ImageStore
+    """Where saved images are kept: the output folder, or a bucket (``storage.image_store``)."""
     offline: bool = False
-    store: ImageStore = None  # type: ignore[assignment]  # set in __post_init__: the output folder unless given
     # Decoding a full image for a preview takes tens of MB; a few at a time is as fast on few cores.
     image_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
     previews: _Previews = field(default_factory=lambda: _Previews(_PREVIEWS_KEPT), init=False, repr=False)
@@ -250,8 +251,6 @@ class Service:
     references: References = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.store is None:
-            self.store = FolderStore(self.settings.output_dir)
         self.references = References(
             self.settings, self.ledger, self.clients, self.tenants, find_row=self._found, read_image=self._image
         )
