@@ -24,10 +24,10 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "TRANSIENT_ERRORS",
     "AuthError",
     "ConfigError",
     "DownloadError",
+    "HostNotAllowed",
     "InvalidRequest",
     "MalformedResponse",
     "MonetConnectionError",
@@ -66,6 +66,10 @@ class TaskNotFound(NanoBananaError):
 
 class DownloadError(NanoBananaError):
     """A finished image could not be downloaded or saved."""
+
+
+class HostNotAllowed(DownloadError):
+    """The image is on a host the download allowlist does not name: kept, with its URL, until a setting allows it."""
 
 
 class UnsavableImage(DownloadError):
@@ -123,7 +127,3 @@ class ServerError(MonetError):
 
 class MalformedResponse(MonetError):
     """The API answered, but not in a form this client can read; asking again may help."""
-
-
-TRANSIENT_ERRORS: tuple[type[MonetError], ...] = (MonetConnectionError, ServerError, RateLimited, MalformedResponse)
-"""Failures after which the same request may well succeed later (resent with the same idempotency key)."""

@@ -17,6 +17,7 @@ from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.monet import MonetClient, MonetClients, RetryPolicy
 from nano_banana_mcp.storage import image_store
 from nano_banana_mcp.tasks import LEDGER_FILE, Ledger, LedgerStore, Runner, Service
+from nano_banana_mcp.tasks.create_path import CreatePath
 from nano_banana_mcp.tasks.runner import Listener
 
 __all__ = ["WORKER_THREADS", "ledger_for", "open_service"]
@@ -129,7 +130,10 @@ async def open_service(
             async with anyio.create_task_group() as tg:
                 runner = None
                 if clients.all:
-                    runner = Runner(clients, ledger, settings, tg, store, on_finished=on_finished)
+                    create_path = CreatePath.load(None if settings.offline else settings.data_dir, base_url)
+                    runner = Runner(
+                        clients, ledger, settings, tg, store, on_finished=on_finished, create_path=create_path
+                    )
                     runner.start()
                 yield Service(
                     settings=settings,

@@ -61,8 +61,8 @@ def creates(emulator: Emulator) -> list[tuple[str, int]]:
 
 async def follow(client: MonetClient, key: str) -> list[Task]:
     """Every task a create stream reports, to its end."""
-    async with client.create_stream(REQUEST, key) as events:
-        return [task async for task in events]
+    async with client.create_stream(REQUEST, key) as stream:
+        return [event.task async for event in stream.events if event.task is not None]
 
 
 async def create(client: MonetClient, endpoint: Endpoint, key: str) -> Task:
@@ -253,9 +253,10 @@ async def test_dropped_stream_raises_after_the_id_is_known(client: MonetClient, 
     emulator.faults.drop_streams = 1
     seen: list[Task] = []
     with pytest.raises(MonetConnectionError):
-        async with client.create_stream(REQUEST, str(uuid.uuid4())) as events:
-            async for task in events:
-                seen.append(task)
+        async with client.create_stream(REQUEST, str(uuid.uuid4())) as stream:
+            async for event in stream.events:
+                assert event.task is not None
+                seen.append(event.task)
     assert seen
     assert seen[-1].status != "success"
     assert (await client.get_task(seen[0].id)).id == seen[0].id

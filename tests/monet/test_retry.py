@@ -18,7 +18,7 @@ from nano_banana_mcp.errors import (
     RateLimited,
     ServerError,
 )
-from nano_banana_mcp.monet import RetryPolicy, is_transient
+from nano_banana_mcp.monet import RetryPolicy, is_transient, worth_a_few_tries
 
 pytestmark = pytest.mark.anyio
 
@@ -140,16 +140,29 @@ async def test_run_passes_arguments_and_returns_the_result() -> None:
         ServerError("503", status_code=503),
         RateLimited("429", retry_after=1),
         RateLimited("429 without Retry-After"),
-        MalformedResponse("half a JSON object"),
         MonetError("request timeout", status_code=408),
+    ],
+    ids=repr,
+)
+def test_plainly_transient_failures_are_retried_without_a_count(err: Exception) -> None:
+    """Lost connections, 5xx, 429 and 408 may succeed when sent again, however long it takes."""
+    assert is_transient(err)
+    assert worth_a_few_tries(err)
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        MalformedResponse("half a JSON object"),
         MonetError("same key still in progress", status_code=409),
         MonetError("too early", status_code=425),
     ],
     ids=repr,
 )
-def test_transient_failures_are_retried(err: Exception) -> None:
-    """Lost connections, 5xx, 429, unreadable answers, 408, 409 and 425 may succeed when sent again."""
-    assert is_transient(err)
+def test_answers_the_page_does_not_describe_get_a_few_tries_only(err: Exception) -> None:
+    """An unreadable answer, a 409 or a 425 may clear, but is not a reason to retry for ever."""
+    assert worth_a_few_tries(err)
+    assert not is_transient(err)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +171,9 @@ def test_transient_failures_are_retried(err: Exception) -> None:
         AuthError("401", status_code=401),
         NotFound("404", status_code=404),
         MonetError("validation", status_code=400),
+        MonetError("payment required", status_code=402),
         MonetError("payload too large", status_code=413),
+        MonetError("unprocessable", status_code=422),
         DownloadError("not an image"),
         ConfigError("no key"),
         ValueError("a bug"),
@@ -168,3 +183,18 @@ def test_transient_failures_are_retried(err: Exception) -> None:
 def test_permanent_failures_are_not_retried(err: Exception) -> None:
     """Refusals, missing things, our own errors and bugs fail the same way however often they are sent."""
     assert not is_transient(err)
+    assert not worth_a_few_tries(err)
+
+
+async def test_a_409_is_tried_a_few_times_then_stands() -> None:
+    """A 409 on every try is sent ``attempts`` times, then raised with the API's words (not retried for ever)."""
+    calls = 0
+
+    async def conflict() -> None:
+        nonlocal calls
+        calls += 1
+        raise MonetError("HTTP 409 idempotency_conflict: busy", status_code=409)
+
+    with pytest.raises(MonetError, match="409 idempotency_conflict"):
+        await RetryPolicy(attempts=3, wait_initial=0.0, wait_max=0.0).run(conflict)
+    assert calls == 3

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nano_banana_mcp.emulator.faults import CONTROL_PREFIX, FaultInjector, Faults
 from nano_banana_mcp.emulator.render import render_placeholder
+from nano_banana_mcp.emulator.streams import stream_event
 from nano_banana_mcp.emulator.wire import (
     API_PREFIX,
     TERMINAL,
@@ -45,7 +46,6 @@ from nano_banana_mcp.emulator.wire import (
     error,
     invalid,
     iso,
-    sse,
 )
 
 __all__ = ["DEFAULT_MODEL", "MAX_UPLOAD_BYTES", "MODELS", "Emulator", "Endpoint", "ModelRules", "RequestRecord"]
@@ -496,7 +496,7 @@ class Emulator:
             terminal = current[0] in TERMINAL
             if terminal or current != last:
                 last = current
-                yield sse("done" if terminal else "progress", body)
+                yield stream_event(self._faults.faults.stream_format, body, terminal=terminal)
                 if terminal:
                     return
             wake = min(now + max(self.stream_interval, _MIN_STREAM_TICK), task.finishes)

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from nano_banana_mcp.emulator.streams import STREAM_FORMATS
 from nano_banana_mcp.emulator.wire import API_PREFIX, ConnectionAborted, error, invalid, sse, sse_response
 
 __all__ = [
@@ -97,6 +98,9 @@ class Faults:
     echo_key_kind: str = "400"
     """``401``, ``400``, ``422`` (nested), ``403`` (text/plain) refuse an ``/api/v1`` request with the header in
     the message; ``failed_task`` makes the next created task fail with it in the task's error."""
+    stream_format: str = "task"
+    """How ``/tasks/sync`` events look (the page documents none): one of :data:`STREAM_FORMATS`. Not a fault as such:
+    each is a plausible reading of the page, and the product must end in the image under every one."""
     output_bytes: bytes | None = None
     """While set, every output download serves these bytes (as ``image/png``, whatever they are) instead of
     the rendered placeholder: how a test hands the client an EPS, a BMP or a decompression bomb. Set from
@@ -419,16 +423,20 @@ def _chaos_kinds(method: str, path: str) -> tuple[str, ...]:
     return ("rate_limit", "server_error")
 
 
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "hostile_kind": HOSTILE_KINDS,
+    "echo_key_kind": ECHO_KINDS,
+    "stream_format": STREAM_FORMATS,
+}
+
+
 def _check_fault(name: str, value: Any) -> Any:
     """``value`` if it is a valid setting of fault ``name``; else ValueError saying why."""
-    if name == "hostile_kind":
-        if isinstance(value, str) and value in HOSTILE_KINDS:
+    choices = _CHOICES.get(name)
+    if choices is not None:
+        if isinstance(value, str) and value in choices:
             return value
-        raise ValueError(f"hostile_kind must be one of {', '.join(HOSTILE_KINDS)}; got {value!r}.")
-    if name == "echo_key_kind":
-        if isinstance(value, str) and value in ECHO_KINDS:
-            return value
-        raise ValueError(f"echo_key_kind must be one of {', '.join(ECHO_KINDS)}; got {value!r}.")
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
     if name == "output_bytes":
         if value is None or isinstance(value, bytes):
             return value

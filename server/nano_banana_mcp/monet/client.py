@@ -7,11 +7,13 @@ endpoint, with the same body. That is all the API documents about idempotency, s
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -22,12 +24,13 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import MalformedResponse, MonetConnectionError, MonetError
 from nano_banana_mcp.monet.download import Downloaded, Downloader
+from nano_banana_mcp.monet.events import StreamEvent, read_event
 from nano_banana_mcp.monet.models import API_PREFIX, Task, TaskPage, UploadedFile, create_body
 from nano_banana_mcp.monet.responses import Redactor, buffered, status_error
 from nano_banana_mcp.monet.retry import RetryPolicy
 from nano_banana_mcp.monet.sse import sse_data
 
-__all__ = ["MonetClient"]
+__all__ = ["CreateStream", "CreateWindow", "MonetClient"]
 
 log = logging.getLogger(__name__)
 _M = TypeVar("_M", bound=BaseModel)
@@ -94,17 +97,19 @@ class MonetClient:
         return await self.retry.run(self._request, Task, "POST", "/tasks/async", json=body)
 
     @asynccontextmanager
-    async def create_stream(self, request: GenerateRequest, idempotency_key: str) -> AsyncIterator[AsyncIterator[Task]]:
+    async def create_stream(self, request: GenerateRequest, idempotency_key: str) -> AsyncIterator[CreateStream]:
         """``POST /tasks/sync``: create the task and follow its progress events (one try, no retry here).
 
-        Yields an iterator of the task as each event reports it (partial events merged onto the previous
-        one); the first names the task. It ends after the terminal event, and raises ``MonetError``
-        (``MonetConnectionError`` when the stream breaks, ends early, or reports no change for
-        ``stream_stall`` seconds). Sending this same request again with the same key is the documented
-        retry: it creates nothing new.
+        Yields a :class:`CreateStream` once the API has answered with a stream (so it took the create): when the task
+        was made (the create window) and its events, each read as leniently as possible
+        (:func:`~nano_banana_mcp.monet.events.read_event`). The events end after a terminal one, named or not; they
+        raise ``MonetError`` (``MonetConnectionError`` when the stream breaks, ends early, or reports no change for
+        ``stream_stall`` seconds). Sending this same request again with the same key is the documented retry: it
+        creates nothing new.
         """
         timeout = httpx.Timeout(self._timeout, read=self._stall)
         headers = self._headers() | {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        sent = dt.datetime.now(dt.UTC)
         try:
             async with self._http().stream(
                 "POST",
@@ -115,9 +120,11 @@ class MonetClient:
             ) as response:
                 if not response.is_success:
                     raise status_error(await buffered(response, self._max_response, self._redact), self.base_url)
+                window = _create_window(sent, dt.datetime.now(dt.UTC), response.headers.get("date"))
                 kind = response.headers.get("content-type", "").partition(";")[0].strip()
                 if kind == "application/json":  # an API that answers the create at once: one task, no events
-                    yield _single(self._parse(Task, await buffered(response, self._max_response, self._redact)))
+                    task = self._parse(Task, await buffered(response, self._max_response, self._redact))
+                    yield CreateStream(window, _single(StreamEvent(task=task)))
                     return
                 if kind != "text/event-stream":
                     raise MalformedResponse(
@@ -125,7 +132,7 @@ class MonetClient:
                     )
                 events = self._events(response)
                 async with aclosing(events):
-                    yield events
+                    yield CreateStream(window, events)
         except httpx.HTTPError as err:
             raise _transport_error(err, "The progress stream from Monet broke", self.base_url) from err
 
@@ -196,30 +203,64 @@ class MonetClient:
                 status_code=response.status_code,
             ) from err
 
-    async def _events(self, response: httpx.Response) -> AsyncGenerator[Task, None]:
-        """The stream's events as tasks, until the terminal one; MonetError if it ends early or stalls."""
+    async def _events(self, response: httpx.Response) -> AsyncGenerator[StreamEvent, None]:
+        """The stream's events, until a terminal one; MonetError if it ends early or stalls."""
         last: Task | None = None
+        seen: tuple[object, ...] | None = None
         changed_at = time.monotonic()
         try:
             async for data in sse_data(response, self._max_response):
-                task = _event_task(self._redact.text(data), last)
-                if task is None:
+                event = read_event(self._redact.text(data), last)
+                if event is None:
                     continue
-                if last is None or (task.status, task.progress) != (last.status, last.progress):
-                    changed_at = time.monotonic()
+                if event.signature != seen:
+                    seen, changed_at = event.signature, time.monotonic()
                 elif time.monotonic() - changed_at > self._stall:
                     raise MonetConnectionError(f"The progress stream reported no change for {self._stall:g}s.")
-                last = task
-                yield task
-                if task.is_terminal:
+                last = event.task or last
+                yield event
+                if event.finished:
                     return
         except httpx.HTTPError as err:
             raise _transport_error(err, "The progress stream from Monet broke", self.base_url) from err
         raise MonetConnectionError("The progress stream from Monet ended before the task finished.")
 
 
-async def _single(task: Task) -> AsyncIterator[Task]:
-    yield task
+@dataclass(frozen=True, slots=True)
+class CreateWindow:
+    """When the API made a task, on the API's own clock where its ``Date`` header tells it (else on ours, wider)."""
+
+    earliest: dt.datetime
+    latest: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CreateStream:
+    """A create the API took: when it was made, and the events of its progress stream."""
+
+    window: CreateWindow
+    events: AsyncIterator[StreamEvent]
+
+
+CLOCK_SLACK = dt.timedelta(seconds=2)
+"""Around an API ``Date`` (whole seconds) when a create window is read from it."""
+UNKNOWN_CLOCK_SLACK = dt.timedelta(minutes=5)
+"""Around our own clock when the API sends no ``Date``: the two clocks may differ that much."""
+
+
+def _create_window(sent: dt.datetime, answered: dt.datetime, date: str | None) -> CreateWindow:
+    """The create happened between sending and the answer; an HTTP ``Date`` puts that on the API's clock."""
+    try:
+        api_now = parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        api_now = None
+    if api_now is None or api_now.tzinfo is None:
+        return CreateWindow(sent - UNKNOWN_CLOCK_SLACK, answered + UNKNOWN_CLOCK_SLACK)
+    return CreateWindow(api_now - (answered - sent) - CLOCK_SLACK, api_now + CLOCK_SLACK)
+
+
+async def _single(event: StreamEvent) -> AsyncIterator[StreamEvent]:
+    yield event
 
 
 def _transport_error(err: httpx.HTTPError, what: str, api: str) -> MonetError:
@@ -234,23 +275,3 @@ def _transport_error(err: httpx.HTTPError, what: str, api: str) -> MonetError:
     if isinstance(err, httpx.TimeoutException):
         return MonetConnectionError(f"{what}: the Monet API at {api} did not answer in time.")
     return MonetConnectionError(f"{what} ({type(err).__name__}).")
-
-
-def _event_task(data: str, last: Task | None) -> Task | None:
-    """A stream event as a task; partial events are merged onto the previous one; others are skipped."""
-    if not data.strip():
-        return None
-    try:
-        payload = json.loads(data)
-    except (json.JSONDecodeError, RecursionError):
-        log.debug("ignoring a non-JSON stream event")
-        return None
-    if not isinstance(payload, dict):
-        return None
-    if last is not None:
-        payload = last.model_dump(by_alias=True) | payload
-    try:
-        return Task.model_validate(payload)
-    except ValidationError:
-        log.debug("ignoring a stream event that is not a task")
-        return None

@@ -12,7 +12,7 @@ import anyio.to_thread
 import httpx
 
 from nano_banana_mcp.config import DEFAULT_DOWNLOAD_HOSTS, is_loopback
-from nano_banana_mcp.errors import DownloadError, MonetConnectionError, MonetError, UnsavableImage
+from nano_banana_mcp.errors import DownloadError, HostNotAllowed, MonetConnectionError, MonetError, UnsavableImage
 from nano_banana_mcp.monet.responses import Redactor, buffered, origin, status_error
 from nano_banana_mcp.monet.retry import RetryPolicy
 
@@ -76,9 +76,10 @@ class Downloader:
                 "(plain http only from this machine)."
             )
         if not any(_host_matches(host, pattern) for pattern in self.allowed_hosts):
-            raise UnsavableImage(
+            raise HostNotAllowed(
                 f"Refused to download from {origin(parsed)}: the host is not on the download allowlist "
-                f"({', '.join(self.allowed_hosts)}). Add it to NANO_BANANA_DOWNLOAD_HOSTS if you trust it."
+                f"({', '.join(self.allowed_hosts)}). Add it to NANO_BANANA_DOWNLOAD_HOSTS if you trust it, and "
+                "restart: the task and its URL are kept, and the image is saved then."
             )
 
     async def download(

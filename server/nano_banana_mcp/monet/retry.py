@@ -1,5 +1,14 @@
 """The one retry policy: which failures are worth another try, and how long to wait before it.
 
+Which failures are tried again, and how often (``docs/api-contract.md`` lists the answers the page leaves open):
+
+- **plainly transient** (:func:`is_transient`): the API could not be reached, the connection broke, a timeout (408),
+  a 429, any 5xx. Work that must finish (a paid task) tries these again without a count, with backoff;
+- **worth a few tries** (:func:`worth_a_few_tries`): the above, an answer that could not be read, and the 4xx the
+  page does not describe that may clear (409 conflict, 425 too early). Tried ``attempts`` times, then the failure
+  stands, with the API's own status and words;
+- anything else (400, 401, 403, 404, 413, 422, another 4xx) is a refusal: not tried again.
+
 Every retried operation in the package (a request, a download, carrying a task to its end) goes through
 :meth:`RetryPolicy.run`, which is the package's only retry loop. The waits are stamina's capped, jittered
 exponential backoff; a 429's ``Retry-After`` replaces the backoff while it is within ``max_retry_after``.
@@ -12,26 +21,37 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from nano_banana_mcp.errors import TRANSIENT_ERRORS, MonetError, RateLimited
+from nano_banana_mcp.errors import MalformedResponse, MonetConnectionError, MonetError, RateLimited, ServerError
 
 if TYPE_CHECKING:
     from stamina.instrumentation import RetryDetails
 
-__all__ = ["RetryPolicy", "is_transient"]
+__all__ = ["RetryPolicy", "is_transient", "worth_a_few_tries"]
 
 log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-RETRY_STATUSES = frozenset({408, 409, 425})
-"""Besides 429 and 5xx: request timeout, conflict (a same-key request still in progress), too early."""
+TIMEOUT_STATUSES = frozenset({408})
+"""Besides 429 and 5xx, plainly transient: the request timed out."""
+FEW_TRIES_STATUSES = frozenset({409, 425})
+"""4xx the page does not describe that may clear by themselves (a same-key request still in progress, too early):
+worth a few more tries, not an endless loop."""
 
 
 def is_transient(err: BaseException) -> bool:
-    """True when the same request may well succeed later (resent with the same idempotency key)."""
-    if isinstance(err, TRANSIENT_ERRORS):
+    """True when the failure is plainly transient (unreachable, cut, timed out, 429, 5xx): the same request sent again
+    later, with the same idempotency key, may well succeed; work that must finish tries again without a count."""
+    if isinstance(err, MonetConnectionError | ServerError | RateLimited):
         return True
-    return isinstance(err, MonetError) and err.status_code in RETRY_STATUSES
+    return isinstance(err, MonetError) and err.status_code in TIMEOUT_STATUSES
+
+
+def worth_a_few_tries(err: BaseException) -> bool:
+    """True when the same request is worth a few more tries: a transient failure, an unreadable answer, a 409/425."""
+    if is_transient(err) or isinstance(err, MalformedResponse):
+        return True
+    return isinstance(err, MonetError) and err.status_code in FEW_TRIES_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +64,7 @@ class RetryPolicy:
     wait_max: float = 8.0
     max_retry_after: float = 60.0
     """A longer ``Retry-After`` is a refusal, reported to the user rather than slept through."""
-    retry_on: Callable[[Exception], bool] = is_transient
+    retry_on: Callable[[Exception], bool] = worth_a_few_tries
 
     def with_(self, **changes: object) -> RetryPolicy:
         """This policy with some fields changed (e.g. ``attempts=None`` for work that must finish)."""

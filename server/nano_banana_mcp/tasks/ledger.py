@@ -99,12 +99,16 @@ MIGRATIONS: Sequence[str] = (
     DROP TABLE uploads;
     ALTER TABLE uploads_by_tenant RENAME TO uploads;
     """,
+    # 4: what a row's creates learned before the API named its task (tasks/records.py CreateLog), as JSON.
+    """
+    ALTER TABLE tasks ADD COLUMN create_log TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = (
     "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at, "
-    "tenant"
+    "create_log, tenant"
 )
 DEFAULT_TENANT = "default"
 _UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
@@ -218,7 +222,7 @@ class Ledger:
         added = await self._run(
             lambda db: (
                 db.execute(
-                    f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join('?' * 16)}) "
+                    f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join('?' * 17)}) "
                     "ON CONFLICT (key) DO NOTHING",
                     (*row, record.status, self.api_scope, self.owner),
                 ).rowcount
@@ -234,13 +238,26 @@ class Ledger:
             lambda db: (
                 db.execute(
                     "UPDATE tasks SET task_id=?, request=?, phase=?, endpoint=?, api_status=?, progress=?, images=?, "
-                    "error=?, offline=?, created_at=?, updated_at=?, status=? WHERE key=? AND owner=?",
+                    "error=?, offline=?, created_at=?, updated_at=?, create_log=?, status=? WHERE key=? AND owner=?",
                     (*rest, record.status, key, self.owner),
                 ).rowcount
             )
         )
         if written != 1:
             raise RowTaken(f"task {record.handle}: this process no longer owns the row; it was not written")
+
+    async def bind_task(self, key: str, task_id: str) -> bool:
+        """Give this process's row, still unnamed, the API's task ``task_id``, unless another row has it already."""
+        bound = await self._run(
+            lambda db: (
+                db.execute(
+                    "UPDATE tasks SET task_id=? WHERE key=? AND owner=? AND task_id IS NULL "
+                    "AND NOT EXISTS (SELECT 1 FROM tasks WHERE task_id=?)",
+                    (task_id, key, self.owner, task_id),
+                ).rowcount
+            )
+        )
+        return bool(bound == 1)
 
     async def get(self, key: str) -> TaskRecord | None:
         return await self._one("key", key, None)
@@ -374,6 +391,7 @@ class Ledger:
             int(r.offline),
             _iso(r.created_at),
             _iso(r.updated_at),
+            r.create_log.model_dump_json(exclude_defaults=True),
             r.tenant,
         )
 

@@ -99,6 +99,10 @@ MIGRATIONS: Sequence[LiteralString] = (
     ALTER TABLE uploads DROP CONSTRAINT uploads_pkey;
     ALTER TABLE uploads ADD PRIMARY KEY (sha256, scope, tenant);
     """,
+    # 3: what a row's creates learned before the API named its task (tasks/records.py CreateLog), as JSON text.
+    """
+    ALTER TABLE tasks ADD COLUMN create_log text NOT NULL DEFAULT '{}';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 POOL_SIZE = 4
@@ -114,7 +118,7 @@ _KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
 
 _COLUMNS = (
     "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at, "
-    "tenant"
+    "create_log, tenant"
 )
 DEFAULT_TENANT = "default"
 _UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
@@ -333,7 +337,7 @@ class PostgresLedger:
         """Insert a new row, owned by this process: it is about to send the create. False (nothing written) when a
         row with this key exists already."""
         added = await self._write(
-            f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join(['%s'] * 16)}) "
+            f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join(['%s'] * 17)}) "
             "ON CONFLICT (key) DO NOTHING",
             (*self._row(record), record.status, self.api_scope, self.owner),
         )
@@ -349,7 +353,7 @@ class PostgresLedger:
         key, *rest, _tenant = self._row(record)  # a row's tenant never changes
         written = await self._write(
             "WITH written AS (UPDATE tasks SET task_id=%s, request=%s, phase=%s, endpoint=%s, api_status=%s, "
-            "progress=%s, images=%s, error=%s, offline=%s, created_at=%s, updated_at=%s, status=%s "
+            "progress=%s, images=%s, error=%s, offline=%s, created_at=%s, updated_at=%s, create_log=%s, status=%s "
             "WHERE key=%s AND owner=%s RETURNING key, owner, phase) "
             f"SELECT CASE WHEN {_FINISHED} THEN pg_notify('{FINISHED_CHANNEL}', owner || chr(9) || key) END "
             "FROM written",
@@ -357,6 +361,21 @@ class PostgresLedger:
         )
         if written != 1:
             raise RowTaken(f"task {record.handle}: this process no longer owns the row; it was not written")
+
+    async def bind_task(self, key: str, task_id: str) -> bool:
+        """Give this process's row, still unnamed, the API's task ``task_id``, unless another row has it already (two
+        replicas binding the same task at once: the unique index lets one through)."""
+        try:
+            bound = await self._write(
+                "UPDATE tasks SET task_id=%(t)s WHERE key=%(k)s AND owner=%(me)s AND task_id IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM tasks WHERE task_id=%(t)s)",
+                {"t": _text(task_id), "k": _text(key), "me": self.owner},
+            )
+        except ConfigError as err:
+            if isinstance(err.__cause__, psycopg.errors.UniqueViolation):
+                return False
+            raise
+        return bound == 1
 
     async def get(self, key: str) -> TaskRecord | None:
         rows = await self._rows(f"SELECT {_COLUMNS} FROM tasks WHERE key=%s", (_text(key),))
@@ -517,6 +536,7 @@ class PostgresLedger:
             r.offline,
             r.created_at,
             r.updated_at,
+            r.create_log.model_dump_json(exclude_defaults=True),
             r.tenant,
         )
 

@@ -28,8 +28,10 @@ from nano_banana_mcp.monet import Task
 __all__ = [
     "FINISHED_PHASES",
     "MAX_OUTPUTS",
+    "MAX_STREAMS_PER_KEY",
     "STATUSES",
     "UNFINISHED_PHASES",
+    "CreateLog",
     "Endpoint",
     "Phase",
     "SavedImage",
@@ -91,6 +93,29 @@ class SavedImage(BaseModel):
     uri: str | None = None  # nano-banana://tasks/{id}/images/{n}: what generate_image takes to edit this image
 
 
+class CreateLog(BaseModel):
+    """What the row's creates learned before the API named the task: how many were answered with a stream, and when
+    (on the API's clock where it told) the task was made. Enough to find the task through ``GET /tasks/list`` when no
+    answer named it, in this process or the next."""
+
+    streams: int = 0
+    """Creates of this key answered with a stream (the API took them): at most ``MAX_STREAMS_PER_KEY``."""
+    earliest: datetime | None = None
+    latest: datetime | None = None
+
+    def took(self, earliest: datetime, latest: datetime, *, stream: bool) -> None:
+        """The API took a create made between ``earliest`` and ``latest``; the first one made the task."""
+        self.streams += int(stream)
+        self.earliest = min(self.earliest or earliest, earliest)
+        self.latest = self.latest or latest
+
+
+MAX_STREAMS_PER_KEY = 2
+"""``/tasks/sync`` posts of one key answered with a stream. A second post is the documented retry of a stream that
+broke before saying anything; it cannot teach a format that could not be read, so there is no third: the task is
+found through ``GET /tasks/list`` instead."""
+
+
 class TaskRecord(BaseModel):
     """One logical request, keyed by the idempotency key made before anything was sent."""
 
@@ -106,6 +131,7 @@ class TaskRecord(BaseModel):
     images: list[SavedImage] = Field(default_factory=list)
     error: str | None = None
     offline: bool = False
+    create_log: CreateLog = Field(default_factory=CreateLog)
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
 
@@ -132,15 +158,19 @@ class TaskRecord(BaseModel):
         self.endpoint = endpoint
         return True
 
-    def observe(self, task: Task) -> bool:
-        """Take in what the API said about the task: its id, status, progress, outputs, failure."""
+    def observe(self, task: Task, *, partial: bool = False) -> bool:
+        """Take in what the API said about the task: its id, status, progress, outputs, failure.
+
+        ``partial``: the task as a stream event told it, which may leave out the outputs; a success without them is
+        then read again through ``GET /tasks/{id}`` rather than taken as a success with no image.
+        """
         before = (self.phase, self.task_id, self.api_status)
         if self.phase == "submitting":
             self.phase, self.task_id, self.error = "created", task.id, None
         if task.progress is not None:
             self.progress = task.progress
         self.api_status = task.status
-        if self.phase == "created" and task.status == "success":
+        if self.phase == "created" and task.status == "success" and not (partial and not task.urls):
             urls = task.urls
             if len(urls) > MAX_OUTPUTS:
                 log.warning(
@@ -172,6 +202,10 @@ class TaskRecord(BaseModel):
         self.images[index] = image
         if all(i.path for i in self.images):
             self.phase, self.error = "downloaded", None
+
+    def gave_up(self, reason: str) -> None:
+        """Followed for ``task_timeout`` without the API finishing the task (or naming it): the row ends."""
+        self.phase, self.error = "failed", reason
 
     def trouble(self, reason: str) -> None:
         """A problem that does not end the task (it is retried); shown until it clears."""

@@ -4,13 +4,22 @@ A row is worked on by exactly one live process (see :meth:`LedgerStore.claim`); 
 over (this one lost its owner lock), this one's next write is refused (``RowTaken``) and it stops. Working a row
 means, until it is finished, one step after another, each retried by the package's one retry policy:
 
-1. **create**: the row's endpoint is fixed before the first send. ``/tasks/sync`` (the default) creates
-   the task and streams its progress; if the stream breaks before the task is named, the same request
-   is sent again with the same key (the documented retry). When every stream slot is busy the row goes
-   to ``/tasks/async`` instead, and is polled. A key is never sent to a second endpoint. Only a
-   definitive refusal (a 4xx other than 408/409/425/429) ends a row here: nothing was made.
-2. **follow**: polling ``GET /tasks/{id}`` with a growing interval, once the stream is gone.
+1. **create**: the row's endpoint is fixed before the first send (:class:`CreatePath`: ``/tasks/sync`` until a
+   stream has proved unreadable, then the documented ``/tasks/async``; ``/tasks/async`` too when every stream slot
+   is busy). A key is never sent to a second endpoint. A stream's events are read leniently; if the stream breaks
+   before saying anything, the same request is sent again with the same key (the documented retry), at most
+   ``MAX_STREAMS_PER_KEY`` streams in all. A stream (or a create answer) that never names its task does not make the
+   runner post again: it finds the task through ``GET /tasks/list`` (by creation window and model, never a task
+   another row has). Only a refusal (a 4xx the page does not describe as passing) ends a row here: nothing was made.
+2. **follow**: polling ``GET /tasks/{id}``, fast at first, then at the page's 5 s, once the stream is gone.
 3. **save**: download every output, check it is a whole image, and record the files.
+
+Failures: plainly transient ones (unreachable, 429, 5xx, a full disk, a bucket down) are tried again without a
+count, with backoff; others the page does not describe, and errors of this program, a few times (``FEW_TRIES``),
+then the row ends with what was said. A failure only a setting can mend (an output host not allowed, an output
+folder that cannot be written, a refused key) **parks** the row: its state and the error naming the setting are
+kept, this process stops working it, and the next start carries it on. ``task_timeout`` bounds how long a task is
+followed at the API (created and not finished, or not yet named); saving a finished task's images is never given up.
 
 A sweep at start and every ``sweep_interval`` follows every unfinished row with no live owner (a crashed
 or stopped process's, or this one's after a cancelled call): that is how work resumes after a restart.
@@ -21,7 +30,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -29,12 +40,24 @@ import anyio
 from anyio.abc import TaskGroup
 
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.errors import ConfigError, MonetError, NanoBananaError, NotFound, UnsavableImage
+from nano_banana_mcp.errors import (
+    AuthError,
+    ConfigError,
+    DownloadError,
+    HostNotAllowed,
+    MalformedResponse,
+    MonetError,
+    NanoBananaError,
+    NotFound,
+    UnsavableImage,
+)
 from nano_banana_mcp.images import ImageMeta, image_meta, output_path
-from nano_banana_mcp.monet import MonetClient, MonetClients, Task, is_transient
+from nano_banana_mcp.monet import CreateWindow, MonetClient, MonetClients, Task, is_transient, worth_a_few_tries
+from nano_banana_mcp.monet.client import UNKNOWN_CLOCK_SLACK
 from nano_banana_mcp.provenance import Provenance, finish_image
-from nano_banana_mcp.storage import ImageStore
-from nano_banana_mcp.tasks.records import SavedImage, TaskRecord
+from nano_banana_mcp.storage import ImageStore, StorageError
+from nano_banana_mcp.tasks.create_path import CreatePath
+from nano_banana_mcp.tasks.records import MAX_STREAMS_PER_KEY, SavedImage, TaskRecord, now
 from nano_banana_mcp.tasks.store import LedgerStore, RowTaken
 
 __all__ = ["Listener", "Runner"]
@@ -42,6 +65,17 @@ __all__ = ["Listener", "Runner"]
 log = logging.getLogger(__name__)
 
 Listener = Callable[[TaskRecord], Awaitable[None]]
+
+FEW_TRIES = 3
+"""Tries of a row's step that failed in a way the page does not describe (or by a bug here) before the row ends."""
+LIST_PAGES = 5
+"""``GET /tasks/list`` pages read (newest first) when looking for a task no answer named."""
+LIST_PAGE_SIZE = 20
+"""The page's own example size."""
+
+
+class _NotListedYet(MonetError):
+    """The task a create made is not (yet) in ``GET /tasks/list``: looked for again, until ``task_timeout``."""
 
 
 class Runner:
@@ -56,6 +90,7 @@ class Runner:
         store: ImageStore,
         *,
         on_finished: Listener | None = None,
+        create_path: CreatePath | None = None,
     ) -> None:
         self._clients = clients  # each row's calls go through its tenant's client (its own key, else the server's)
         self._ledger = ledger
@@ -69,8 +104,12 @@ class Runner:
         # Images downloaded and finished whose store took them not yet (a bucket down): kept for the next try.
         self._staged: dict[tuple[str, int], tuple[Path, ImageMeta]] = {}
         self._streams = anyio.CapacityLimiter(max(settings.max_streams, 1))  # each open stream holds a connection
-        # A row is worked until it is finished: every failure is tried again, with the policy's backoff, unless the
-        # row is no longer this process's to work.
+        self.create_path = create_path or CreatePath(None, clients.base_url or "")
+        self._parked: dict[str, str] = {}  # rows waiting for a setting (key -> why): not worked again here
+        self._strikes: dict[str, int] = {}  # failures of the FEW_TRIES kind, per row
+        self._finding = anyio.Lock()  # one search of the task list at a time: two rows never pick the same task
+        # A row is worked until it is finished: a failure _advance raises is tried again, with the policy's backoff
+        # (and a 429's Retry-After); the failures that end or park a row are not raised.
         self._persist = clients.retry.with_(attempts=None, retry_on=lambda err: not isinstance(err, RowTaken))
 
     def start(self) -> None:
@@ -81,15 +120,22 @@ class Runner:
         if self._on_finished is not None:
             self._tg.start_soon(self._ledger.watch_finished, self._on_finished, name="ledger watch")
 
-    def follow(self, key: str) -> None:
-        """Work the row with this key in the background, unless this process already does."""
-        if key in self._active:
+    def follow(self, key: str, *, again: bool = False) -> None:
+        """Work the row with this key in the background, unless this process already does. A parked row (waiting for
+        a setting) is worked again only when ``again`` (someone asked for the task: it may have been mended)."""
+        if again:
+            self._parked.pop(key, None)
+        if key in self._active or key in self._parked:
             return
         self._active.add(key)
         self._tg.start_soon(self._run, key, name=f"task {key}")
 
     def is_following(self, key: str) -> bool:
         return key in self._active
+
+    def parked(self, key: str) -> str | None:
+        """Why this process stopped working the row until a setting changes (then restart), else None."""
+        return self._parked.get(key)
 
     def live(self, key: str) -> TaskRecord | None:
         """A copy of the freshest state of a row this process works on (progress included), else None."""
@@ -137,6 +183,7 @@ class Runner:
         finally:
             self._active.discard(key)
             self._live.pop(key, None)
+            self._strikes.pop(key, None)
             for staged in [s for s in self._staged if s[0] == key]:
                 del self._staged[staged]
             if claimed:
@@ -150,55 +197,172 @@ class Runner:
             await self._on_finished(record)
 
     async def _advance(self, record: TaskRecord) -> None:
-        """One try at moving the row to its end; any failure is recorded on it, then raised for a retry."""
+        """One try at moving the row to its end; a failure worth another try is recorded on it, then raised."""
         try:
-            with anyio.fail_after(self._settings.task_timeout):
+            with anyio.fail_after(self._following_left(record)):
                 if record.phase == "submitting":
                     await self._create(record)
                 if record.phase == "created":
                     await self._poll(record)
-                if record.phase == "succeeded":
-                    await self._download(record)
+            if record.phase == "succeeded":
+                await self._download(record)
+        except RowTaken:
+            raise  # not ours any more: nothing to record
         except UnsavableImage as err:  # trying again cannot help: the task ends, its URLs kept
             record.unsavable(f"The task finished at the API, but its image could not be saved: {err}")
             await self._save(record)
-        except RowTaken:
-            raise  # not ours any more: nothing to record
-        except Exception as err:  # the one broad catch: a row is retried whatever went wrong
-            reason = self._describe(err)
-            log.warning("task %s: %s; trying again", record.handle, reason)
-            record.trouble(reason)
+        except TimeoutError:
+            if self._following_left(record) > 0:  # not the bound of task_timeout: a step that timed out
+                raise
+            record.gave_up(self._gave_up(record))
+            log.warning("task %s: %s", record.handle, record.error)
             await self._save(record)
-            raise
+        except Exception as err:  # the one broad catch: whatever went wrong is recorded on the row
+            if await self._again(record, err):
+                reason = self._describe(err)
+                log.warning("task %s: %s; trying again", record.handle, reason)
+                record.trouble(reason)
+                await self._save(record)
+                raise
+
+    async def _again(self, record: TaskRecord, err: Exception) -> bool:
+        """Whether the failed step is tried again; if not, the row is ended or parked here."""
+        if _plainly_transient(err):
+            return True  # plainly transient: no count (a paid task's images wait for the disk or the bucket)
+        if record.phase == "submitting" and isinstance(err, MonetError) and not worth_a_few_tries(err):
+            record.refused(str(err))  # a refusal of the create: nothing was made, nothing charged
+            await self._save(record)
+            return False
+        if isinstance(err, ConfigError | AuthError | HostNotAllowed | OSError):  # only a setting mends these: park
+            why = _disk_error(self._store.staging, err) if isinstance(err, OSError) else str(err)
+            self._parked[record.key] = why
+            log.warning("task %s: waits for a setting: %s", record.handle, why)
+            record.trouble(why)
+            await self._save(record)
+            return False
+        strikes = self._strikes[record.key] = self._strikes.get(record.key, 0) + 1
+        if not isinstance(err, NanoBananaError) and strikes == 1:
+            log.exception("task %s: unexpected failure (a bug: please report it)", record.handle)
+        if strikes < FEW_TRIES:
+            return True
+        if record.phase == "submitting" and isinstance(err, MalformedResponse):
+            record.create_log.streams = MAX_STREAMS_PER_KEY  # its answers were unreadable: look for the task instead
+            self._strikes.pop(record.key, None)
+            await self._save(record)
+            return True
+        record.refused(f"{self._describe(err)} (tried {strikes} times; the task was given up)")
+        log.warning("task %s: %s", record.handle, record.error)
+        await self._save(record)
+        return False
+
+    def _following_left(self, record: TaskRecord) -> float:
+        """Seconds left to follow the task at the API (``task_timeout`` from its row's creation); inf once finished
+        there (saving its images is never given up)."""
+        if record.phase not in ("submitting", "created"):
+            return math.inf
+        return self._settings.task_timeout - (now() - record.created_at).total_seconds()
+
+    def _gave_up(self, record: TaskRecord) -> str:
+        minutes = f"{self._settings.task_timeout / 60:g} min"
+        if record.task_id is None:
+            return (
+                f"Gave up after {minutes}: the API never confirmed this task, and none matching it appeared in its "
+                "task list, so no image was received. Check the account's task list before generating again."
+            )
+        return (
+            f"Gave up after {minutes}: the API had not finished task {record.task_id} (its status: "
+            f"{record.api_status or 'unknown'}). If it finishes later, it is in the API's task list (list_tasks)."
+        )
 
     async def _create(self, record: TaskRecord) -> None:
-        """Send the create (again), with the row's own key, to the row's own endpoint."""
+        """Send the create (again), with the row's own key, to the row's own endpoint; or, when its answers never
+        named the task, find it in the task list."""
         streaming = False  # holding one of the stream slots
         try:
             if record.endpoint is None:
-                streaming = self._take_stream_slot()
+                streaming = self.create_path.endpoint == "sync" and self._take_stream_slot()
                 record.send_to("sync" if streaming else "async")
                 await self._save(record)  # fixed before the first send: every resend goes to the same endpoint
-            if record.endpoint == "async":
-                await self._observe(record, await self._client(record).create_async(record.request, record.key))
-                return
-            if not streaming:
-                await self._streams.acquire()  # a resend of a streamed create must stream again
-                streaming = True
-            async with self._client(record).create_stream(record.request, record.key) as events:
-                async for task in events:
-                    await self._observe(record, task)
+            if record.create_log.streams >= MAX_STREAMS_PER_KEY:
+                await self._find(record)
+            elif record.endpoint == "async":
+                window = _local_window()
+                task = await self._client(record).create_async(record.request, record.key)
+                record.create_log.took(window.earliest, window.latest, stream=False)
+                await self._observe(record, task)
+            else:
+                if not streaming:
+                    await self._streams.acquire()  # a resend of a streamed create must stream again
+                    streaming = True
+                await self._stream(record)
+        finally:
+            if streaming:
+                self._streams.release()
+
+    async def _stream(self, record: TaskRecord) -> None:
+        """One ``/tasks/sync`` create and its events; when they never name the task, find it in the task list."""
+        unnamed = False  # the stream said things, never which task
+        try:
+            async with self._client(record).create_stream(record.request, record.key) as stream:
+                record.create_log.took(stream.window.earliest, stream.window.latest, stream=True)
+                await self._save(record)
+                async for event in stream.events:
+                    if event.task is not None:
+                        await self._observe(record, event.task, partial=True)
+                        continue
+                    unnamed = True
+                    if event.progress is not None and record.task_id is None:
+                        record.progress = event.progress
+                        self._notify(record.key)
         except MonetError as err:
             if record.task_id is not None:
                 log.info("task %s: stream ended (%s); polling", record.task_id, err)
                 return
-            if is_transient(err):
-                raise  # not confirmed: sent again, same key, same endpoint
-            record.refused(str(err))
+            if not is_transient(err) or record.create_log.streams == 0:
+                raise  # a refusal, or no stream yet: _again decides
+            if not unnamed and record.create_log.streams < MAX_STREAMS_PER_KEY:
+                raise  # it broke before saying anything: the documented retry, same key, same endpoint
+        if record.task_id is None:  # the stream ended without naming its task: no more posts; find it
+            self.create_path.stream_unreadable(
+                "its events never named the task" if unnamed else "its streams ended before naming the task"
+            )
+            record.create_log.streams = MAX_STREAMS_PER_KEY
             await self._save(record)
-        finally:
-            if streaming:
-                self._streams.release()
+            await self._find(record)
+
+    async def _find(self, record: TaskRecord) -> None:
+        """Find the task the row's create made in ``GET /tasks/list`` (newest first), by the creation window and the
+        model, never one another row has; then follow it. ``_NotListedYet`` when it is not there (yet)."""
+        log_ = record.create_log
+        if log_.earliest is None or log_.latest is None:  # rows from before the log: no window, look at the last hour
+            window = _local_window(3600)
+            log_.earliest, log_.latest = window.earliest, window.latest
+        client = self._client(record)
+        candidates: list[tuple[datetime, Task]] = []
+        for page in range(1, LIST_PAGES + 1):
+            listed = await client.list_tasks(page, LIST_PAGE_SIZE)
+            older = False
+            for task in listed.tasks[:LIST_PAGE_SIZE]:
+                made = _when(task.created_at)
+                if made is None or made > log_.latest:
+                    continue
+                if made < log_.earliest:
+                    older = True
+                    break
+                if _may_be(task, record):
+                    candidates.append((made, task))
+            if older or len(listed.tasks) < LIST_PAGE_SIZE:
+                break
+        async with self._finding:
+            for _, task in sorted(candidates, key=lambda c: c[0]):  # the oldest first: creates are answered in order
+                if await self._ledger.bind_task(record.key, task.id):
+                    log.info("task %s: found in the task list as %s", record.key, task.id)
+                    await self._observe(record, task)
+                    return
+        raise _NotListedYet(
+            "The API took the create, but its answer never named the task, and it is not in the task list yet; "
+            "looking again."
+        )
 
     def _take_stream_slot(self) -> bool:
         if self._settings.max_streams == 0:
@@ -223,10 +387,11 @@ class Runner:
                 await self._save(record)
                 return
             await self._observe(record, task)
+            self._strikes.pop(record.key, None)
             if task.is_terminal:
                 return
             await anyio.sleep(interval)
-            interval = min(interval * 1.5, self._settings.poll_max_interval)
+            interval = min(interval * 1.5, self._settings.poll_max_interval)  # fast at first, then the page's 5 s
 
     async def _download(self, record: TaskRecord) -> None:
         out_dir = self._store.staging  # the output folder, or where a bucket's images are made before the upload
@@ -296,9 +461,9 @@ class Runner:
 
     # -- record keeping ------------------------------------------------------------------------
 
-    async def _observe(self, record: TaskRecord, task: Task) -> None:
+    async def _observe(self, record: TaskRecord, task: Task, *, partial: bool = False) -> None:
         """Take in what the API said; a change of phase or status is written, progress only kept here."""
-        if record.observe(task):
+        if record.observe(task, partial=partial):
             await self._save(record)
         else:
             self._notify(record.key)
@@ -314,7 +479,7 @@ class Runner:
 
     def _describe(self, err: Exception) -> str:
         if isinstance(err, TimeoutError):
-            return f"Stopped following after {self._settings.task_timeout:g}s"
+            return "A step timed out"
         if isinstance(err, OSError):
             return _disk_error(self._store.staging, err)
         if isinstance(err, NanoBananaError):
@@ -345,3 +510,43 @@ def _disk_error(out_dir: Path, err: OSError) -> str:
         f"The image could not be saved in {out_dir}: {reason}. Free space or set NANO_BANANA_OUTPUT_DIR to a "
         "writable folder; the task is kept, and the download is retried automatically."
     )
+
+
+def _plainly_transient(err: Exception) -> bool:
+    """Failures tried again without a count: the API or a file host unreachable (429, 5xx, cut), a task not listed
+    yet, a bucket down, a full disk: a paid task's images wait for them to pass."""
+    if isinstance(err, DownloadError) and isinstance(err.__cause__, Exception):
+        return _plainly_transient(err.__cause__)
+    if isinstance(err, OSError):
+        return err.errno == errno.ENOSPC
+    return is_transient(err) or isinstance(err, _NotListedYet | StorageError)
+
+
+def _local_window(seconds: float = UNKNOWN_CLOCK_SLACK.total_seconds()) -> CreateWindow:
+    """A create window on this machine's clock, wide enough for the API's clock to differ."""
+    moment = now()
+    return CreateWindow(moment - timedelta(seconds=seconds), moment + timedelta(seconds=seconds))
+
+
+def _when(value: str | None) -> datetime | None:
+    """An API time (ISO 8601, ``Z`` or an offset) as an aware datetime; None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _may_be(task: Task, record: TaskRecord) -> bool:
+    """Whether a listed task may be the row's: the same model, and the same prompt where the API lists one."""
+    models = {o.model for o in task.outputs if o.model}
+    listed_input = (task.model_extra or {}).get("input")
+    if isinstance(listed_input, dict):
+        if isinstance(listed_input.get("model"), str):
+            models.add(listed_input["model"])
+        prompt = listed_input.get("prompt")
+        if isinstance(prompt, str) and prompt != record.request.prompt:
+            return False
+    return not models or record.request.model in models

@@ -572,9 +572,10 @@ class Service:
         )
 
     def _resume(self, record: TaskRecord) -> None:
-        """Make sure an unfinished task of ours is being carried on (e.g. after a failed download)."""
+        """Make sure an unfinished task of ours is being carried on (e.g. after a failed download), even one waiting
+        for a setting: being asked for is the cue to try it again."""
         if not record.finished and self.runner is not None:
-            self.runner.follow(record.key)
+            self.runner.follow(record.key, again=True)
 
     def _require_client(self, tenant: str = DEFAULT_TENANT) -> tuple[MonetClient, Runner]:
         """The client for the tenant's calls (its own key's, else the server's) and the runner; without a key for the

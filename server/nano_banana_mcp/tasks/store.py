@@ -26,7 +26,7 @@ from typing import Any, Protocol, Self
 
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import NanoBananaError
-from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord
+from nano_banana_mcp.tasks.records import CreateLog, SavedImage, Status, TaskRecord
 
 __all__ = ["LedgerStore", "RowTaken", "record_from_row"]
 
@@ -65,6 +65,11 @@ class LedgerStore(Protocol):
 
     async def save(self, record: TaskRecord) -> None:
         """Write the row's new state; :class:`RowTaken` if another process owns it now."""
+        ...
+
+    async def bind_task(self, key: str, task_id: str) -> bool:
+        """Give this process's row, not yet named by the API, the task ``task_id`` found for it, unless another row
+        (of any tenant) has that task already: a compare-and-set, so two rows never share one task."""
         ...
 
     async def get(self, key: str) -> TaskRecord | None:
@@ -123,11 +128,12 @@ class LedgerStore(Protocol):
 
 
 def record_from_row(row: Sequence[Any], created_at: datetime, updated_at: datetime) -> TaskRecord:
-    """A task row as both ledgers select it (their ``_COLUMNS`` order, the tenant last), its times already read
-    by the backend (SQLite keeps ISO text, PostgreSQL timestamps)."""
+    """A task row as both ledgers select it (their ``_COLUMNS`` order, ending with the create log and the tenant), its
+    times already read by the backend (SQLite keeps ISO text, PostgreSQL timestamps)."""
     key, task_id, request, phase, endpoint, api_status, progress, images, error, offline = row[:10]
     return TaskRecord(
-        tenant=row[12],
+        tenant=row[13],
+        create_log=CreateLog.model_validate_json(row[12]),
         key=key,
         task_id=task_id,
         request=GenerateRequest.model_validate_json(request),
