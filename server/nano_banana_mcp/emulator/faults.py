@@ -24,7 +24,15 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from nano_banana_mcp.emulator.streams import STREAM_FORMATS
-from nano_banana_mcp.emulator.wire import API_PREFIX, ConnectionAborted, error, invalid, sse, sse_response
+from nano_banana_mcp.emulator.wire import (
+    API_PREFIX,
+    ApiError,
+    ConnectionAborted,
+    error,
+    invalid,
+    sse,
+    sse_response,
+)
 
 __all__ = [
     "CHAOS_KINDS",
@@ -75,7 +83,10 @@ class Faults:
     fail_tasks: int = 0
     """The next N newly created tasks end ``failed``."""
     refuse_creates: int = 0
-    """The next N creates of a new task answer 400 VALIDATION_ERROR although the request is valid."""
+    """The next N creates of a new task answer ``refuse_status`` although the request is valid."""
+    refuse_status: int = 400
+    """The status of those refusals: 400 VALIDATION_ERROR, or any 4xx the page does not describe (409, 402, 413,
+    422, ...), answered with a JSON error body of that status."""
     cut_downloads: int = 0
     """The next N file downloads send half the body (or half the requested range), then break the connection."""
     chaos: float = 0.0
@@ -219,7 +230,10 @@ class FaultInjector:
     def refuse_create(self) -> None:
         """Raise the emulated 400 of the ``refuse_creates`` fault, if it fires."""
         if self._take("refuse_creates"):
-            raise invalid("The API refused this request although it is valid (emulated refusal).")
+            status = self.faults.refuse_status
+            if status == 400:
+                raise invalid("The API refused this request although it is valid (emulated refusal).")
+            raise ApiError(status, f"emulated_{status}", f"The API answered {status} to this create (emulated).")
 
     def fail_task(self) -> bool:
         """Whether the task being created is to end ``failed``."""
@@ -437,6 +451,10 @@ def _check_fault(name: str, value: Any) -> Any:
         if isinstance(value, str) and value in choices:
             return value
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
+    if name == "refuse_status":
+        if isinstance(value, int) and not isinstance(value, bool) and 400 <= value < 500:
+            return value
+        raise ValueError(f"refuse_status must be a 4xx status, got {value!r}.")
     if name == "output_bytes":
         if value is None or isinstance(value, bytes):
             return value
