@@ -1,4 +1,5 @@
-"""The ``nano-banana-mcp`` command: serve MCP (default), generate, tasks, models, emulator, install, uninstall."""
+"""The ``nano-banana-mcp`` command: serve MCP (default), generate, tasks, models, emulator, install, uninstall,
+doctor."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ __all__ = ["main"]
 log = logging.getLogger("nano_banana_mcp")
 
 _BAR_WIDTH = 30
-_COMMANDS = ("serve", "generate", "tasks", "models", "emulator", "install", "uninstall")
+_COMMANDS = ("serve", "generate", "tasks", "models", "emulator", "install", "uninstall", "doctor")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_API, EXIT_PENDING = 0, 1, 2, 3, 4, 5
 
 
@@ -279,7 +280,32 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--control", action="store_true", help="serve /_emulator/state and /_emulator/faults to steer it")
 
     _install_parsers(sub)
+    _doctor_parser(sub)
     return parser
+
+
+def _doctor_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the setup (key, API, folders, ledger, host entries, team settings); pays for nothing",
+        description="Check this setup without paying for anything: the key (with one read of the task list, which "
+        "creates nothing), the API's round-trip time, the data and output folders, the ledger, the create path in use, "
+        "the entries `install` wrote in each host's config, and when set the bucket, the database and the tokens file. "
+        "It never creates a task, and never shows a key, password or token.",
+        epilog="exit codes: 0 no check failed (warnings allowed), 1 a check failed, 3 a setting is invalid\n\n"
+        "example: nano-banana-mcp doctor --offline",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    doctor.add_argument("--json", action="store_true", help="print a JSON list of {check, status, detail}")
+    doctor.add_argument("--name", default=DEFAULT_NAME, help=f"the server's name in the hosts (default {DEFAULT_NAME})")
+    doctor.add_argument(
+        "--auth-tokens-file",
+        dest="http_tokens_file",
+        type=Path,
+        metavar="PATH",
+        help="the tokens file `serve --http` is given, to check [NANO_BANANA_HTTP_TOKENS_FILE]",
+    )
+    _common(doctor)
 
 
 def _install_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -370,6 +396,8 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
         return anyio.run(_generate, settings, args)
     if command == "tasks":
         return anyio.run(_tasks, settings, args)
+    if command == "doctor":
+        return anyio.run(_doctor, settings, args)
     raise AssertionError(command)
 
 
@@ -505,6 +533,14 @@ async def _tasks(settings: Settings, args: argparse.Namespace) -> int:
         where = " ".join(task.paths) or (task.error or task.prompt)
         print(f"{task.task_id:<22} {task.status:<8} {when}  {task.model:<18} {where}")
     return EXIT_OK
+
+
+async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from nano_banana_mcp import doctor  # noqa: PLC0415
+
+    checks = await doctor.run_checks(settings, name=args.name)
+    print(doctor.as_json(checks) if args.json else doctor.table(checks))
+    return EXIT_FAILED if doctor.failed(checks) else EXIT_OK
 
 
 def _models(*, json_out: bool) -> int:
