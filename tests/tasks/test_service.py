@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from nano_banana_mcp.catalog import GenerateRequest
@@ -152,3 +154,29 @@ async def test_request_ids_are_each_tenants_own(settings: Settings, emulator: Em
 async def _count_rows(settings: Settings) -> int:
     async with open_service(settings) as service:
         return (await service.list_tasks(page_size=100)).total_local
+
+
+async def test_walking_every_page_shows_every_task_once(settings: Settings, emulator: Emulator, api_key: str) -> None:
+    """Tasks of this machine and tasks made elsewhere, interleaved in time: pages of 2 show all 6, each once."""
+    emulator.task_seconds = 0
+    async with open_service(settings) as service, httpx.AsyncClient(base_url=str(emulator.base_url)) as api:
+        made: set[str] = set()
+        for n in range(3):
+            made.add((await service.generate(GenerateRequest(prompt=f"here {n}"), 10)).task_id)
+            answer = await api.post(
+                "/api/v1/tasks/async",
+                headers={"Authorization": f"Bearer {api_key}"},
+                json={
+                    "type": "image",
+                    "input": {"model": "nano-banana-2", "prompt": f"elsewhere {n}"},
+                    "idempotency_key": str(uuid.uuid4()),
+                },
+            )
+            made.add(answer.json()["id"])
+        seen: list[str] = []
+        for page in range(1, 5):
+            listed = await service.list_tasks(page=page, page_size=2)
+            assert listed.api_error is None
+            seen += [t.task_id for t in listed.tasks]
+    assert len(made) == 6
+    assert sorted(seen) == sorted(made)

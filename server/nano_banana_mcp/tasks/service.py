@@ -156,6 +156,17 @@ def combine(results: Sequence[TaskResult]) -> TaskResult:
     )
 
 
+MAX_MERGED = 1000
+"""How deep (page x page_size) list_tasks merges the API's list with ours."""
+MAX_EXTRA_PAGES = 5
+"""API list pages read beyond the page depth, to make up for tasks of ours (or of another status) left out."""
+
+
+def _newest_first(result: TaskResult) -> tuple[float, str]:
+    when = result.created_at.timestamp() if result.created_at is not None else float("-inf")
+    return (-when, result.task_id)
+
+
 _REQUEST_IDS = uuid.UUID("5d0c4d53-1f0e-4f67-9a43-6b0a8e2c9b11")
 """The namespace of the row keys made from a caller's ``request_id``."""
 
@@ -427,34 +438,61 @@ class Service:
     async def list_tasks(
         self, page: int = 1, page_size: int = 20, status: Status | None = None, *, tenant: str = DEFAULT_TENANT
     ) -> TaskList:
-        """Tasks newest first: the tenant's ledger rows (filtered in SQL), and the API's list (not with tenants)."""
-        records = await self.ledger.recent(page_size, (page - 1) * page_size, status, tenant=tenant)
+        """Tasks newest first: the tenant's ledger rows (filtered in SQL), and the API's list (not with tenants).
+
+        The two are merged into one order, and page N is the N-th slice of that order: both lists are read from
+        their start to the end of the page (SQL for ours, ``GET /tasks/list`` pages for the API's, those of ours
+        left out), so walking every page shows every task exactly once. Beyond ``MAX_MERGED`` tasks deep, the API's
+        list is not read (``api_error`` says so) and a page shows this machine's tasks only.
+        """
+        depth = page * page_size
+        merged = depth <= MAX_MERGED and self.client is not None and not self.tenants
+        records = await self.ledger.recent(
+            depth if merged else page_size, 0 if merged else depth - page_size, status, tenant=tenant
+        )
         results = [self.result(self._fresh(r), links=False) for r in records]  # a summary shows no links
         total_local = await self.ledger.count(status, tenant=tenant)
         total_api, api_error = None, None
-        if self.client is not None and not self.tenants:
-            try:
-                api_page = await self.client.list_tasks(page, page_size)
-            except MonetError as err:
-                api_error = f"The API's task list is unavailable ({err}); showing this machine's tasks only."
-            else:
-                total_api = api_page.total
-                page_tasks = api_page.tasks[:page_size]  # an API that sends more than asked for gets no more read
-                ours = await self.ledger.known_task_ids([t.id for t in page_tasks], tenant=tenant)
-                for task in page_tasks:
-                    if task.id not in ours:
-                        foreign = self._foreign_result(task)
-                        if status is None or foreign.status == status:
-                            results.append(foreign)
-        results.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        if merged:
+            foreign, total_api, api_error = await self._api_tasks(depth, page_size, status, tenant)
+            results = sorted(results + foreign, key=_newest_first)[depth - page_size : depth]
+        elif self.client is not None and not self.tenants:
+            api_error = (
+                f"Pages past the first {MAX_MERGED:,} tasks show this machine's tasks only; the API's older tasks "
+                "are not read."
+            )
         return TaskList(
-            tasks=[TaskSummary.of(r) for r in results[:page_size]],
+            tasks=[TaskSummary.of(r) for r in results],
             page=page,
             page_size=page_size,
             total_local=total_local,
             total_api=total_api,
             api_error=api_error,
         )
+
+    async def _api_tasks(
+        self, depth: int, page_size: int, status: Status | None, tenant: str
+    ) -> tuple[list[TaskResult], int | None, str | None]:
+        """The first ``depth`` tasks of the API's list that are not ours (of ``status``), its total, and a problem."""
+        assert self.client is not None
+        found: list[TaskResult] = []
+        total: int | None = None
+        for api_page in range(1, depth // page_size + MAX_EXTRA_PAGES + 1):
+            try:
+                listed = await self.client.list_tasks(api_page, page_size)
+            except MonetError as err:
+                return found, total, f"The API's task list is unavailable ({err}); showing this machine's tasks only."
+            total = listed.total
+            tasks = listed.tasks[:page_size]  # an API that sends more than asked for gets no more read
+            ours = await self.ledger.known_task_ids([t.id for t in tasks], tenant=tenant)
+            for task in tasks:
+                if task.id not in ours:
+                    foreign = self._foreign_result(task)
+                    if status is None or foreign.status == status:
+                        found.append(foreign)
+            if len(found) >= depth or len(tasks) < page_size or api_page * page_size >= total:
+                return found, total, None
+        return found, total, "The API's task list was read only part of the way; some of its tasks may be missing."
 
     async def upload(
         self, path: str, client_roots: RootsProvider | None = None, *, tenant: str = DEFAULT_TENANT
@@ -557,6 +595,7 @@ class Service:
         if task.created_at:
             with contextlib.suppress(ValueError):
                 created = datetime.fromisoformat(task.created_at)
+                created = created if created.tzinfo is not None else created.replace(tzinfo=UTC)
         return TaskResult(
             task_id=task.id,
             status=status,
