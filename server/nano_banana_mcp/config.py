@@ -147,7 +147,11 @@ class Settings(BaseSettings):
     max_retry_after: Seconds = Field(default=60.0, description="Longest Retry-After that is honoured.")
     poll_interval: Seconds = Field(default=1.0, description="First polling interval when streaming fails.")
     poll_max_interval: Seconds = Field(default=5.0, description="Longest polling interval.")
-    task_timeout: Seconds = Field(default=1800.0, description="Give up following a task after this long.")
+    task_timeout: Seconds = Field(
+        default=1800.0,
+        description="Give up following a task the API has not finished (or named) after this long in one process; "
+        "saving a finished task's images is never given up.",
+    )
     max_streams: int = Field(
         default=100,
         ge=0,

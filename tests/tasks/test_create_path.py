@@ -111,3 +111,4 @@ async def test_streams_that_always_break_end_in_a_search_not_a_third_post(
     assert create_requests(emulator) == ["/api/v1/tasks/sync", "/api/v1/tasks/sync"]
     assert emulator.creates == 1
     assert any(r.path == "/api/v1/tasks/list" for r in emulator.requests)
+    assert CreatePath.load(settings.data_dir, settings.base_url).endpoint == "sync"  # a broken network, not a format

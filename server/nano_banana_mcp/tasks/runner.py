@@ -107,6 +107,7 @@ class Runner:
         self.create_path = create_path or CreatePath(None, clients.base_url or "")
         self._parked: dict[str, str] = {}  # rows waiting for a setting (key -> why): not worked again here
         self._strikes: dict[str, int] = {}  # failures of the FEW_TRIES kind, per row
+        self._began: dict[str, float] = {}  # when this process began following each row at the API
         self._finding = anyio.Lock()  # one search of the task list at a time: two rows never pick the same task
         # A row is worked until it is finished: a failure _advance raises is tried again, with the policy's backoff
         # (and a 429's Retry-After); the failures that end or park a row are not raised.
@@ -184,6 +185,7 @@ class Runner:
             self._active.discard(key)
             self._live.pop(key, None)
             self._strikes.pop(key, None)
+            self._began.pop(key, None)
             for staged in [s for s in self._staged if s[0] == key]:
                 del self._staged[staged]
             if claimed:
@@ -256,11 +258,13 @@ class Runner:
         return False
 
     def _following_left(self, record: TaskRecord) -> float:
-        """Seconds left to follow the task at the API (``task_timeout`` from its row's creation); inf once finished
-        there (saving its images is never given up)."""
+        """Seconds left to follow the task at the API (``task_timeout`` from when this process began to); inf once
+        finished there (saving its images is never given up). A row resumed after a restart gets a whole
+        ``task_timeout`` again: one that waited while no server ran is still looked at."""
         if record.phase not in ("submitting", "created"):
             return math.inf
-        return self._settings.task_timeout - (now() - record.created_at).total_seconds()
+        began = self._began.setdefault(record.key, anyio.current_time())
+        return self._settings.task_timeout - (anyio.current_time() - began)
 
     def _gave_up(self, record: TaskRecord) -> str:
         minutes = f"{self._settings.task_timeout / 60:g} min"
@@ -323,9 +327,8 @@ class Runner:
             if not unnamed and record.create_log.streams < MAX_STREAMS_PER_KEY:
                 raise  # it broke before saying anything: the documented retry, same key, same endpoint
         if record.task_id is None:  # the stream ended without naming its task: no more posts; find it
-            self.create_path.stream_unreadable(
-                "its events never named the task" if unnamed else "its streams ended before naming the task"
-            )
+            if unnamed:  # it spoke, in a form that never names the task (streams that only broke say nothing of it)
+                self.create_path.stream_unreadable("its events never named the task")
             record.create_log.streams = MAX_STREAMS_PER_KEY
             await self._save(record)
             await self._find(record)
