@@ -123,7 +123,10 @@ class Downloader:
                     raise MonetConnectionError("The partial download no longer matches; starting over.")
                 if not response.is_success:
                     raise status_error(await buffered(response, self._max_error, self._redact), origin(response.url))
-                resumed = bool(headers) and response.status_code == 206 and _range_start(response) == have
+                if response.status_code == 206 and (not headers or _range_start(response) != have):
+                    await anyio.Path(tmp).unlink(missing_ok=True)  # a range we did not ask for: start over
+                    raise MonetConnectionError("The file host answered with another part of the file; starting over.")
+                resumed = bool(headers) and response.status_code == 206
                 size = have if resumed else 0
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and size + int(declared) > max_bytes:
