@@ -136,7 +136,8 @@ def create_server(
     With ``public_url`` and ``token`` (HTTP only), every request needs that bearer token (the tenant ``default``);
     with ``tenants`` instead, one of theirs, and each request sees only its token's tenant's tasks (and generates on
     its tenant's own Monet key when it has one); with ``oauth`` instead, a JWT access token of that identity
-    provider, whose subject (or configured claim) is the tenant.
+    provider, whose subject (or configured claim) is the tenant. Without ``public_url`` the server is for stdio (or
+    in memory): its client shares this machine, and the client's roots may name folders to read.
     """
     tenant_keys = {entry.tenant: entry.key for entry in tenants if entry.key is not None}
 
@@ -160,7 +161,7 @@ def create_server(
     @asynccontextmanager
     async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
         async with open_service(settings, on_finished=on_finished, tenant_keys=tenant_keys) as service:
-            app = App(service=service, settings=settings)
+            app = App(service=service, settings=settings, local=public_url is None)  # HTTP: client roots never read
             if health is not None:
                 health.app = app
             try:

@@ -100,7 +100,8 @@ _TASK_URI = re.compile(r"nano-banana://tasks/([^/?#]{1,200})(?:/images/\d{1,3})?
 
 
 def client_roots(ctx: Context[Any]) -> Callable[[], Awaitable[list[Path]]]:
-    """The folders the MCP client declares as roots (2025-era connections that offer them), as paths."""
+    """The folders the MCP client declares as roots (2025-era connections that offer them), as paths (unresolved:
+    :class:`~nano_banana_mcp.tasks.References` judges each). Asked for only on stdio (see ``tools``)."""
 
     async def roots() -> list[Path]:
         capabilities = ctx.client_capabilities
@@ -113,11 +114,10 @@ def client_roots(ctx: Context[Any]) -> Callable[[], Awaitable[list[Path]]]:
         except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as err:
             log.warning("could not list the client's roots: %s", err)
             return []
-        paths = []
-        for root in listed.roots:
-            parts = urlsplit(str(root.uri))
-            if parts.scheme == "file":
-                paths.append(Path(await anyio.Path(url2pathname(parts.path)).resolve()))
-        return paths
+        return [
+            Path(url2pathname(parts.path))
+            for root in listed.roots
+            if (parts := urlsplit(str(root.uri))).scheme == "file"
+        ]
 
     return roots
