@@ -214,6 +214,20 @@ async def test_verifier_names_the_tenant_in_the_subject(tmp_path: Path) -> None:
         assert await verifier.verify_token(wrong) is None
 
 
+@pytest.mark.parametrize("name", ["default", "Default", "DEFAULT"])
+def test_a_reserved_tenant_name_in_the_tokens_file_is_refused(settings: Settings, tmp_path: Path, name: str) -> None:
+    """``default`` is the tenant of stdio, the CLI and a single token: a tokens-file tenant of that name would list
+    and read what they made, so the file is refused, naming the line (and never the token)."""
+    path = tmp_path / "tokens"
+    path.write_text(f"alice {ALICE}\n{name} {BOB}\n")
+    path.chmod(0o600)
+    with pytest.raises(ConfigError) as caught:
+        http_auth(settings.model_copy(update={"http_tokens_file": path}), "127.0.0.1")
+    message = str(caught.value)
+    assert f"{path} line 2:" in message and "reserved" in message
+    assert BOB not in message
+
+
 SECRET = "do-not-print-me-42"
 
 
