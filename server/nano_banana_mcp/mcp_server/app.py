@@ -29,6 +29,7 @@ from nano_banana_mcp.mcp_server.http import HttpAuth, TenantToken, http_auth, tr
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
 from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
 from nano_banana_mcp.mcp_server.tools import IMAGE_URI, App, build_tools, service_of, tenant_of
+from nano_banana_mcp.mcp_server.watch import ListenLimits
 from nano_banana_mcp.runtime import open_service
 from nano_banana_mcp.tasks import COLLECT_WAIT, DEFAULT_TENANT, TaskRecord
 
@@ -93,8 +94,9 @@ def _typed(item: Any) -> Any:
 class TenantBus:
     """The ``subscriptions/listen`` bus, by tenant: a listener hears about its own tenant's tasks only.
 
-    A listen stream names any URIs it likes (the SDK checks none), so a task's update is delivered only to the
-    streams opened with its tenant's token; events for everyone (list changes) reach every stream.
+    A task's update is delivered only to the streams opened with its tenant's token (streams name only their own
+    tenant's tasks: :class:`~nano_banana_mcp.mcp_server.watch.ListenLimits`); events for everyone (list changes)
+    reach every stream.
     """
 
     def __init__(self) -> None:
@@ -184,6 +186,11 @@ def create_server(
         **_auth(token, tenants, public_url, oauth),
     )
     subscribers.install(mcp)
+
+    async def static_uris() -> set[str]:
+        return {str(resource.uri) for resource in await mcp.list_resources()}
+
+    ListenLimits(bus, known, static_uris).install(mcp)
 
     @mcp.resource(TASK_URI, name="task", mime_type="application/json", description="A task's status and files.")
     async def task_resource(task_id: str, ctx: Context[App]) -> str:
