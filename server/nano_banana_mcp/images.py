@@ -256,8 +256,11 @@ def client_root(path: str | Path) -> Path:
     hidden = next((part for part in resolved.parts if part.startswith(".")), None)
     if hidden is not None:
         raise ReferenceImageError(f"the root {shown!r} is or is inside a hidden folder ({hidden})")
-    home = Path.home().resolve()
-    if resolved.parent == resolved or (resolved != home and home.is_relative_to(resolved)):
+    try:
+        home: Path | None = Path.home().resolve()
+    except (OSError, RuntimeError):  # no home folder known: only the whole disk is too wide
+        home = None
+    if resolved.parent == resolved or (home is not None and resolved != home and home.is_relative_to(resolved)):
         raise ReferenceImageError(f"the root {shown!r} holds the whole disk or every user's home folder")
     if any(resolved.is_relative_to(folder) for folder in _SPECIAL_FOLDERS):
         raise ReferenceImageError(f"the root {shown!r} is a folder of the system's special files")
