@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     allowed_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Folders reference images may be read from (separated by the OS path separator); "
-        "default: your home folder. The output folder and the MCP client's roots are always allowed.",
+        "default: your home folder. The output folder and, on stdio, the MCP client's roots are always allowed.",
     )
     download_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

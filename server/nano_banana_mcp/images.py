@@ -45,6 +45,7 @@ __all__ = [
     "ImageMeta",
     "ReferenceFile",
     "check_reference",
+    "client_root",
     "image_meta",
     "open_image",
     "output_path",
@@ -230,6 +231,40 @@ def check_reference(path: str | Path, *, max_bytes: int, roots: Sequence[Path]) 
             f"Pass a {_KINDS} image, resized if it is very large."
         ) from err
     return ReferenceFile(path=resolved, data=data, mime_type=meta.mime_type, sha256=hashlib.sha256(data).hexdigest())
+
+
+_SPECIAL_FOLDERS = tuple(Path(p) for p in ("/proc", "/sys", "/dev")) if os.name == "posix" else ()
+"""The kernel's folders of special files: never a root, nor inside one."""
+
+
+def client_root(path: str | Path) -> Path:
+    """A folder an MCP client declared as a root (stdio only), resolved; else ReferenceImageError saying why it is
+    not read from.
+
+    The rules for a file inside a root hold for the root itself: links are followed first and the folder they lead
+    to is what is judged; it must be a folder (not a file, a FIFO or a device), with no hidden folder on its path
+    (``~/.cache``, or anything inside it, names nothing readable); and it may not be the whole disk, a folder above
+    the home folder (``/``, ``/home``) or a folder of the kernel's special files (``/proc``, ``/sys``, ``/dev``).
+    """
+    shown = str(path)[:200]
+    try:
+        resolved = Path(path).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise ReferenceImageError(f"the root {shown!r} does not exist") from err
+    if not resolved.is_dir():
+        raise ReferenceImageError(f"the root {shown!r} is not a folder")
+    hidden = next((part for part in resolved.parts if part.startswith(".")), None)
+    if hidden is not None:
+        raise ReferenceImageError(f"the root {shown!r} is or is inside a hidden folder ({hidden})")
+    try:
+        home: Path | None = Path.home().resolve()
+    except (OSError, RuntimeError):  # no home folder known: only the whole disk is too wide
+        home = None
+    if resolved.parent == resolved or (home is not None and resolved != home and home.is_relative_to(resolved)):
+        raise ReferenceImageError(f"the root {shown!r} holds the whole disk or every user's home folder")
+    if any(resolved.is_relative_to(folder) for folder in _SPECIAL_FOLDERS):
+        raise ReferenceImageError(f"the root {shown!r} is a folder of the system's special files")
+    return resolved
 
 
 if sys.platform == "win32":

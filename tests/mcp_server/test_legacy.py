@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import anyio
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ListRootsResult, Root
+from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.mcp_server import create_server
 
 pytestmark = pytest.mark.anyio
+
+TOKEN = "roots-test-token-0123456789"
 
 
 @pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
@@ -74,3 +81,80 @@ async def test_subscriptions_only_to_known_tasks_and_capped_per_session(settings
             await client.subscribe_resource(f"nano-banana://tasks/{task_id}")
         await client.unsubscribe_resource(f"nano-banana://tasks/{task_id}/images/0")
         await client.subscribe_resource(f"nano-banana://tasks/{task_id}")
+
+
+# -- the client's roots ----------------------------------------------------------------------------
+
+
+def _roots_callback(*folders: str):
+    async def list_roots(context) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=uri, name=f"root {n}") for n, uri in enumerate(folders)])
+
+    return list_roots
+
+
+async def test_roots_of_an_http_client_never_widen_what_the_server_reads(
+    make_settings, emulator_server, serve_http, tmp_path_factory: pytest.TempPathFactory, emulator, png, text_of
+) -> None:
+    """Over HTTP, a legacy client declaring ``file:///``, a hidden folder or any other folder as its roots reads
+    nothing outside the server's allowed folders: a mode-600 image there is refused, and nothing is uploaded."""
+    settings = make_settings(emulator_server.base_url, tmp_path_factory.mktemp("served")).model_copy(
+        update={"http_token": SecretStr(TOKEN)}
+    )
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    private = png(elsewhere / "private.png")
+    private.chmod(0o600)
+    hidden = png(elsewhere / ".cache" / "cached.png")
+    roots = _roots_callback("file:///", elsewhere.as_uri(), hidden.parent.as_uri())
+    with serve_http(settings) as base:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http,
+            Client(
+                streamable_http_client(f"{base}/mcp", http_client=http), mode="legacy", list_roots_callback=roots
+            ) as client,
+        ):
+            for path in (private, hidden):
+                uploaded = await client.call_tool("upload_reference", {"path": str(path)})
+                generated = await client.call_tool("generate_image", {"prompt": "p", "images": [str(path)]})
+                for result in (uploaded, generated):
+                    assert result.is_error
+                    assert "outside the folders this server may read" in text_of(result)
+    assert emulator.uploads == 0
+    assert emulator.creates == 0
+
+
+async def test_roots_on_stdio_keep_every_reading_rule(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, emulator, png, text_of
+) -> None:
+    """On stdio a root may name a folder, but each rule holds for the root itself as inside it: ``file:///`` (the
+    whole disk), a hidden folder, a folder inside one, a link to one and a root that is not a folder name nothing
+    readable; a link inside a good root that leads out of it is refused. The plain project folder still works."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    project = tmp_path_factory.mktemp("project")
+    private = png(elsewhere / "private.png")
+    private.chmod(0o600)
+    cached = png(elsewhere / ".cache" / "cached.png")
+    deeper = png(elsewhere / ".cache" / "sub" / "deeper.png")
+    (elsewhere / "linked").symlink_to(elsewhere / ".cache")
+    fifo = elsewhere / "fifo"
+    os.mkfifo(fifo)
+    (project / "escape.png").symlink_to(private)
+    roots = _roots_callback(
+        "file:///",
+        (elsewhere / ".cache").as_uri(),
+        deeper.parent.as_uri(),
+        (elsewhere / "linked").as_uri(),
+        private.as_uri(),
+        fifo.as_uri(),
+        project.as_uri(),
+    )
+    refused = [private, cached, deeper, elsewhere / "linked" / "cached.png", project / "escape.png"]
+    async with Client(create_server(settings), mode="legacy", list_roots_callback=roots) as client:
+        for path in refused:
+            result = await client.call_tool("upload_reference", {"path": str(path)})
+            assert result.is_error, path
+            assert "outside the folders this server may read" in text_of(result)
+        assert emulator.uploads == 0
+        ok = await client.call_tool("upload_reference", {"path": str(png(project / "mine.png"))})
+        assert not ok.is_error, text_of(ok)
+    assert emulator.uploads == 1

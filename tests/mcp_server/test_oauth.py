@@ -251,6 +251,23 @@ def test_bad_tokens_get_a_plain_401(
     assert re.search(REASONS[case], reason, re.IGNORECASE), reason
 
 
+@pytest.mark.parametrize(
+    "subject", ["default", "DEFAULT", "bob\x00x", "alice\x1b[2J", "line\nbreak", "rtl\u202eflip", "\t"]
+)
+def test_a_reserved_or_unprintable_tenant_claim_gets_a_plain_401(
+    served: Served, idp: IdP, subject: str, caplog: pytest.LogCaptureFixture, hello
+) -> None:
+    """A validly signed token whose tenant claim is ``default`` (the tenant of stdio, the CLI and a single token: it
+    would list and read what they made), or holds control characters (``bob\\0x`` would share bob's keys), is
+    refused: it never names a tenant. The reason is in the debug log only."""
+    assert hello(served.base, auth(idp.token(sub="alice"))).status_code == 200
+    with caplog.at_level(logging.DEBUG, logger="nano_banana_mcp.mcp_server.oauth"):
+        response = hello(served.base, auth(idp.token(sub=subject)))
+    assert response.status_code == 401
+    [reason] = [r.getMessage() for r in caplog.records if r.name == "nano_banana_mcp.mcp_server.oauth"]
+    assert "'sub'" in reason and "tenant" in reason
+
+
 def test_unknown_kids_fetch_the_keys_at_most_once_a_minute(served: Served, idp: IdP, hello) -> None:
     assert hello(served.base, auth(idp.token())).status_code == 200
     before = len(idp.jwks_fetches)

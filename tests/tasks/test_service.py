@@ -151,6 +151,26 @@ async def test_request_ids_are_each_tenants_own(settings: Settings, emulator: Em
     assert emulator.creates == 2
 
 
+async def test_a_tenant_and_request_id_cannot_pass_for_another_pair(settings: Settings, emulator: Emulator) -> None:
+    """Tenant ``bob\\0x`` with request_id ``r`` is not bob with request_id ``x\\0r``: keys that joined the parts
+    with NUL made both one row, and the second caller was told bob's task id (same words) or his prompt (others)."""
+    emulator.task_seconds = 0
+    async with open_service(settings) as service:
+        bob = await service.generate(GenerateRequest(prompt="bob's secret"), 10, request_id="x\x00r", tenant="bob")
+        same = await service.generate(GenerateRequest(prompt="bob's secret"), 10, request_id="r", tenant="bob\x00x")
+        other = await service.generate(GenerateRequest(prompt="mallory"), 10, request_id="r", tenant="bob\x00y")
+        assert same.task_id != bob.task_id and other.task_id not in (bob.task_id, same.task_id)
+    assert emulator.creates == 3
+
+
+async def test_request_id_keys_are_those_earlier_versions_wrote(settings: Settings, emulator: Emulator) -> None:
+    """A request sent again after an upgrade finds the rows the version before wrote: for a tenant and request_id
+    without NUL, the rows' keys (and the API's idempotency keys) are what they were."""
+    async with open_service(settings) as service:
+        records = await service.submit(GenerateRequest(prompt="kept"), count=2, tenant="alice", request_id="job-7")
+    assert [r.key for r in records] == ["809fc653-43fd-514a-aa9a-fd4fd6b4b267", "dc17df0a-ef4c-5be3-a9b0-4efc8dbffa67"]
+
+
 async def _count_rows(settings: Settings) -> int:
     async with open_service(settings) as service:
         return (await service.list_tasks(page_size=100)).total_local

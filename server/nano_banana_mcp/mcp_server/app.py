@@ -29,6 +29,7 @@ from nano_banana_mcp.mcp_server.http import HttpAuth, TenantToken, http_auth, tr
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
 from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
 from nano_banana_mcp.mcp_server.tools import IMAGE_URI, App, build_tools, service_of, tenant_of
+from nano_banana_mcp.mcp_server.watch import ListenLimits
 from nano_banana_mcp.runtime import open_service
 from nano_banana_mcp.tasks import COLLECT_WAIT, DEFAULT_TENANT, TaskRecord
 
@@ -93,8 +94,9 @@ def _typed(item: Any) -> Any:
 class TenantBus:
     """The ``subscriptions/listen`` bus, by tenant: a listener hears about its own tenant's tasks only.
 
-    A listen stream names any URIs it likes (the SDK checks none), so a task's update is delivered only to the
-    streams opened with its tenant's token; events for everyone (list changes) reach every stream.
+    A task's update is delivered only to the streams opened with its tenant's token (streams name only their own
+    tenant's tasks: :class:`~nano_banana_mcp.mcp_server.watch.ListenLimits`); events for everyone (list changes)
+    reach every stream.
     """
 
     def __init__(self) -> None:
@@ -136,7 +138,8 @@ def create_server(
     With ``public_url`` and ``token`` (HTTP only), every request needs that bearer token (the tenant ``default``);
     with ``tenants`` instead, one of theirs, and each request sees only its token's tenant's tasks (and generates on
     its tenant's own Monet key when it has one); with ``oauth`` instead, a JWT access token of that identity
-    provider, whose subject (or configured claim) is the tenant.
+    provider, whose subject (or configured claim) is the tenant. Without ``public_url`` the server is for stdio (or
+    in memory): its client shares this machine, and the client's roots may name folders to read.
     """
     tenant_keys = {entry.tenant: entry.key for entry in tenants if entry.key is not None}
 
@@ -160,7 +163,7 @@ def create_server(
     @asynccontextmanager
     async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
         async with open_service(settings, on_finished=on_finished, tenant_keys=tenant_keys) as service:
-            app = App(service=service, settings=settings)
+            app = App(service=service, settings=settings, local=public_url is None)  # HTTP: client roots never read
             if health is not None:
                 health.app = app
             try:
@@ -183,6 +186,11 @@ def create_server(
         **_auth(token, tenants, public_url, oauth),
     )
     subscribers.install(mcp)
+
+    async def static_uris() -> set[str]:
+        return {str(resource.uri) for resource in await mcp.list_resources()}
+
+    ListenLimits(bus, known, static_uris).install(mcp)
 
     @mcp.resource(TASK_URI, name="task", mime_type="application/json", description="A task's status and files.")
     async def task_resource(task_id: str, ctx: Context[App]) -> str:

@@ -24,6 +24,7 @@ import secrets
 import shlex
 import socket
 import stat
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,7 @@ __all__ = [
     "bind",
     "http_auth",
     "read_tokens_file",
+    "reserved_tenant",
     "tenant_of",
     "transport_security",
 ]
@@ -199,6 +201,26 @@ def tenant_of() -> str:
     """
     token = get_access_token()
     return token.subject if token is not None and token.subject else DEFAULT_TENANT
+
+
+_UNPRINTABLE = frozenset(("Cc", "Cf", "Zl", "Zp"))
+"""Unicode categories of control, invisible-format and line-breaking characters."""
+
+
+def reserved_tenant(name: str) -> str | None:
+    """Why ``name`` may not be the tenant of a token (a tokens file's line, an OAuth claim), else None.
+
+    ``default`` (in any case) is the tenant of stdio, the CLI and a single token: a token of that tenant would list
+    and read what they made. An empty name, or one with control, invisible or line-breaking characters, could pass
+    for another tenant in a log, a key or a ledger column.
+    """
+    if not name.strip():
+        return "an empty tenant name"
+    if name.strip().casefold() == DEFAULT_TENANT:
+        return f"the reserved tenant {DEFAULT_TENANT!r} (that of stdio, the CLI and a single token)"
+    if any(unicodedata.category(c) in _UNPRINTABLE for c in name):
+        return "a tenant name with control or invisible characters"
+    return None
 
 
 def transport_security(host: str, port: int) -> TransportSecuritySettings:
@@ -359,6 +381,11 @@ def _tenant_line(fields: list[str], at: str) -> TenantToken:
         raise ConfigError(
             f"{at}: the tenant name must be 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or "
             f"digit). Write each line as `tenant token`. ({_TENANTS_SETTING})"
+        )
+    if reserved_tenant(tenant) is not None:
+        raise ConfigError(
+            f"{at}: the tenant name {tenant!r} is reserved for stdio, the CLI and a single token (they share its "
+            f"tasks); give this tenant another name. ({_TENANTS_SETTING})"
         )
     if len(fields) == 1:
         raise ConfigError(f"{at}: one field where `tenant token` was expected (no token).")

@@ -7,7 +7,6 @@ which a client can declare only on a legacy connection.
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
+from nano_banana_mcp.mcp_server.watch import MAX_WATCHED, TASK_URI, Known, connection_of
+
 __all__ = ["LegacySubscribers", "client_roots"]
 
 log = logging.getLogger(__name__)
@@ -32,14 +33,15 @@ class LegacySubscribers:
     """``resources/subscribe`` for 2025-era clients, which the 2026 subscription bus does not reach.
 
     Only this server's own task URIs of tasks in the ledger can be subscribed, at most
-    ``MAX_PER_SESSION`` per connection; a connection's subscriptions live in its own state and are
-    dropped when it closes, so a client cannot grow the server's memory by subscribing.
+    ``MAX_PER_SESSION`` (:data:`~nano_banana_mcp.mcp_server.watch.MAX_WATCHED`) per connection; a connection's
+    subscriptions live in its own state and are dropped when it closes, so a client cannot grow the server's memory
+    by subscribing.
     """
 
-    MAX_PER_SESSION = 100
+    MAX_PER_SESSION = MAX_WATCHED
     _STATE_KEY = "nano_banana.subscriptions"
 
-    def __init__(self, known: Callable[[Any, str], Awaitable[bool]]) -> None:
+    def __init__(self, known: Known) -> None:
         """``known(lifespan_state, task_id)`` tells whether a task may be subscribed to."""
         self._known = known
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
@@ -49,10 +51,10 @@ class LegacySubscribers:
 
         async def subscribe(ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
             uri = str(params.uri)
-            match = _TASK_URI.fullmatch(uri)
+            match = TASK_URI.fullmatch(uri)
             if match is None or not await self._known(ctx.lifespan_context, match.group(1)):
                 raise MCPError(INVALID_PARAMS, f"No such task resource: {uri[:200]}. Subscribe to a task's URI.")
-            connection = _connection_of(ctx)
+            connection = connection_of(ctx)
             uris: set[str] = connection.state.setdefault(self._STATE_KEY, set())
             if uri not in uris and len(uris) >= self.MAX_PER_SESSION:
                 raise MCPError(INVALID_PARAMS, f"At most {self.MAX_PER_SESSION} subscriptions per session.")
@@ -63,7 +65,7 @@ class LegacySubscribers:
             return EmptyResult()
 
         async def unsubscribe(ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams) -> EmptyResult:
-            _connection_of(ctx).state.get(self._STATE_KEY, set()).discard(str(params.uri))
+            connection_of(ctx).state.get(self._STATE_KEY, set()).discard(str(params.uri))
             return EmptyResult()
 
         # MCPServer has no public way to add these handlers yet; the SDK's migration guide shows this one:
@@ -89,18 +91,9 @@ class LegacySubscribers:
                 log.debug("subscriber of %s is gone", uri)
 
 
-def _connection_of(ctx: ServerRequestContext[Any]) -> Connection:
-    # A low-level handler's context has no public ``connection`` (the MCPServer ``Context`` has one, built
-    # from this same attribute: mcp/server/context.py); the per-request session holds it.
-    connection: Connection = ctx.session._connection  # pyright: ignore[reportPrivateUsage]
-    return connection
-
-
-_TASK_URI = re.compile(r"nano-banana://tasks/([^/?#]{1,200})(?:/images/\d{1,3})?")
-
-
 def client_roots(ctx: Context[Any]) -> Callable[[], Awaitable[list[Path]]]:
-    """The folders the MCP client declares as roots (2025-era connections that offer them), as paths."""
+    """The folders the MCP client declares as roots (2025-era connections that offer them), as paths (unresolved:
+    :class:`~nano_banana_mcp.tasks.References` judges each). Asked for only on stdio (see ``tools``)."""
 
     async def roots() -> list[Path]:
         capabilities = ctx.client_capabilities
@@ -113,11 +106,10 @@ def client_roots(ctx: Context[Any]) -> Callable[[], Awaitable[list[Path]]]:
         except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as err:
             log.warning("could not list the client's roots: %s", err)
             return []
-        paths = []
-        for root in listed.roots:
-            parts = urlsplit(str(root.uri))
-            if parts.scheme == "file":
-                paths.append(Path(await anyio.Path(url2pathname(parts.path)).resolve()))
-        return paths
+        return [
+            Path(url2pathname(parts.path))
+            for root in listed.roots
+            if (parts := urlsplit(str(root.uri))).scheme == "file"
+        ]
 
     return roots

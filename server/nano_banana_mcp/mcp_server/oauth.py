@@ -3,7 +3,8 @@
 ``NANO_BANANA_OAUTH_ISSUER`` (with ``NANO_BANANA_OAUTH_AUDIENCE``) makes this server an OAuth 2.1 resource server,
 as the MCP authorization spec has it: the SDK serves the protected-resource metadata that names the issuer, and
 every request's bearer token must be a JWT that issuer signed (RS256 or ES256, with a key from its ``jwks_uri``),
-for this audience, unexpired. The tenant is the token's ``sub`` (or ``NANO_BANANA_OAUTH_TENANT_CLAIM``).
+for this audience, unexpired. The tenant is the token's ``sub`` (or ``NANO_BANANA_OAUTH_TENANT_CLAIM``); a token
+whose tenant would be ``default`` (stdio's and the CLI's), empty, or hold control characters is refused.
 
 The keys are found through the issuer's metadata (``/.well-known/openid-configuration``, else
 ``/.well-known/oauth-authorization-server``) and cached; a token signed with a key not in the cache fetches them
@@ -26,6 +27,7 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 
 from nano_banana_mcp.config import Settings, is_loopback
 from nano_banana_mcp.errors import ConfigError
+from nano_banana_mcp.mcp_server.http import reserved_tenant
 
 if TYPE_CHECKING:
     from jwt import PyJWK
@@ -155,8 +157,10 @@ class JwtVerifier(TokenVerifier):
             options={"require": ["exp", "iss", "aud"], "verify_signature": True},
         )
         tenant = claims.get(self.config.tenant_claim)
-        if not isinstance(tenant, str) or not tenant.strip() or len(tenant) > _MAX_TENANT_CHARS:
-            raise _Refused(f"the claim {self.config.tenant_claim!r} is missing or not a short string")
+        if not isinstance(tenant, str) or len(tenant) > _MAX_TENANT_CHARS:
+            raise _Refused(f"the claim {self.config.tenant_claim!r} naming the tenant is missing or not a short string")
+        if (reserved := reserved_tenant(tenant)) is not None:  # never the CLI's tenant, never a look-alike
+            raise _Refused(f"the claim {self.config.tenant_claim!r} names {reserved}, which no token may be")
         scope = claims.get("scope")
         exp = claims.get("exp")
         return AccessToken(

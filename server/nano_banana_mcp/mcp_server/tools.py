@@ -24,7 +24,15 @@ from nano_banana_mcp.mcp_server.http import tenant_of
 from nano_banana_mcp.mcp_server.legacy import client_roots
 from nano_banana_mcp.mcp_server.schema import slim_tool
 from nano_banana_mcp.storage import StorageError
-from nano_banana_mcp.tasks import COLLECT_WAIT, Service, Status, TaskList, TaskResult, UploadedReference
+from nano_banana_mcp.tasks import (
+    COLLECT_WAIT,
+    RootsProvider,
+    Service,
+    Status,
+    TaskList,
+    TaskResult,
+    UploadedReference,
+)
 
 __all__ = [
     "IMAGE_URI",
@@ -37,6 +45,7 @@ __all__ = [
     "get_task",
     "list_models",
     "list_tasks",
+    "roots_of",
     "service_of",
     "tenant_of",
     "upload_reference",
@@ -54,6 +63,8 @@ class App:
 
     service: Service
     settings: Settings
+    local: bool = False
+    """The client shares the server's machine (stdio): its roots may name folders to read. Never over HTTP."""
 
 
 class ModelList(BaseModel):
@@ -68,6 +79,12 @@ def agent_errors() -> Iterator[None]:
         yield
     except NanoBananaError as err:
         raise ToolError(str(err)) from err
+
+
+def roots_of(ctx: Context[App]) -> RootsProvider | None:
+    """The client's roots, on a connection that shares the server's machine (stdio); None over HTTP, where a
+    client's folders are its own, never the server's to read."""
+    return client_roots(ctx) if ctx.request_context.lifespan_context.local else None
 
 
 def service_of(ctx: Context[App]) -> Service:
@@ -147,7 +164,7 @@ async def generate_image(
             request,
             wait_seconds,
             ctx.report_progress,
-            client_roots=client_roots(ctx),
+            client_roots=roots_of(ctx),
             count=count,
             tenant=tenant_of(),
             request_id=request_id,
@@ -186,7 +203,7 @@ async def upload_reference(
 ) -> UploadedReference:
     """Upload a local image once; pass the URL in generate_image's images until expires_at (24 hours)."""
     with agent_errors():
-        return await service_of(ctx).upload(path, client_roots=client_roots(ctx), tenant=tenant_of())
+        return await service_of(ctx).upload(path, client_roots=roots_of(ctx), tenant=tenant_of())
 
 
 async def list_models() -> ModelList:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,16 +24,19 @@ import anyio.to_thread
 from pydantic import BaseModel
 
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.errors import InvalidRequest
-from nano_banana_mcp.images import ReferenceFile, check_reference, reference_from_bytes
+from nano_banana_mcp.errors import InvalidRequest, ReferenceImageError
+from nano_banana_mcp.images import ReferenceFile, check_reference, client_root, reference_from_bytes
 from nano_banana_mcp.monet import MonetClient, MonetClients
 from nano_banana_mcp.tasks.records import TaskRecord, now
 from nano_banana_mcp.tasks.store import LedgerStore
 
 __all__ = ["RESULT_URI", "UPLOAD_LIFETIME", "References", "RootsProvider", "UploadedReference"]
 
+log = logging.getLogger(__name__)
+
 RootsProvider = Callable[[], Awaitable[list[Path]]]
-"""Folders the MCP client declared as its roots; asked only when a local file is to be read."""
+"""Folders the MCP client declared as its roots; asked only when a local file is to be read. Given only on a
+connection that shares the server's machine (stdio): over HTTP, a client's roots never name the server's folders."""
 
 UPLOAD_LIFETIME = timedelta(hours=24)
 UPLOAD_REUSE_MARGIN = timedelta(hours=1)
@@ -49,6 +53,18 @@ class UploadedReference(BaseModel):
 RESULT_URI = "nano-banana://tasks/{task_id}/images/{index}"
 _RESULT_URI = re.compile(r"nano-banana://tasks/([A-Za-z0-9_-]{1,200})/images/(\d{1,3})")
 _DATA_URI = re.compile(r"(?i:data:image/(png|jpeg|jpg|webp|gif);base64),(.*)", re.DOTALL)
+
+
+def _usable_roots(declared: Sequence[Path]) -> list[Path]:
+    """The client's roots that the reading rules allow as a whole (:func:`~nano_banana_mcp.images.client_root`),
+    resolved; each other one is logged and not read from."""
+    usable = []
+    for root in declared:
+        try:
+            usable.append(client_root(root))
+        except ReferenceImageError as why:
+            log.warning("Not reading from the MCP client's root: %s.", why)
+    return usable
 
 
 @dataclass
@@ -97,7 +113,7 @@ class References:
 
     async def _roots(self, client_roots: RootsProvider | None) -> list[Path]:
         extra = await client_roots() if client_roots is not None else []
-        return [*self.settings.reference_roots(), *extra]
+        return [*self.settings.reference_roots(), *await anyio.to_thread.run_sync(_usable_roots, extra)]
 
     async def _resolve(
         self, images: Sequence[str], client_roots: RootsProvider | None, tenant: str

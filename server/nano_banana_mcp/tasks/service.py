@@ -168,14 +168,25 @@ def _newest_first(result: TaskResult) -> tuple[float, str]:
 
 
 _REQUEST_IDS = uuid.UUID("5d0c4d53-1f0e-4f67-9a43-6b0a8e2c9b11")
-"""The namespace of the row keys made from a caller's ``request_id``."""
+"""The namespace of the row keys made from a caller's ``request_id`` (tenant and id without NUL)."""
+_REQUEST_IDS_WITH_NUL = uuid.UUID("05cefcfa-6eec-43fc-8328-8d7d4d798074")
+"""The namespace of those whose tenant or id holds a NUL (parts length-prefixed)."""
 
 
 def _row_keys(tenant: str, request_id: str | None, count: int) -> list[str]:
-    """The rows' keys (their idempotency keys at the API): random, or derived from the tenant's ``request_id``."""
+    """The rows' keys (their idempotency keys at the API): random, or derived from the tenant's ``request_id``.
+
+    No two (tenant, request_id, index) share a key. Without a NUL in the tenant or the id, the parts are joined
+    with NUL, as every earlier version did (so a request sent again after an upgrade finds its rows): the first
+    NUL ends the tenant, the last starts the index. With one, the NUL join could make ``bob\\0x`` + ``r`` equal
+    ``bob`` + ``x\\0r``, so each part is length-prefixed instead, under a namespace of its own.
+    """
     if request_id is None:
         return [str(uuid.uuid4()) for _ in range(count)]
-    return [str(uuid.uuid5(_REQUEST_IDS, f"{tenant}\x00{request_id}\x00{index}")) for index in range(count)]
+    if "\x00" not in tenant and "\x00" not in request_id:
+        return [str(uuid.uuid5(_REQUEST_IDS, f"{tenant}\x00{request_id}\x00{index}")) for index in range(count)]
+    parts = f"{len(tenant)}:{tenant}{len(request_id)}:{request_id}"
+    return [str(uuid.uuid5(_REQUEST_IDS_WITH_NUL, f"{parts}{index}")) for index in range(count)]
 
 
 def _check_same(record: TaskRecord, request: GenerateRequest, request_id: str | None) -> None:
