@@ -3,8 +3,10 @@ from the very file that was checked, whatever is swapped in meanwhile."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
+import io
 import os
 import stat
 import threading
@@ -12,12 +14,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from PIL import Image
 
 from nano_banana_mcp.errors import ReferenceImageError
 from nano_banana_mcp.images import (
+    DECODE_BUDGET,
     MAX_PIXELS,
     check_reference,
     image_meta,
@@ -74,6 +78,59 @@ def test_a_large_jpeg_is_previewed_at_a_reduced_scale(tmp_path: Path) -> None:
     data, mime = thumbnail(photo)
     assert mime == "image/jpeg"
     assert data.startswith(b"\xff\xd8")
+
+
+# -- one decode budget for the process ----------------------------------------------------------
+
+
+def _memory_mb(pid: int, field: str) -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` of a process, in MB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def _child(command: str) -> int:
+    """The server process this test spawned (a child of the test's process running ``command``)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == os.getpid() and command.encode() in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+    raise AssertionError("the server process was not found")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's peak memory from /proc")
+async def test_concurrent_calls_decode_within_one_process_wide_budget(
+    command: str, process_env: dict[str, str], text_of
+) -> None:
+    """Four calls at once, each with six data: URIs of a small PNG that decodes to 159 MB: the server's peak memory
+    grows by the one decode budget of the process (~320 MB), not by what each call or worker thread would keep
+    (before: ~450 MB, and ~230 MB kept once the calls had answered)."""
+    side = 6300  # 6300 x 6300 x 4 bytes: 159 MB decoded, under the 40 MP cap
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (40, 90, 160)).save(buffer, "PNG", compress_level=9)
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    params = StdioServerParameters(command=command, args=[], env=process_env)
+    async with Client(params, read_timeout_seconds=300) as client:
+        pid = _child(command)
+        start = _memory_mb(pid, "VmRSS")
+        results = []
+
+        async def call() -> None:
+            arguments = {"prompt": "decode memory", "images": [uri] * 6, "wait_seconds": 0}
+            results.append(await client.call_tool("generate_image", arguments))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(call)
+        peak, kept = _memory_mb(pid, "VmHWM"), _memory_mb(pid, "VmRSS")
+    assert not any(r.is_error for r in results), [text_of(r) for r in results]
+    overhead = 60  # MB: the interpreter's own allocations while four calls are served (measured: ~25)
+    assert peak - start <= DECODE_BUDGET / 1e6 + overhead, (start, peak, kept)
+    assert kept - start <= 100, (start, peak, kept)  # freed pixels go back to the system
 
 
 # -- references: the content is decoded -----------------------------------------------------------

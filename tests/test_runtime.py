@@ -6,10 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
-from nano_banana_mcp.config import Settings
+from nano_banana_mcp.catalog import GenerateRequest
+from nano_banana_mcp.config import OFFLINE_API_KEY, Settings
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.runtime import ledger_for, open_service
 from nano_banana_mcp.tasks import LEDGER_FILE, Ledger
@@ -87,3 +89,23 @@ async def test_a_service_on_postgresql_keeps_nothing_in_the_data_dir(settings: S
         assert isinstance(service.ledger, PostgresLedger)
         assert (await service.list_tasks()).total_local == 0
     assert not (settings.data_dir / LEDGER_FILE).exists()
+
+
+@pytest.mark.anyio
+async def test_the_offline_emulator_is_closed_to_other_local_users(settings: Settings) -> None:
+    """Offline mode's emulator listens on loopback, where any user of the machine can connect (its port is in
+    /proc/net/tcp). Without this process's own key and secret path, nobody lists its tasks (the public key
+    monet_offline is not it) or downloads its images, even knowing a task's id; the process itself works as before."""
+    offline = settings.model_copy(update={"offline": True, "emulator_task_seconds": 0.2})
+    async with open_service(offline) as service:
+        result = await service.generate(GenerateRequest(prompt="a private prompt"), wait_seconds=10)
+        assert result.status == "success"
+        assert service.clients.base_url is not None
+        port = httpx.URL(service.clients.base_url).port
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as other:
+            listed = await other.get("/api/v1/tasks/list", headers={"Authorization": f"Bearer {OFFLINE_API_KEY}"})
+            image = await other.get(f"/files/outputs/{result.task_id}/0.png")
+    assert listed.status_code == 404, listed.text
+    assert image.status_code == 404
+    assert result.images[0].path is not None
+    assert Path(result.images[0].path).is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,15 @@ async def test_a_refused_wrong_key_is_not_repeated(settings: Settings, emulator:
     assert result.is_error
     assert "refused the API key" in result.content[0].text
     assert wrong not in result.model_dump_json()
+
+
+def test_a_monet_base_url_with_a_password_in_it_is_refused_without_repeating_it(
+    command: str, process_env: dict[str, str]
+) -> None:
+    """MONET_BASE_URL=http://user:password@host would be repeated by every message that names the API (a tenant's
+    task error, the log): the setting is refused at start, naming it, without the password."""
+    env = process_env | {"MONET_BASE_URL": "http://user:Hunter2-never-shown@127.0.0.1:9"}
+    done = subprocess.run([command, "tasks"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 3, done.stderr
+    assert "MONET_BASE_URL must not hold a user name or password" in done.stderr
+    assert "Hunter2-never-shown" not in done.stdout + done.stderr

@@ -242,6 +242,24 @@ async def test_hostile_downloads_are_refused(
     assert [p for p in saved if not p.name.startswith(".")] == []
 
 
+async def test_a_redirect_to_a_data_url_fails_the_task_once_and_keeps_its_url(
+    mcp_client: Client, emulator, settings: Settings
+) -> None:
+    """An output URL that redirects to a data: URL is not downloadable: the task fails once, saying so, with the API's
+    URL kept; it is not downloaded again and again (before: a raw InvalidURL, retried without end)."""
+    emulator.faults.hostile_kind = "redirect_data"
+    emulator.faults.hostile = 100
+    result = await mcp_client.call_tool("generate_image", {"prompt": "p", "wait_seconds": 10})
+    data = result.structured_content
+    assert data["status"] == "failed", data
+    assert "redirected to a data: URL" in data["error"]
+    assert "InvalidURL" not in data["error"]
+    assert data["images"][0]["url"].startswith(emulator.base_url)
+    assert emulator.hostile_fired["redirect_data"] == 1
+    saved = list(settings.output_dir.glob("*")) if settings.output_dir.exists() else []
+    assert [p for p in saved if not p.name.startswith(".")] == []
+
+
 async def test_redirect_on_loopback_is_followed(mcp_client: Client, emulator, text_of) -> None:
     """The allowed case: a redirect that stays on an allowed host is followed and the image saved."""
     emulator.faults.hostile_kind = "redirect_loopback"

@@ -4,12 +4,14 @@ S3-compatible service is, through the standard AWS variables."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from mcp import Client
@@ -180,3 +182,61 @@ async def test_a_preview_made_once_is_not_downloaded_again(client: Client, stora
     assert [block.type for block in again.content].count("image") == 1
     with pytest.raises(MCPError, match="cannot be served"):
         await client.read_resource(result.structured_content["images"][0]["uri"])
+
+
+# -- no credential or internal address reaches a tenant ---------------------------------------------------------
+
+
+async def test_an_s3_endpoint_with_a_password_in_it_is_refused_at_start_without_repeating_it(
+    settings: Settings, storage_url: str, s3_server: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_ENDPOINT_URL=http://user:password@host: boto3 would put the password into every presigned link a tenant
+    gets, and into every connection error. The server refuses to start, saying what to do, without the password."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint.replace("://", "://minio:Hunter2-never-shown@"))
+    with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL") as caught:
+        async with open_service(settings.model_copy(update={"storage_url": storage_url})):
+            pass
+    assert "Hunter2-never-shown" not in str(caught.value)
+    assert emulator.creates == 0
+
+
+@pytest.fixture
+def lost_s3(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An S3 server of this test's own (to stop while serving), with one bucket; the AWS variables reach it."""
+    server = type(s3_server)()
+    server.start()
+    try:
+        for name, value in server.env.items():
+            monkeypatch.setenv(name, value)
+        server.bucket = server.new_bucket()
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_storage_outage_tells_tenants_storage_unavailable_and_the_operator_why(
+    settings: Settings, lost_s3: Any, text_of: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bucket's endpoint goes down while serving: the tenant's get_task says "storage unavailable" without the
+    endpoint's host:port (nor does the ledger row); the operator's log has the endpoint."""
+    caplog.set_level(logging.INFO)
+    internal = lost_s3.endpoint.removeprefix("http://")  # 127.0.0.1:port
+    bucket_settings = settings.model_copy(update={"storage_url": f"s3://{lost_s3.bucket}/images"})
+    async with Client(create_server(bucket_settings), read_timeout_seconds=30) as client:
+        lost_s3.stop()
+        made = await client.call_tool("generate_image", {"prompt": "during an outage", "wait_seconds": 0})
+        task_id = made.structured_content["task_id"]
+        with anyio.fail_after(30):  # until the first try to store the image has failed
+            while True:
+                shown = await client.call_tool("get_task", {"task_id": task_id})
+                if shown.structured_content.get("error"):
+                    break
+                await anyio.sleep(0.05)
+    told = text_of(shown) + json.dumps(shown.structured_content)
+    assert "storage unavailable" in told, told
+    assert internal not in told
+    db = sqlite3.connect(settings.data_dir / "ledger.sqlite3")
+    [(error,)] = db.execute("SELECT error FROM tasks").fetchall()
+    db.close()
+    assert "storage unavailable" in error and internal not in error
+    assert internal in caplog.text  # the operator learns where the endpoint is that failed

@@ -213,6 +213,8 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         if not value.startswith(("https://", "http://")):
             raise ValueError("MONET_BASE_URL must start with https:// (or http:// for a local emulator)")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:  # it would be in every message naming the API
+            raise ValueError("MONET_BASE_URL must not hold a user name or password; the key goes in MONET_API_KEY")
         return value.rstrip("/")
 
     def database(self) -> SecretStr | None:

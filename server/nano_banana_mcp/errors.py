@@ -5,6 +5,7 @@ No error ever carries the API key or request headers.
 
 * NanoBananaError
   + ConfigError            a setting is missing or wrong; names the env var / flag
+  + DatabaseUnavailable    the team database failed while serving (the log has why; a tenant reads no address)
   + InvalidRequest         refused before anything is uploaded or paid for
   + ReferenceImageError    a reference image is missing, not an image, or too large
   + TaskNotFound           this server knows no task with that id
@@ -26,6 +27,7 @@ from typing import Any
 __all__ = [
     "AuthError",
     "ConfigError",
+    "DatabaseUnavailable",
     "DownloadError",
     "HostNotAllowed",
     "InvalidRequest",
@@ -50,6 +52,16 @@ class NanoBananaError(Exception):
 
 class ConfigError(NanoBananaError):
     """A setting is missing or invalid."""
+
+
+class DatabaseUnavailable(NanoBananaError):
+    """The database failed while serving. Its text is for anyone: the server's log names the database and the reason."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The server's task database is not answering (database unavailable); try again in a moment. The reason "
+            "is in the server's log."
+        )
 
 
 class InvalidRequest(NanoBananaError):

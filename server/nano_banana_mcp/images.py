@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 __all__ = [
+    "DECODE_BUDGET",
     "DECODING",
     "EXTENSIONS",
     "FORMATS",
@@ -42,10 +43,12 @@ __all__ = [
     "PILLOW_ERRORS",
     "THUMBNAIL_MAX_BYTES",
     "THUMBNAIL_MAX_SIDE",
+    "DecodeBudget",
     "ImageMeta",
     "ReferenceFile",
     "check_reference",
     "client_root",
+    "decoded_bytes",
     "image_meta",
     "open_image",
     "output_path",
@@ -64,9 +67,69 @@ _KINDS = "PNG, JPEG, WebP or GIF"
 PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 """What Pillow raises on a file it cannot read (``UnidentifiedImageError`` is an OSError; text chunks over its
 limits are a ValueError; ``verify`` raises SyntaxError)."""
-DECODING = threading.BoundedSemaphore(2)
-"""Full decodes at once in this process (results checked, previews made, references checked). One holds up to
-MAX_PIXELS x 4 bytes, so two bound the memory they take (~320 MB) whatever arrives at the same time."""
+DECODE_BUDGET = 2 * MAX_PIXELS * 4
+"""Bytes of decoded pixels held at once in this process, whatever arrives at the same time (results checked,
+previews made, references checked, outputs converted): two images of the cap (Pillow keeps 4 bytes a pixel for RGB),
+~320 MB."""
+_MMAP_THRESHOLD = 1 << 20
+"""Allocations from this size up get pages of their own, given back to the system when freed (glibc's mallopt)."""
+
+
+class DecodeBudget:
+    """A process-wide budget of decoded bytes: a decode waits until its pixels fit beside those held by others.
+
+    The wait is bounded: each holder decodes one image of at most :data:`MAX_PIXELS` and lets go. Its first use also
+    has glibc's malloc give large blocks back to the system when they are freed (see :func:`_give_back_freed_pixels`),
+    without which the budget bounds what is decoded at once but not what the process keeps.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._held = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        """Hold ``nbytes`` of the budget (at most all of it) while the block runs, waiting until they are free."""
+        _give_back_freed_pixels()
+        nbytes = max(0, min(nbytes, self.total))
+        with self._changed:
+            self._changed.wait_for(lambda: self._held + nbytes <= self.total)
+            self._held += nbytes
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held -= nbytes
+                self._changed.notify_all()
+
+
+DECODING = DecodeBudget(DECODE_BUDGET)
+"""The one decode budget of this process."""
+
+
+@functools.cache
+def _give_back_freed_pixels() -> None:
+    """On glibc, every block from :data:`_MMAP_THRESHOLD` up (Pillow's pixel blocks, 16 MB) is mapped on its own and
+    returned to the system when freed.
+
+    By default glibc raises that threshold to the size of the first such block freed (up to 32 MB), so later pixel
+    blocks come from the malloc arena of the worker thread that decodes, which keeps them once freed: each thread
+    then holds up to a whole image of its own (bench/decode_rss.py, 8 concurrent calls of 14 data: URIs of 159 MB
+    each: peak RSS 698 MB with two decodes at a time).
+    """
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return
+    except (ValueError, OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return
+    import ctypes  # noqa: PLC0415 - only where it is used
+
+    try:
+        ctypes.CDLL(None).mallopt(-3, _MMAP_THRESHOLD)  # M_MMAP_THRESHOLD; setting it stops glibc's adjusting it
+    except (OSError, AttributeError):
+        return
+
 
 EXTENSIONS = {
     "image/png": ".png",
@@ -104,6 +167,11 @@ def open_image(fp: BinaryIO) -> Image:
         raise ValueError(f"it is not a readable image ({err})") from err
 
 
+def decoded_bytes(size: tuple[int, int]) -> int:
+    """The most memory Pillow takes for the pixels of an image of ``size`` (4 bytes a pixel: RGB is kept as RGBX)."""
+    return size[0] * size[1] * 4
+
+
 def _sized(im: Image, scale_to: int) -> tuple[int, int]:
     """Set a JPEG to decode at the smallest scale not under ``scale_to`` a side; refuse what would decode past the cap.
 
@@ -126,7 +194,7 @@ def _decoded(fp: BinaryIO, scale_to: int) -> Iterator[tuple[Image, tuple[int, in
     """The image in ``fp`` decoded whole (see :func:`_sized`), with its full size; ValueError if it cannot be."""
     with open_image(fp) as im:
         full = _sized(im, scale_to)
-        with DECODING:
+        with DECODING.reserve(decoded_bytes(im.size)):
             try:
                 im.load()  # the pixels, then what follows them (PNG text chunks, within Pillow's limits)
             except PILLOW_ERRORS as err:

@@ -19,7 +19,7 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from nano_banana_mcp import __version__
-from nano_banana_mcp.images import DECODING, EXTENSIONS, MAX_PIXELS, PILLOW_ERRORS, ImageMeta, open_image
+from nano_banana_mcp.images import DECODING, EXTENSIONS, MAX_PIXELS, PILLOW_ERRORS, ImageMeta, decoded_bytes, open_image
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -198,7 +198,7 @@ def _converted(im: Image, kind: str) -> tuple[bytes, bool]:
         )
     icc = None if im.mode == "CMYK" else im.info.get("icc_profile")  # a CMYK profile does not fit RGB pixels
     options: dict[str, int | bool] = {}
-    with DECODING:
+    with DECODING.reserve(2 * decoded_bytes(im.size)):  # the pixels, and the converted copy beside them
         try:
             im.load()
         except PILLOW_ERRORS as err:

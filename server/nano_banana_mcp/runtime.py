@@ -4,6 +4,7 @@ the runner, the service."""
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -12,7 +13,7 @@ import anyio.to_thread
 import httpx
 from pydantic import SecretStr
 
-from nano_banana_mcp.config import OFFLINE_API_KEY, Settings
+from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.monet import MonetClient, MonetClients, RetryPolicy
 from nano_banana_mcp.storage import image_store
@@ -82,10 +83,14 @@ async def open_service(
         if settings.offline:
             from nano_banana_mcp.emulator import Emulator, serve_in_thread  # noqa: PLC0415
 
-            emulator = Emulator(api_key=OFFLINE_API_KEY, task_seconds=settings.emulator_task_seconds)
-            base_url = stack.enter_context(serve_in_thread(emulator))
-            key, scope = SecretStr(OFFLINE_API_KEY), "offline"
-            log.info("offline mode: built-in emulator at %s", base_url)
+            # Other users of this machine can connect to its loopback port: a key and a path of this process's
+            # own keep them from its API and its files (the standalone `emulator` command keeps monet_offline).
+            own_key = secrets.token_urlsafe(32)
+            emulator = Emulator(api_key=own_key, task_seconds=settings.emulator_task_seconds)
+            base_url = stack.enter_context(serve_in_thread(emulator, path_token=secrets.token_urlsafe(24)))
+            key, scope = SecretStr(own_key), "offline"
+            url = httpx.URL(base_url)
+            log.info("offline mode: built-in emulator on %s:%s (private to this process)", url.host, url.port)
             if tenant_keys:
                 log.info("offline mode: the tenants' own Monet keys are not used; every tenant uses the emulator")
                 tenant_keys = {}

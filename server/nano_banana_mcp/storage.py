@@ -11,6 +11,7 @@ uploads it and removes the local copy, so a replica's disk holds only images bei
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 from collections.abc import Hashable
@@ -30,7 +31,9 @@ from nano_banana_mcp.errors import ConfigError, NanoBananaError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["BucketStore", "FolderStore", "ImageStore", "StorageError", "image_store"]
+__all__ = ["UNAVAILABLE", "BucketStore", "FolderStore", "ImageStore", "StorageError", "image_store"]
+
+log = logging.getLogger(__name__)
 
 _STORAGE_SETTING = "NANO_BANANA_STORAGE_URL / --storage-url"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -38,8 +41,26 @@ STAGING = "staging"
 """The folder in the data dir where a bucket store's images are downloaded and finished before the upload."""
 
 
+UNAVAILABLE = "storage unavailable"
+"""What a tenant is told when the bucket's endpoint cannot be reached: where it is stays in the operator's log."""
+_USERINFO = re.compile(r"(?<=://)[^/?#@\s\"'<>]*@")
+
+
 class StorageError(NanoBananaError):
-    """The image store could not be used (the bucket unreachable, access denied, the object missing)."""
+    """The image store could not be used (the bucket unreachable, access denied, the object missing).
+
+    Its text is for anyone (a tenant reads it): it never names the endpoint. ``detail`` is the operator's: the
+    reason as the S3 client gave it, with any ``user:password@`` taken out of the URLs in it.
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
+
+
+def _without_userinfo(text: str) -> str:
+    """``text`` with the ``user:password@`` part of every URL in it removed."""
+    return _USERINFO.sub("", text)
 
 
 class ImageStore(Protocol):
@@ -120,9 +141,16 @@ def image_store(settings: Settings) -> ImageStore:
         client = boto3.session.Session().client("s3", config=config)
     except (ValueError, BotoCoreError) as err:  # a bad endpoint (ValueError), region or profile
         raise ConfigError(
-            f"The S3 client for {_STORAGE_SETTING} cannot be made ({type(err).__name__}: {str(err)[:200]}). Check "
-            "AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and AWS_PROFILE."
+            f"The S3 client for {_STORAGE_SETTING} cannot be made ({type(err).__name__}: "
+            f"{_without_userinfo(str(err))[:200]}). Check AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and AWS_PROFILE."
         ) from None
+    endpoint = urlsplit(client.meta.endpoint_url)
+    if endpoint.username is not None or endpoint.password is not None:
+        # boto3 would copy it into every presigned link a tenant is given, and into its connection errors
+        raise ConfigError(
+            "The S3 endpoint (AWS_ENDPOINT_URL, or endpoint_url in the AWS config) has a user name or password in "
+            "it: remove them. Requests are signed with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)."
+        )
     return BucketStore(
         client=client,
         bucket=bucket,
@@ -292,7 +320,7 @@ class BucketStore:
         try:
             await self._call(partial(self.client.head_bucket, Bucket=self.bucket), f"The bucket {self.bucket}")
         except StorageError as err:
-            return f"{err} ({_STORAGE_SETTING}; the endpoint and credentials come from the AWS variables)"
+            return f"{err.detail} ({_STORAGE_SETTING}; the endpoint and credentials come from the AWS variables)"
         return None
 
     def _key(self, location: str) -> str | None:
@@ -311,7 +339,11 @@ class BucketStore:
         return key
 
     async def _call(self, call: partial[Any], doing: str) -> Any:
-        """One blocking boto3 call in a worker thread; its failures as StorageError, with no credential in them."""
+        """One blocking boto3 call in a worker thread; its failures as StorageError, with no credential in them.
+
+        An endpoint that cannot be reached is :data:`UNAVAILABLE` to whoever reads the error, and its reason (which
+        names the endpoint) goes to the log.
+        """
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         try:
@@ -321,6 +353,9 @@ class BucketStore:
             code = error.get("Code", "error")
             reason = {"403": "access denied", "AccessDenied": "access denied", "404": "not found"}.get(code, code)
             raise StorageError(f"{doing}: {reason}" if doing else reason) from None
-        except (BotoCoreError, OSError) as err:  # botocore's messages name the endpoint, never a credential
-            reason = str(err)[:300] or type(err).__name__
-            raise StorageError(f"{doing}: {reason}" if doing else reason) from None
+        except (BotoCoreError, OSError) as err:  # botocore's messages name the endpoint: the operator's to read
+            reason = _without_userinfo(str(err))[:300] or type(err).__name__
+            if doing:
+                log.warning("storage: %s: %s", doing, reason)
+            told = f"{doing}: {UNAVAILABLE}; the server's log has the reason" if doing else UNAVAILABLE
+            raise StorageError(told, detail=f"{doing}: {reason}" if doing else reason) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import time
@@ -524,6 +525,20 @@ def test_hostile_redirect_offsite(api, client: httpx.Client, emulator: Emulator)
     response = client.get(url)
     assert (response.status_code, response.headers["location"]) == (302, "https://evil.example.invalid/steal.png")
     assert emulator.requests[-1].status == 302
+
+
+def test_hostile_redirect_data_points_at_a_data_url(api, client: httpx.Client, emulator: Emulator) -> None:
+    """redirect_data answers 302 to a data: URL (read with http.client: httpx cannot even hold such an answer)."""
+    url = httpx.URL(api.output_url())
+    hostile(emulator, "redirect_data")
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=10)
+    try:
+        connection.request("GET", url.raw_path.decode())
+        response = connection.getresponse()
+        assert response.status == 302
+        assert (response.getheader("location") or "").startswith("data:image/png;base64,")
+    finally:
+        connection.close()
 
 
 def test_hostile_redirect_loopback_serves_the_same_file(api, client: httpx.Client, emulator: Emulator) -> None:

@@ -32,11 +32,15 @@ async def test_task_resource_reads_the_result(mcp_client: Client) -> None:
     ("suffix", "expected"),
     [
         pytest.param("/images/7", "has no image 7", id="index-out-of-range"),
-        pytest.param("/images/x", "has no image x", id="index-not-a-number"),
+        pytest.param("/images/x", "has no image 'x'", id="index-not-a-number"),
+        pytest.param("/images/²", "has no image '²'", id="index-superscript"),
+        pytest.param("/images/\u0661", "has no image '\u0661'", id="index-arabic-indic-digit"),
+        pytest.param("/images/" + "9" * 5000, "has no image '99999", id="index-of-5000-digits"),
     ],
 )
 async def test_image_resource_refuses_an_image_the_task_lacks(mcp_client: Client, suffix: str, expected: str) -> None:
-    """Reading an image the task does not have is an error that says so."""
+    """Reading an image the task does not have is an error that says so, however the index is written (a superscript
+    digit once gave "Error creating resource from template")."""
     result = await mcp_client.call_tool("generate_image", {"prompt": "one image"})
     uri = f"nano-banana://tasks/{result.structured_content['task_id']}{suffix}"
     with pytest.raises(MCPError, match=expected):

@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,6 +57,9 @@ class IdP:
     ec_key: ec.EllipticCurvePrivateKey
     jwks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     jwks_fetches: list[float] = field(default_factory=list)
+    trickle: float = 0.0
+    """Seconds between the bytes of the JWKS (0: sent at once), as a stalling identity provider would."""
+    jwks_asked: threading.Event = field(default_factory=threading.Event)
 
     def claims(self, **changes: Any) -> dict[str, Any]:
         now = int(time.time())
@@ -95,6 +99,16 @@ def idp() -> Iterator[IdP]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
+            if self.path == "/keys" and provider.trickle:
+                provider.jwks_asked.set()
+                for index in range(len(data)):  # until the client gives up (its socket closes)
+                    try:
+                        self.wfile.write(data[index : index + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(provider.trickle)
+                return
             self.wfile.write(data)
 
         def log_message(self, *args: Any) -> None:
@@ -371,3 +385,29 @@ def test_public_url_is_the_resource_the_metadata_names(idp: IdP, make_settings, 
     assert [url.rstrip("/") for url in metadata["authorization_servers"]] == [idp.issuer]
     with pytest.raises(ConfigError, match="NANO_BANANA_PUBLIC_URL"):
         http_app(settings.model_copy(update={"public_url": "https://mcp.example.com/mcp"}), "0.0.0.0", 8000)
+
+
+def test_a_stalling_key_set_has_a_deadline_and_other_sign_ins_do_not_wait_for_it(
+    idp: IdP, tmp_path: Path, make_settings, emulator_server, serve_http, hello
+) -> None:
+    """The issuer sends its JWKS one byte a second (httpx's per-read timeout never fires). The sign-in that fetches it
+    is refused once the fetch's total deadline (10 s) is over, not after the whole document; sign-ins arriving while
+    it is under way are refused at once instead of queueing behind it; then, within the retry interval, no new
+    fetch is made."""
+    settings = _oauth_settings(make_settings(emulator_server.base_url, tmp_path), idp.issuer)
+    idp.trickle, before = 1.0, len(idp.jwks_fetches)
+    idp.jwks_asked.clear()
+    try:
+        with serve_http(settings) as base, ThreadPoolExecutor(4) as pool:
+            started = time.monotonic()
+            first = pool.submit(hello, base, auth(idp.token()))
+            assert idp.jwks_asked.wait(20), "the keys were never asked for"
+            others = [pool.submit(hello, base, auth(idp.token(sub=f"user{i}"))) for i in range(3)]
+            assert [other.result(timeout=60).status_code for other in others] == [401] * 3
+            assert not first.done()  # they did not wait for the fetch under way
+            assert first.result(timeout=60).status_code == 401
+            assert time.monotonic() - started < 30  # the deadline: 10 s, generously (the whole document: ~25 min)
+            assert hello(base, auth(idp.token())).status_code == 401  # a failed fetch is not tried again at once
+            assert len(idp.jwks_fetches) - before == 1
+    finally:
+        idp.trickle = 0.0

@@ -12,10 +12,13 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
+from mcp import Client
 from pydantic import SecretStr
 
 from nano_banana_mcp.catalog import GenerateRequest
+from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError
+from nano_banana_mcp.mcp_server import create_server
 from nano_banana_mcp.tasks import RowTaken, TaskRecord
 from nano_banana_mcp.tasks.ledger_pg import SCHEMA_VERSION, PostgresLedger
 
@@ -335,3 +338,28 @@ async def test_a_version_1_database_gets_tenants_and_keeps_its_rows_and_uploads(
     finally:
         await ledger.close()
     assert postgres.query(database_url, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_a_database_failure_tells_tenants_database_unavailable_and_the_operator_why(
+    postgres, database_url: str, settings: Settings, text_of, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database fails while serving (here its table is gone for a moment): the tenant reads "database
+    unavailable", never the database's user@host:port/dbname nor its password; the operator's log names the database,
+    without the password."""
+    caplog.set_level(logging.INFO)
+    where = database_url.removeprefix("postgresql://")  # nano@127.0.0.1:port/tN
+    with_password = database_url.replace("://nano@", f"://nano:{PASSWORD}@")
+    served = settings.model_copy(update={"database_url": SecretStr(with_password)})
+    async with Client(create_server(served), read_timeout_seconds=30) as client:
+        await client.call_tool("generate_image", {"prompt": "kept in PostgreSQL"})
+        postgres.query(database_url, "ALTER TABLE tasks RENAME TO tasks_away")
+        try:
+            listed = await client.call_tool("list_tasks", {})
+        finally:
+            postgres.query(database_url, "ALTER TABLE tasks_away RENAME TO tasks")
+    told = text_of(listed)
+    assert listed.is_error
+    assert "database unavailable" in told, told
+    assert where not in told and "127.0.0.1" not in told and PASSWORD not in told
+    assert where in caplog.text
+    assert PASSWORD not in caplog.text

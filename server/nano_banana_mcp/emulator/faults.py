@@ -56,8 +56,15 @@ _HOSTILE_STREAM = ("endless_stream", "garbage_stream", "huge_event")
 _HOSTILE_CREATE = ("bad_gzip", "redirect_data_url", "nested_error")
 """Hostile kinds for both create endpoints, sent after the task is made: a body that claims gzip but is not,
 a redirect to a ``data:`` URL, and an error body nested too deep for a JSON parser."""
-_HOSTILE_DOWNLOAD = ("not_image", "endless_download", "redirect_offsite", "redirect_loopback", "redirect_loop")
-"""Hostile kinds for ``GET /files/outputs/...``."""
+_HOSTILE_DOWNLOAD = (
+    "not_image",
+    "endless_download",
+    "redirect_offsite",
+    "redirect_loopback",
+    "redirect_loop",
+    "redirect_data",
+)
+"""Hostile kinds for ``GET /files/outputs/...`` (``redirect_data``: a 302 to a ``data:`` URL of a PNG)."""
 ECHO_KINDS = ("401", "400", "422", "403", "failed_task")
 """The values of :attr:`Faults.echo_key_kind`."""
 HOSTILE_KINDS = _HOSTILE_API + _HOSTILE_STREAM + _HOSTILE_CREATE + _HOSTILE_DOWNLOAD
@@ -318,6 +325,8 @@ class FaultInjector:
             return StreamingResponse(self._streaming(_endless_png()), media_type="image/png")
         if kind == "redirect_offsite":
             location = _OFFSITE_URL
+        elif kind == "redirect_data":
+            location = "data:image/png;base64,iVBORw0KGgo="
         elif kind == "redirect_loopback":
             task_id, name = request.path_params["task_id"], request.path_params["name"]
             location = f"{base}/files/mirror/outputs/{task_id}/{name}"

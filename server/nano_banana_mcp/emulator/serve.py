@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import sys
 import threading
@@ -12,9 +13,10 @@ from contextlib import contextmanager
 
 import anyio
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nano_banana_mcp.emulator.contract import Emulator
-from nano_banana_mcp.emulator.wire import is_abort
+from nano_banana_mcp.emulator.wire import error, is_abort
 
 __all__ = ["serve", "serve_in_thread"]
 
@@ -33,13 +35,41 @@ class _QuietAborts(logging.Filter):
 _QUIET_ABORTS = _QuietAborts()
 
 
+class _Under:
+    """The emulator's app served only under ``/{token}``: any other path is answered 404 before the app sees it, so
+    whoever can connect but does not know the token reaches neither the API nor a file."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self._app = app
+        self._token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        head, rest = path[1 : 1 + len(self._token)], path[1 + len(self._token) :]
+        if not (secrets.compare_digest(head.encode(), self._token.encode()) and rest.startswith("/")):
+            await error(404, "not_found", "Not found.")(scope, receive, send)
+            return
+        raw: bytes = scope.get("raw_path") or path.encode()
+        await self._app({**scope, "path": rest, "raw_path": raw[1 + len(self._token) :]}, receive, send)
+
+
 @contextmanager
-def serve_in_thread(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Run uvicorn in a daemon thread on a pre-bound socket (port 0 = free port); yield the base URL."""
+def serve_in_thread(
+    emulator: Emulator, host: str = "127.0.0.1", port: int = 0, *, path_token: str | None = None
+) -> Iterator[str]:
+    """Run uvicorn in a daemon thread on a pre-bound socket (port 0 = free port); yield the base URL.
+
+    With ``path_token`` everything is served under ``/{path_token}`` (the base URL ends with it) and nothing else
+    is: the offline mode's private emulator, which other users of the machine can connect to but not use.
+    """
     sock = _bind(host, port)
-    server = uvicorn.Server(_config(emulator))
+    app = emulator.app if path_token is None else _Under(emulator.app, path_token)
+    server = uvicorn.Server(_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="nano-banana-emulator", daemon=True)
-    emulator.base_url = _url(host, sock.getsockname()[1])
+    emulator.base_url = _url(host, sock.getsockname()[1]) + (f"/{path_token}" if path_token is not None else "")
     thread.start()
     try:
         deadline = time.monotonic() + 10
@@ -58,7 +88,7 @@ def serve_in_thread(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) 
 async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 8787) -> None:
     """Serve until cancelled (the ``nano-banana-mcp emulator`` command)."""
     sock = _bind(host, port)
-    server = uvicorn.Server(_config(emulator))
+    server = uvicorn.Server(_config(emulator.app))
     emulator.base_url = _url(host, sock.getsockname()[1])
     logger.info("Monet emulator (offline placeholders) listening on %s", emulator.base_url)
     try:
@@ -72,9 +102,9 @@ async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 8787) -
         emulator.base_url = None
 
 
-def _config(emulator: Emulator) -> uvicorn.Config:
+def _config(app: ASGIApp) -> uvicorn.Config:
     config = uvicorn.Config(
-        emulator.app,
+        app,
         http="h11",
         ws="none",
         lifespan="off",

@@ -202,8 +202,12 @@ def create_server(
 
     @mcp.resource(IMAGE_URI, name="image", description="A saved output image, full size.")
     async def image_resource(task_id: str, index: str, ctx: Context[App]) -> bytes:
-        if not index.isdigit():
-            raise ResourceError(f"Task {task_id} has no image {index}.")
+        # ASCII digits only: "²" is a digit int() refuses, and 5,000 digits are past its limit
+        if not (index.isascii() and index.isdigit() and len(index) <= 3):
+            raise ResourceError(
+                f"Task {task_id[:200]} has no image {index[:20]!r}: images are numbered 0, 1, 2, ... (each result's "
+                "images[].uri names one)."
+            )
         try:  # only an image inside the store (folder, or bucket and prefix) is served, whatever the ledger says
             return await service_of(ctx).image_bytes(task_id, int(index), tenant=tenant_of())
         except NanoBananaError as err:

@@ -8,8 +8,10 @@ whose tenant would be ``default`` (stdio's and the CLI's), empty, or hold contro
 
 The keys are found through the issuer's metadata (``/.well-known/openid-configuration``, else
 ``/.well-known/oauth-authorization-server``) and cached; a token signed with a key not in the cache fetches them
-again, at most once a minute. Why a token was refused is logged at debug level only; the client gets a plain 401,
-and no token is ever logged.
+again, at most once a minute. One fetch runs at a time, within :data:`FETCH_SECONDS` in all (an issuer that trickles
+its keys cannot hold a sign-in longer); a sign-in that needs keys while another fetches them waits at most
+:data:`JOIN_SECONDS` for it, then is refused, so a slow issuer never queues every sign-in behind it. Why a token was
+refused is logged at debug level only; the client gets a plain 401, and no token is ever logged.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ REFRESH_SECONDS = 60.0
 """At most one fetch of the keys a minute for a token naming an unknown key."""
 MAX_KEY_AGE_SECONDS = 3600.0
 """Keys older than this are fetched again (a removed key stops working within the hour)."""
+FETCH_SECONDS = 10.0
+"""The whole fetch of the keys (discovery and key set, every byte), however slowly the issuer sends them."""
+JOIN_SECONDS = 1.0
+"""How long a sign-in waits for a fetch another sign-in started (a normal one takes milliseconds)."""
 _RETRY_SECONDS = 10.0
 _MAX_DOCUMENT_BYTES = 512 * 1024
 _TIMEOUT = 10.0
@@ -122,7 +128,7 @@ class JwtVerifier(TokenVerifier):
         self._jwks_uri: str | None = None
         self._fetched_at = float("-inf")
         self._next_fetch = float("-inf")
-        self._lock = anyio.Lock()
+        self._fetching: anyio.Event | None = None  # set when the fetch under way ends
 
     async def verify_token(self, token: str) -> AccessToken | None:
         try:
@@ -173,21 +179,33 @@ class JwtVerifier(TokenVerifier):
         )
 
     async def _key(self, kid: str | None) -> PyJWK | None:
-        """The published key ``kid`` names, fetching the keys when it is unknown (at most once a minute)."""
+        """The published key ``kid`` names, fetching the keys when it is unknown (at most once a minute, one fetch at
+        a time, within :data:`FETCH_SECONDS`)."""
         if self._usable(kid) and _now() - self._fetched_at < MAX_KEY_AGE_SECONDS:
             return self._find(kid)
-        async with self._lock:
-            now = _now()
-            stale = now - self._fetched_at >= MAX_KEY_AGE_SECONDS
-            if (stale or not self._usable(kid)) and now >= self._next_fetch:
-                try:
+        fetching = self._fetching
+        if fetching is not None:  # another sign-in fetches them: wait a moment for it, never in a queue behind it
+            if not self._usable(kid):
+                with anyio.move_on_after(JOIN_SECONDS):
+                    await fetching.wait()
+            return self._find(kid)
+        now = _now()
+        stale = now - self._fetched_at >= MAX_KEY_AGE_SECONDS
+        if (stale or not self._usable(kid)) and now >= self._next_fetch:
+            self._fetching = done = anyio.Event()
+            try:
+                with anyio.fail_after(FETCH_SECONDS):
                     await self._fetch()
-                except (_Refused, httpx.HTTPError, ValueError) as err:
-                    log.warning("Cannot fetch the signing keys of %s: %s", self.config.issuer, err)
-                    self._next_fetch = _now() + _RETRY_SECONDS
-                else:
-                    self._fetched_at = _now()
-                    self._next_fetch = self._fetched_at + REFRESH_SECONDS
+            except (_Refused, httpx.HTTPError, ValueError, TimeoutError) as err:
+                reason = err if str(err) else f"not fetched within {FETCH_SECONDS:g} s"
+                log.warning("Cannot fetch the signing keys of %s: %s", self.config.issuer, reason)
+                self._next_fetch = _now() + _RETRY_SECONDS
+            else:
+                self._fetched_at = _now()
+                self._next_fetch = self._fetched_at + REFRESH_SECONDS
+            finally:
+                self._fetching = None
+                done.set()
         return self._find(kid)
 
     def _usable(self, kid: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from nano_banana_mcp.monet.responses import Redactor, buffered, origin, status_e
 from nano_banana_mcp.monet.retry import RetryPolicy
 
 __all__ = ["Downloaded", "Downloader"]
+
+log = logging.getLogger(__name__)
 
 _MAX_REDIRECTS = 5
 
@@ -142,6 +145,8 @@ class Downloader:
                 return size, response.headers.get("content-type")
         except httpx.HTTPError as err:
             raise MonetConnectionError(f"The download broke off ({type(err).__name__}).") from err
+        except httpx.InvalidURL as err:  # httpx builds the next request of a redirect even when it follows none
+            raise UnsavableImage(_not_followed(err)) from err
 
     @asynccontextmanager
     async def _open(self, url: str, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
@@ -158,5 +163,14 @@ class Downloader:
                 try:
                     url = str(response.url.join(location))
                 except httpx.InvalidURL as err:
-                    raise UnsavableImage(f"The image URL redirected to an invalid URL ({err}).") from err
+                    raise UnsavableImage(_not_followed(err)) from err
         raise UnsavableImage(f"The image URL redirected more than {_MAX_REDIRECTS} times; not followed further.")
+
+
+def _not_followed(err: httpx.InvalidURL) -> str:
+    """Why a redirect to something that is no downloadable URL (a ``data:`` URL, say) ends the download for good."""
+    log.debug("a redirect not followed: %s", err)
+    return (
+        "The image URL redirected to a data: URL or another address that is not an http(s) URL; such a redirect "
+        "is never followed, so the image cannot be saved here (its URL is kept in the task)."
+    )

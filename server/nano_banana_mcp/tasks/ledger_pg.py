@@ -24,8 +24,9 @@ It keeps the promises of :class:`~nano_banana_mcp.tasks.store.LedgerStore` with 
 Queries go through a small pool (psycopg 3, async); the owner connection is apart from it, so no pooled session
 ever holds an owner lock, and so is the one that listens. This module needs the ``team`` extra (``pip install
 'nano-banana-mcp[team]'``); :func:`nano_banana_mcp.runtime.ledger_for` imports it only when a database URL is set.
-Every failure is a :class:`ConfigError` naming the database (``user@host:port/dbname``, never the password) and
-the setting.
+A failure at start is a :class:`ConfigError` naming the database (``user@host:port/dbname``, never the password)
+and the setting, for the operator who starts the server. A failure while serving is :class:`DatabaseUnavailable`,
+whose text (a tenant may read it) names no database: the log has the same detail for the operator.
 """
 
 from __future__ import annotations
@@ -46,11 +47,11 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
-from nano_banana_mcp.errors import ConfigError, NanoBananaError
+from nano_banana_mcp.errors import ConfigError, DatabaseUnavailable, NanoBananaError
 from nano_banana_mcp.tasks.records import FINISHED_PHASES, UNFINISHED_PHASES, Status, TaskRecord, now
 from nano_banana_mcp.tasks.store import RowTaken, record_from_row
 
-__all__ = ["FINISHED_CHANNEL", "MIGRATIONS", "POOL_SIZE", "SCHEMA_VERSION", "PostgresLedger"]
+__all__ = ["FINISHED_CHANNEL", "MIGRATIONS", "POOL_SIZE", "SCHEMA_VERSION", "DatabaseUnavailable", "PostgresLedger"]
 
 log = logging.getLogger(__name__)
 
@@ -272,14 +273,14 @@ class PostgresLedger:
             try:
                 conn = await self._connect()
             except psycopg.Error as err:
-                raise self._problem(err) from err
+                raise self._unavailable(err) from err
             try:
                 await self._lock_owner(conn, _new_owner())  # the old id stays dead
             except BaseException as err:
                 with anyio.CancelScope(shield=True):
                     await conn.close()
                 if isinstance(err, psycopg.Error):
-                    raise self._problem(err) from err
+                    raise self._unavailable(err) from err
                 raise
             self._owner_conn = conn
             log.info("ledger: owner connection to %s restored; this process is now %s", self.where, self._owner)
@@ -299,6 +300,12 @@ class PostgresLedger:
             "server must be reachable, the database must exist, and its user must be allowed to create tables in it."
         )
 
+    def _unavailable(self, err: BaseException) -> DatabaseUnavailable:
+        """A failure while serving: logged for the operator (the database and the reason, never the password); the
+        error says only that the database is unavailable."""
+        log.error("ledger: %s", self._problem(err))
+        return DatabaseUnavailable()
+
     def _reason(self, err: BaseException) -> str | None:
         """What went wrong, on one line and without the URL's password; None if the URL itself cannot be read."""
         try:
@@ -315,7 +322,7 @@ class PostgresLedger:
                 cursor = await conn.execute(query, params)
                 return await cursor.fetchall() if cursor.description is not None else []
         except psycopg.Error as err:
-            raise self._problem(err) from err
+            raise self._unavailable(err) from err
 
     async def _write(self, query: LiteralString, params: Sequence[Any] | dict[str, Any]) -> int:
         """Run a statement; the number of rows it changed."""
@@ -324,7 +331,7 @@ class PostgresLedger:
             async with pool.connection() as conn:
                 return (await conn.execute(query, params)).rowcount
         except psycopg.Error as err:
-            raise self._problem(err) from err
+            raise self._unavailable(err) from err
 
     def _require_pool(self) -> AsyncConnectionPool[_Connection]:
         if self._pool is None:
@@ -371,7 +378,7 @@ class PostgresLedger:
                 "AND NOT EXISTS (SELECT 1 FROM tasks WHERE task_id=%(t)s)",
                 {"t": _text(task_id), "k": _text(key), "me": self.owner},
             )
-        except ConfigError as err:
+        except DatabaseUnavailable as err:
             if isinstance(err.__cause__, psycopg.errors.UniqueViolation):
                 return False
             raise

@@ -43,6 +43,7 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import (
     AuthError,
     ConfigError,
+    DatabaseUnavailable,
     DownloadError,
     HostNotAllowed,
     MalformedResponse,
@@ -517,12 +518,12 @@ def _disk_error(out_dir: Path, err: OSError) -> str:
 
 def _plainly_transient(err: Exception) -> bool:
     """Failures tried again without a count: the API or a file host unreachable (429, 5xx, cut), a task not listed
-    yet, a bucket down, a full disk: a paid task's images wait for them to pass."""
+    yet, a bucket or the team database down, a full disk: a paid task's images wait for them to pass."""
     if isinstance(err, DownloadError) and isinstance(err.__cause__, Exception):
         return _plainly_transient(err.__cause__)
     if isinstance(err, OSError):
         return err.errno == errno.ENOSPC
-    return is_transient(err) or isinstance(err, _NotListedYet | StorageError)
+    return is_transient(err) or isinstance(err, _NotListedYet | StorageError | DatabaseUnavailable)
 
 
 def _local_window(seconds: float = UNKNOWN_CLOCK_SLACK.total_seconds()) -> CreateWindow:
