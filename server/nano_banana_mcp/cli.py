@@ -162,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="PATH",
         help="file of `tenant token [KEY_ENV_VAR]` lines, one bearer token per tenant; each tenant sees only its "
-        "own tasks, images and uploads; a third field names the environment variable holding the tenant's own Monet "
-        "API key (else it uses MONET_API_KEY) [NANO_BANANA_HTTP_TOKENS_FILE]",
+        "own tasks, images and uploads; a third field names the MONET_* environment variable holding the tenant's "
+        "own Monet API key (else it uses MONET_API_KEY); mode 600 [NANO_BANANA_HTTP_TOKENS_FILE]",
     )
     serve.add_argument(
         "--auth-token",
