@@ -446,11 +446,14 @@ def _edit(
     if updated is None or dry_run:
         return updated is not None, before, None
     _make_folders(target.parent)
-    with _locked(target):
-        updated, before = edit(read_config(target))
-        if updated is None:
-            return False, before, None
-        return True, before, _write_atomically(target, updated, private=private)
+    try:
+        with _locked(target):
+            updated, before = edit(read_config(target))
+            if updated is None:
+                return False, before, None
+            return True, before, _write_atomically(target, updated, private=private)
+    except OSError as err:  # a folder we cannot write in, a full disk: the file is as it was
+        raise ConfigError(f"Cannot write {target}: {err.strerror or err}; it was left as it was.") from err
 
 
 @dataclass(frozen=True)
