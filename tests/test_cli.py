@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -132,6 +133,36 @@ def test_tasks_with_none_says_how_to_start(offline_env: dict[str, str], run_cli)
     assert proc.returncode == 0
     assert proc.stdout == ""
     assert "generate" in proc.stderr
+
+
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\x9b31mred\x1b[0m\r\n2026-01-01 00:00:00 ERROR forged line\x00\x08\x7f end"
+"""API text that would retitle the terminal, clear it, colour it, and print a log line of its own."""
+CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # every control but tab and the line break itself
+
+
+def test_api_text_reaches_the_terminal_without_control_characters(
+    process_env: dict[str, str], emulator, api_key: str, run_cli
+) -> None:
+    """A task's error from the API, shown by `generate` (its message and its log lines) and in the `tasks` table,
+    and a prompt (an agent's text) in that table, carry no control character to the terminal: no escape sequence,
+    and no line of their own."""
+    emulator.faults.fail_tasks = 1
+    emulator.faults.fail_message = f"failed: {HOSTILE}"
+    failed = run_cli(["generate", "a cat", "--log-level", "INFO"], process_env)
+    assert failed.returncode == 1, failed.stderr
+    assert "forged line" in failed.stderr  # the error is shown, and logged
+    emulator.task_seconds = 600  # still running when `tasks` lists it: the row shows its prompt
+    prompt = "prompt " + HOSTILE.replace("\x00", "")  # argv cannot carry a NUL
+    pending = run_cli(["generate", prompt, "--wait", "0"], process_env)
+    assert pending.returncode == 5, pending.stderr
+    listed = run_cli(["tasks"], process_env)
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == 2  # the two tasks: the API's line break made no line of its own
+    assert "forged line" in listed.stdout
+    assert "prompt" in listed.stdout
+    for text in (failed.stdout, failed.stderr, pending.stdout, pending.stderr, listed.stdout, listed.stderr):
+        assert not CONTROLS.search(text), repr(text)
+        assert not any(line.startswith("2026-01-01") for line in text.splitlines())
 
 
 def test_models_text_and_json(offline_env: dict[str, str], run_cli) -> None:

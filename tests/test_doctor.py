@@ -7,6 +7,7 @@ asked, so a doctor that created a task, or asked more than once, would show.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -204,13 +205,27 @@ def test_host_entries_are_found_and_a_missing_command_fails(
     assert report["host claude-desktop"]["status"] == "ok"
 
 
+def test_the_table_carries_no_control_character_from_a_host_file(
+    process_env: dict[str, str], command: str, tmp_path: Path
+) -> None:
+    """An entry's command holding escape sequences and a line break (a hand-edited or hostile host file) is shown
+    in the table without them: it cannot retitle or clear the terminal, nor print a row of its own."""
+    hostile = "/gone/\x1b]0;owned\x07\x1b[2J\x9b31m\nforged row\r/nano-banana-mcp"
+    install.install("cursor", command=[hostile], home=tmp_path, platform=sys.platform, environ={})
+    proc = doctor(command, process_env)
+    assert proc.returncode == 1
+    assert "forged row" in proc.stdout
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", proc.stdout), repr(proc.stdout)
+    assert not any(line.startswith("forged row") for line in proc.stdout.splitlines())
+
+
 def test_the_tokens_file_counts_tenants_and_shows_no_secret(
     process_env: dict[str, str], command: str, tmp_path: Path
 ) -> None:
     tokens = tmp_path / "tokens"
-    tokens.write_text("alice alice-token-never-shown\nbob bob-token-never-shown BOB_MONET_KEY\n")
+    tokens.write_text("alice alice-token-never-shown\nbob bob-token-never-shown MONET_BOB_KEY\n")
     tokens.chmod(0o600)
-    env = process_env | {"BOB_MONET_KEY": "monet_bob_key_never_shown"}
+    env = process_env | {"MONET_BOB_KEY": "monet_bob_key_never_shown"}
     proc = doctor(command, env, "--auth-tokens-file", str(tokens), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     row = rows(proc)["tokens file"]

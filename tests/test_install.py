@@ -213,7 +213,11 @@ def test_dry_run_writes_nothing(command: str, tmp_path: Path) -> None:
         ("openclaw", "{\n  // JSON5: OpenClaw reads it, we do not\n  mcp: {servers: {}},\n}\n"),
         ("cursor", "[]"),
         ("claude-code", '{"mcpServers": ["not", "an", "object"]}'),
+        ("cursor", '{"note": "\\ud800", "mcpServers": {}}'),  # a lone surrogate: no UTF-8 file can hold it
+        ("claude-desktop", '{"\\udfff": 1, "mcpServers": {}}'),  # in a key
+        ("openclaw", '{"limit": NaN, "mcp": {"servers": {}}}'),  # Python reads NaN; JSON has no such number
     ],
+    ids=["trailing-comma", "json5", "array", "servers-array", "lone-surrogate", "surrogate-key", "nan"],
 )
 def test_a_file_that_is_not_a_json_object_is_refused_and_untouched(
     command: str, tmp_path: Path, host: install.Host, text: str
@@ -225,8 +229,10 @@ def test_a_file_that_is_not_a_json_object_is_refused_and_untouched(
     path.write_text(text, encoding="utf-8")
     done = run(command, "install", host, "--offline", env=env)
     assert done.returncode == 3
-    assert str(path) in done.stderr
-    assert "left untouched" in done.stderr
+    assert "Traceback" not in done.stderr
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert str(path) in error
+    assert "left untouched" in error
     assert "The entry to add by hand" in done.stderr
     if host == "openclaw":
         assert "openclaw mcp set nano-banana '" in done.stderr
@@ -335,6 +341,127 @@ def test_a_servers_key_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(ConfigError, match="`mcpServers` is a JSON str"):
         install.remove({"mcpServers": "x"}, "cursor", "nb")
     assert install.remove({}, "cursor", "nb") == ({}, False)
+
+
+# -- the host's file: its numbers, concurrent installs, owner and mode, links -------------------------------------
+
+SPELLED = """{
+  "limits": {
+    "huge": 1e999,
+    "precise": 0.10000000000000000001,
+    "big": 123456789012345678901234567890,
+    "exponent": 1E+2,
+    "tiny": 5e-324,
+    "zero": -0,
+    "list": [
+      1.50,
+      -0.0
+    ]
+  },
+  "mcpServers": {
+    "docs": {
+      "url": "https://example.invalid/sse",
+      "timeoutMs": 30000.000
+    }
+  }
+}
+"""
+
+
+def test_numbers_in_the_file_are_written_back_as_spelled(tmp_path: Path) -> None:
+    """A `1e999` is not rewritten as `Infinity` (which no JSON reader takes), nor does any other number lose or
+    change a digit: install then uninstall gives back the very bytes the file had."""
+    env = host_env(tmp_path)
+    path = install.config_path("cursor", home=tmp_path, platform="linux", environ=env)
+    path.parent.mkdir(parents=True)
+    path.write_text(SPELLED, encoding="utf-8")
+    change = install.install("cursor", command=["/opt/nb"], home=tmp_path, platform="linux", environ=env)
+    assert change.action == "added"
+    written = path.read_text(encoding="utf-8")
+    assert "Infinity" not in written
+    for number in ("1e999", "0.10000000000000000001", "123456789012345678901234567890", "1E+2", "5e-324", "-0,"):
+        assert number in written, number
+    assert install.uninstall("cursor", home=tmp_path, platform="linux", environ=env).action == "removed"
+    assert path.read_text(encoding="utf-8") == SPELLED
+
+
+def test_concurrent_installs_keep_every_entry(command: str, tmp_path: Path) -> None:
+    """16 installs of 16 names started at once into one file that lists another server: all 17 are there after,
+    and the file is valid JSON (each install read the file under the lock, after the one before had written)."""
+    env = host_env(tmp_path)
+    path = tmp_path / ".cursor" / "mcp.json"
+    path.parent.mkdir()
+    path.write_text('{"mcpServers": {"theirs": {"command": "x"}}}\n', encoding="utf-8")
+    names = [f"banana-{i}" for i in range(16)]
+    procs = [
+        subprocess.Popen(
+            [command, "install", "cursor", "--offline", "--name", name],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
+    failures = [(p.wait(timeout=120), p.stderr.read()) for p in procs if p.stderr is not None]
+    assert [f for f in failures if f[0] != 0] == []
+    servers = json.loads(path.read_text(encoding="utf-8"))["mcpServers"]
+    assert sorted(servers) == sorted(["theirs", *names])
+
+
+USER = 65534  # nobody: a user other than the one running the tests (root)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="needs root, to install into another user's file")
+def test_root_installing_into_a_users_file_keeps_its_owner_and_mode(tmp_path: Path) -> None:
+    """Root running `install` for a user leaves that user's file (and its backup) the user's, with its mode; with
+    a key the file is made private but stays the user's; a new file in the user's folder is the user's too."""
+    env = host_env(tmp_path)
+    path = install.config_path("cursor", home=tmp_path, platform="linux", environ=env)
+    path.parent.mkdir()
+    os.chown(path.parent, USER, USER)
+    path.write_text('{"mcpServers": {}}\n', encoding="utf-8")
+    os.chown(path, USER, USER)
+    path.chmod(0o640)
+
+    change = install.install("cursor", command=["/opt/nb"], home=tmp_path, platform="linux", environ=env)
+    assert change.backup is not None
+    for each in (path, change.backup):
+        info = each.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (USER, USER, 0o640), each
+
+    install.install("cursor", command=["/opt/nb"], key=SECRET, home=tmp_path, platform="linux", environ=env)
+    info = path.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (USER, USER, 0o600)
+
+    path.unlink()
+    change.backup.unlink()
+    install.install("cursor", command=["/opt/nb"], home=tmp_path, platform="linux", environ=env)
+    assert (path.stat().st_uid, path.stat().st_gid) == (USER, USER)
+    assert all(each.stat().st_uid == USER for each in path.parent.iterdir())  # the lock file too
+
+
+def test_a_dangling_symlink_is_refused_and_makes_no_folder(command: str, tmp_path: Path) -> None:
+    """A config file that is a link to nothing: exit 3 naming the link, no folder made along its target, the link
+    kept; a link to an existing file is written through (the link stays a link)."""
+    env = host_env(tmp_path)
+    path = tmp_path / ".cursor" / "mcp.json"
+    path.parent.mkdir()
+    target = tmp_path / "elsewhere" / "deep" / "mcp.json"
+    path.symlink_to(target)
+    done = run(command, "install", "cursor", "--offline", env=env)
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr
+    assert f"error: {path} is a symbolic link to {target}, which does not exist" in done.stderr
+    assert not (tmp_path / "elsewhere").exists()
+    assert path.is_symlink()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["mcp.json"]
+
+    target.parent.mkdir(parents=True)
+    target.write_text("{}", encoding="utf-8")
+    assert run(command, "install", "cursor", "--offline", env=env).returncode == 0
+    assert path.is_symlink()
+    assert "nano-banana" in json.loads(target.read_text(encoding="utf-8"))["mcpServers"]
 
 
 # -- what the docs tell ----------------------------------------------------------------------------------------

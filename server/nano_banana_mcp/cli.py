@@ -28,6 +28,7 @@ from nano_banana_mcp.errors import (
     ReferenceImageError,
 )
 from nano_banana_mcp.install import DEFAULT_NAME, HOSTS, KEY_VAR
+from nano_banana_mcp.terminal import PrintableFormatter, printable
 
 if TYPE_CHECKING:
     from nano_banana_mcp.catalog import GenerateRequest
@@ -162,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="PATH",
         help="file of `tenant token [KEY_ENV_VAR]` lines, one bearer token per tenant; each tenant sees only its "
-        "own tasks, images and uploads; a third field names the environment variable holding the tenant's own Monet "
-        "API key (else it uses MONET_API_KEY) [NANO_BANANA_HTTP_TOKENS_FILE]",
+        "own tasks, images and uploads; a third field names the MONET_* environment variable holding the tenant's "
+        "own Monet API key (else it uses MONET_API_KEY); mode 600 [NANO_BANANA_HTTP_TOKENS_FILE]",
     )
     serve.add_argument(
         "--auth-token",
@@ -357,15 +358,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         argv.insert(0, "serve")  # `nano-banana-mcp [--offline ...]` is how MCP hosts start the server
     args = parser.parse_args(argv)
     command = args.command
-    logging.basicConfig(
-        level=getattr(args, "log_level", "WARNING"),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(args, "log_level", "WARNING"), handlers=[handler])
     try:
         code = _dispatch(command, args)
     except NanoBananaError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(str(err))}", file=sys.stderr)
         code = _exit_code(err)
     except KeyboardInterrupt:
         code = 130
@@ -463,16 +462,18 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         print(result.model_dump_json(indent=2))
     elif result.status == "success":
         for image in result.images:
-            print(image.path or image.url)
+            print(printable(image.path or image.url or ""))
         if result.offline:
             print("note: offline mode, these are emulator placeholders", file=sys.stderr)
     elif result.status == "failed":
-        print(result.summary(), file=sys.stderr)
+        print(printable(result.summary()), file=sys.stderr)
     else:
         problem = f" Problem: {result.error}" if result.error else ""
         print(
-            f"Task {result.task_id} is still {result.status}.{problem} It is kept in the ledger and finished by the "
-            "next nano-banana-mcp that runs here (never charged twice); `nano-banana-mcp tasks` lists it.",
+            printable(
+                f"Task {result.task_id} is still {result.status}.{problem} It is kept in the ledger and finished by "
+                "the next nano-banana-mcp that runs here (never charged twice); `nano-banana-mcp tasks` lists it."
+            ),
             file=sys.stderr,
         )
     if result.status == "success":
@@ -524,14 +525,14 @@ async def _tasks(settings: Settings, args: argparse.Namespace) -> int:
         print(listing.model_dump_json(indent=2))
         return EXIT_OK
     if listing.api_error:
-        print(f"note: {listing.api_error}", file=sys.stderr)
+        print(printable(f"note: {listing.api_error}"), file=sys.stderr)
     if not listing.tasks:
         print('No tasks yet. Try: nano-banana-mcp generate --offline "a cute cat"', file=sys.stderr)
         return EXIT_OK
     for task in listing.tasks:
         when = task.created_at.astimezone().strftime("%Y-%m-%d %H:%M") if task.created_at else "-"
         where = " ".join(task.paths) or (task.error or task.prompt)
-        print(f"{task.task_id:<22} {task.status:<8} {when}  {task.model:<18} {where}")
+        print(printable(f"{task.task_id:<22} {task.status:<8} {when}  {task.model:<18} {where}"))
     return EXIT_OK
 
 
@@ -547,7 +548,7 @@ def _models(*, json_out: bool) -> int:
     if json_out:
         print(json.dumps([m.model_dump() for m in catalog.model_info()], indent=2))
     else:
-        print(catalog.markdown_table())
+        print("\n".join(printable(row) for row in catalog.markdown_table().splitlines()))
     return EXIT_OK
 
 
@@ -555,7 +556,7 @@ def _install(command: str, args: argparse.Namespace) -> int:
     from nano_banana_mcp import install  # noqa: PLC0415
 
     if command == "uninstall":
-        print(install.uninstall(args.host, name=args.name, dry_run=args.dry_run).report())
+        print(_lines(install.uninstall(args.host, name=args.name, dry_run=args.dry_run).report()))
         return EXIT_OK
     key = None
     if args.key_from_env:
@@ -568,15 +569,21 @@ def _install(command: str, args: argparse.Namespace) -> int:
         entry = json.dumps(
             install.redacted(install.entry_for(args.host, install.server_command(), offline=args.offline))
         )
-        print(f"error: {err}\nThe entry to add by hand, as server {args.name!r}: {entry}", file=sys.stderr)
+        print(f"error: {printable(str(err))}", file=sys.stderr)
+        print(printable(f"The entry to add by hand, as server {args.name!r}: {entry}"), file=sys.stderr)
         if args.host == "openclaw":
-            print(f"or let OpenClaw write it: openclaw mcp set {args.name} '{entry}'", file=sys.stderr)
+            print(printable(f"or let OpenClaw write it: openclaw mcp set {args.name} '{entry}'"), file=sys.stderr)
         return EXIT_CONFIG
-    print(change.report())
-    print(install.key_advice(args.host, change.path, offline=args.offline, key_written=key is not None))
+    print(_lines(change.report()))
+    print(printable(install.key_advice(args.host, change.path, offline=args.offline, key_written=key is not None)))
     if not args.dry_run and change.action != "unchanged":
         print(_RELOAD[args.host].format(name=args.name))
     return EXIT_OK
+
+
+def _lines(text: str) -> str:
+    """A report of several lines, each made ``printable``."""
+    return "\n".join(printable(line) for line in text.splitlines())
 
 
 _RELOAD = {

@@ -39,6 +39,7 @@ from nano_banana_mcp.monet.models import API_PREFIX
 from nano_banana_mcp.storage import image_store
 from nano_banana_mcp.tasks import LEDGER_FILE
 from nano_banana_mcp.tasks.create_path import CREATE_PATH_FILE, CreatePath
+from nano_banana_mcp.terminal import printable
 
 __all__ = ["Check", "Status", "as_json", "failed", "run_checks", "table"]
 
@@ -95,7 +96,7 @@ def table(checks: Sequence[Check]) -> str:
     """The report as a table for a person, with a last line that sums it up."""
     width = max(len("CHECK"), *(len(c.check) for c in checks))
     lines = [f"{'CHECK':<{width}}  STATUS  DETAIL"]
-    lines += [f"{c.check:<{width}}  {c.status:<6}  {c.detail}" for c in checks]
+    lines += [printable(f"{c.check:<{width}}  {c.status:<6}  {c.detail}") for c in checks]  # API and file text
     failures = sum(c.status == "fail" for c in checks)
     warnings = sum(c.status == "warn" for c in checks)
     if failures:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -36,6 +37,13 @@ BOB = "bob-token-9876543210"  # written in the file as its sha256: digest
 UNKNOWN = "task_nope0000000000"
 
 
+def _write_private(path: Path, text: str) -> Path:
+    """A tokens file as the server accepts it: readable by its owner only."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def _text(result: Any) -> str:
     return " ".join(getattr(c, "text", "") for c in result.content)
 
@@ -52,7 +60,7 @@ def tenants_server(tmp_path_factory, make_settings, emulator_server, serve_http)
     root = tmp_path_factory.mktemp("tenants")
     tokens = root / "tokens"
     bob_digest = hashlib.sha256(BOB.encode()).hexdigest()
-    tokens.write_text(f"# team\n\nalice {ALICE}\n  bob   sha256:{bob_digest.upper()}  \n")
+    _write_private(tokens, f"# team\n\nalice {ALICE}\n  bob   sha256:{bob_digest.upper()}  \n")
     settings = make_settings(emulator_server.base_url, root).model_copy(update={"http_tokens_file": tokens})
     with serve_http(settings) as base:
         yield Served(f"{base}/mcp", settings)
@@ -198,7 +206,7 @@ def test_tokens_map_to_their_tenant_and_sha256_entries_take_the_token_not_the_di
 
 
 async def test_verifier_names_the_tenant_in_the_subject(tmp_path: Path) -> None:
-    (tmp_path / "tokens").write_text(f"alice {ALICE}\nbob sha256:{hashlib.sha256(BOB.encode()).hexdigest()}\n")
+    _write_private(tmp_path / "tokens", f"alice {ALICE}\nbob sha256:{hashlib.sha256(BOB.encode()).hexdigest()}\n")
     verifier = TenantTokenVerifier(read_tokens_file(tmp_path / "tokens"))
     alice, bob = await verifier.verify_token(ALICE), await verifier.verify_token(BOB)
     assert alice is not None and alice.subject == "alice" and alice.token != ALICE
@@ -227,24 +235,26 @@ SECRET = "do-not-print-me-42"
 @pytest.mark.parametrize(
     ("text", "line", "says"),
     [
-        (f"alice {SECRET}\n\n# c\nalice other-token\n", 4, "already given on line 1"),
+        (f"alice {SECRET}\n\n# c\nalice other-token-0123456789\n", 4, "already given on line 1"),
         (f"alice {SECRET}\nbob {SECRET}\n", 2, "also the token of line 1"),
         (f"alice {SECRET}\nbob sha256:{hashlib.sha256(SECRET.encode()).hexdigest()}\n", 2, "also the token of line 1"),
         (f"# c\n{SECRET}\n", 2, "no token"),
         ("alice sha256:abc\n", 1, "64 hex digits"),
-        (f"alice {SECRET} NB_TEST_NEVER_SET_KEY\n", 1, "NB_TEST_NEVER_SET_KEY, which should hold"),
+        (f"alice {SECRET} MONET_TEST_NEVER_SET_KEY\n", 1, "MONET_TEST_NEVER_SET_KEY, which should hold"),
         (f"alice {SECRET} 9LIVES\n", 1, "name of an environment variable"),
         (f"alice {SECRET} monet_{SECRET.replace('-', '_')}\n", 1, "never the key itself"),
         (f"alice {SECRET} x y\n", 1, "4 fields"),
         (f"al/ice {SECRET}\n", 1, "tenant name"),
         (f"alice {SECRET}\u00e9\n", 1, "header cannot carry"),
+        (f"alice {SECRET}\nbob {SECRET[:15]}\n", 2, "shorter than 16 characters"),
+        (f"alice {SECRET} AWS_SECRET_ACCESS_KEY\n", 1, "a variable whose name starts with MONET_"),
     ],
 )
 def test_a_malformed_tokens_file_is_refused_naming_the_line_never_the_token(
     settings: Settings, tmp_path: Path, text: str, line: int, says: str
 ) -> None:
     path = tmp_path / "tokens"
-    path.write_text(text)
+    _write_private(path, text)
     with pytest.raises(ConfigError) as caught:
         http_auth(settings.model_copy(update={"http_tokens_file": path}), "127.0.0.1")
     message = str(caught.value)
@@ -255,10 +265,10 @@ def test_a_malformed_tokens_file_is_refused_naming_the_line_never_the_token(
 
 def test_an_empty_tokens_file_or_two_token_settings_are_refused(settings: Settings, tmp_path: Path) -> None:
     path = tmp_path / "tokens"
-    path.write_text("# nobody yet\n\n")
+    _write_private(path, "# nobody yet\n\n")
     with pytest.raises(ConfigError, match="holds no tenant"):
         http_auth(settings.model_copy(update={"http_tokens_file": path}), "127.0.0.1")
-    path.write_text(f"alice {ALICE}\n")
+    _write_private(path, f"alice {ALICE}\n")
     both = settings.model_copy(update={"http_tokens_file": path, "http_token": SecretStr(SECRET)})
     with pytest.raises(ConfigError, match="set only one"):
         http_auth(both, "127.0.0.1")
@@ -270,7 +280,7 @@ def test_the_server_refuses_to_start_on_a_malformed_tokens_file(
     process_env: dict[str, str], command: str, tmp_path: Path
 ) -> None:
     """`serve --http` with a malformed line exits with the file and line, and without the token."""
-    (tmp_path / "tokens").write_text(f"alice {ALICE}\nbob\n")
+    _write_private(tmp_path / "tokens", f"alice {ALICE}\nbob\n")
     env = process_env | {"NANO_BANANA_HTTP_TOKENS_FILE": str(tmp_path / "tokens")}
     done = subprocess.run(
         [command, "serve", "--http", "--port", "0"], env=env, capture_output=True, text=True, timeout=30, check=False
@@ -280,8 +290,67 @@ def test_the_server_refuses_to_start_on_a_malformed_tokens_file(
     assert ALICE not in done.stderr + done.stdout
 
 
+def _loose(mode: int) -> Any:
+    def make(path: Path) -> None:
+        _write_private(path, f"alice {ALICE}\n").chmod(mode)
+
+    return make
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path, 0o600)  # no writer: opening it to read would wait for one
+
+
+UNTRUSTED_TOKENS_FILES = {
+    "other-readable": (_loose(0o644), None, "chmod 600"),
+    "group-readable": (_loose(0o640), None, "chmod 600"),
+    "group-writable": (_loose(0o620), None, "chmod 600"),
+    "fifo": (_fifo, None, "not a regular file (a named pipe)"),
+    "folder": (Path.mkdir, None, "not a regular file (a folder)"),
+    "one-character-token": (lambda path: _write_private(path, f"alice {ALICE}\nbob x\n"), 2, "shorter than 16"),
+    "aws-key-variable": (
+        lambda path: _write_private(path, f"alice {ALICE} AWS_SECRET_ACCESS_KEY\n"),
+        1,
+        "starts with MONET_",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNTRUSTED_TOKENS_FILES))
+def test_the_server_refuses_to_start_on_a_tokens_file_it_cannot_trust(
+    process_env: dict[str, str], command: str, tmp_path: Path, case: str
+) -> None:
+    """`serve --http` exits 3 (a configuration error) at once with one line naming the file (and the line): on a
+    file other users may read or change (saying which chmod fixes it), a FIFO or a folder (never waited on), a
+    token short enough to guess, a third field naming a variable that is not MONET_* (the server's AWS secret would
+    otherwise go out as that tenant's Monet key)."""
+    make, line, says = UNTRUSTED_TOKENS_FILES[case]
+    path = tmp_path / "tokens"
+    make(path)
+    aws_secret = "aws-secret-never-shown-0123456789"
+    env = process_env | {"NANO_BANANA_HTTP_TOKENS_FILE": str(path), "AWS_SECRET_ACCESS_KEY": aws_secret}
+    done = subprocess.run(
+        [command, "serve", "--http", "--port", "0"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 3, done.stderr
+    [error] = done.stderr.splitlines()
+    assert error.startswith(f"error: {path} line {line}:" if line else "error: the tokens file ")
+    assert str(path) in error
+    assert says in error
+    assert ALICE not in done.stderr + done.stdout and aws_secret not in done.stderr + done.stdout
+
+
+def test_a_private_tokens_file_is_accepted_at_mode_600_or_400(settings: Settings, tmp_path: Path) -> None:
+    """Readable by its owner only (600, or read-only 400) is what the server asks for, and takes."""
+    path = _write_private(tmp_path / "tokens", f"alice {ALICE}\n")
+    for mode in (0o600, 0o400):
+        path.chmod(mode)
+        auth = http_auth(settings.model_copy(update={"http_tokens_file": path}), "127.0.0.1")
+        assert [t.tenant for t in auth.tenants] == ["alice"]
+
+
 def test_the_start_line_names_the_file_not_a_token(settings: Settings, tmp_path: Path) -> None:
-    (tmp_path / "tokens").write_text(f"alice {ALICE}\n")
+    _write_private(tmp_path / "tokens", f"alice {ALICE}\n")
     auth = http_auth(settings.model_copy(update={"http_tokens_file": tmp_path / "tokens"}), "127.0.0.1")
     assert auth.required and auth.token is None
     message = auth.start_message("http://127.0.0.1:8000/mcp")
@@ -294,7 +363,7 @@ def test_the_start_line_names_the_file_not_a_token(settings: Settings, tmp_path:
 CAROL = "carol-token-0123456789"
 DAVE = "dave-token-9876543210"
 CAROL_KEY = "monet_carol_own_account_5f1e9a"  # her own account's key: in the environment only
-CAROL_KEY_VAR = "NB_TEST_CAROL_MONET_KEY"
+CAROL_KEY_VAR = "MONET_TEST_CAROL_KEY"
 
 
 @pytest.fixture
@@ -309,7 +378,7 @@ def own_key(emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def _own_key_settings(base: Settings, root: Path, **update: Any) -> Settings:
     """``base`` with a tokens file of carol (her own key, by its variable) and dave (the server's key)."""
     tokens = root / "tokens"
-    tokens.write_text(f"# carol pays with her own account\ncarol {CAROL} {CAROL_KEY_VAR}\ndave {DAVE}\n")
+    _write_private(tokens, f"# carol pays with her own account\ncarol {CAROL} {CAROL_KEY_VAR}\ndave {DAVE}\n")
     return base.model_copy(update={"http_tokens_file": tokens, **update})
 
 
@@ -373,7 +442,7 @@ def test_a_key_variable_that_is_unset_or_empty_is_refused_naming_it(
     else:
         monkeypatch.setenv(CAROL_KEY_VAR, value)
     path = tmp_path / "tokens"
-    path.write_text(f"alice {ALICE}\ncarol {CAROL} {CAROL_KEY_VAR}\n")
+    _write_private(path, f"alice {ALICE}\ncarol {CAROL} {CAROL_KEY_VAR}\n")
     with pytest.raises(ConfigError) as caught:
         http_auth(settings.model_copy(update={"http_tokens_file": path}), "127.0.0.1")
     message = str(caught.value)

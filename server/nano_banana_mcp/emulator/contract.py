@@ -394,6 +394,8 @@ class Emulator:
             duration=self.task_seconds,
             fails=self._faults.fail_task(),
         )
+        if task.fails:
+            task.error_message = self.faults.fail_message
         if echoed := self._faults.echo_in_task(request.scope):
             task.fails, task.error_message = True, echoed
         state.tasks[task.id] = task

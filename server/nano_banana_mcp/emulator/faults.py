@@ -89,6 +89,8 @@ class Faults:
     """The next N SSE streams send their first event, then break the connection."""
     fail_tasks: int = 0
     """The next N newly created tasks end ``failed``."""
+    fail_message: str | None = None
+    """The error message of the tasks ``fail_tasks`` fails (None: the emulator's own), as an API may send any text."""
     refuse_creates: int = 0
     """The next N creates of a new task answer ``refuse_status`` although the request is valid."""
     refuse_status: int = 400
@@ -453,6 +455,13 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+_NULLABLE: dict[str, tuple[type, str]] = {
+    "output_bytes": (bytes, "output_bytes is set from Python only (bytes or None); JSON cannot carry the bytes."),
+    "fail_message": (str, "fail_message must be a string or null."),
+}
+"""Faults that are None or a value of one type, and what to say about any other value."""
+
+
 def _check_fault(name: str, value: Any) -> Any:
     """``value`` if it is a valid setting of fault ``name``; else ValueError saying why."""
     choices = _CHOICES.get(name)
@@ -464,10 +473,10 @@ def _check_fault(name: str, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool) and 400 <= value < 500:
             return value
         raise ValueError(f"refuse_status must be a 4xx status, got {value!r}.")
-    if name == "output_bytes":
-        if value is None or isinstance(value, bytes):
+    if name in _NULLABLE:
+        if value is None or isinstance(value, _NULLABLE[name][0]):
             return value
-        raise ValueError("output_bytes is set from Python only (bytes or None); JSON cannot carry the bytes.")
+        raise ValueError(_NULLABLE[name][1])
     if name == "chaos_seed":
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value

@@ -63,6 +63,10 @@ _TENANTS_SETTING = "NANO_BANANA_HTTP_TOKENS_FILE / --auth-tokens-file"
 _MAX_TENANTS_BYTES = 1024 * 1024
 _TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_KEY_ENV_PREFIX = "MONET_"
+"""A tokens file's third field may name only these variables: never another secret of the server's environment."""
+_MIN_TOKEN_CHARS = 16
+"""A tenant's token (written in the tokens file, not by its digest) has at least this many characters."""
 _SHA256 = "sha256:"
 
 
@@ -288,6 +292,33 @@ def _read_capped(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
         return file.read(limit + 1), os.fstat(file.fileno())
 
 
+def _read_regular(path: Path, limit: int) -> tuple[bytes | None, os.stat_result]:
+    """Like ``_read_capped``, but only from a regular file: the file is opened without blocking (a FIFO with no
+    writer would otherwise hang the open) and its status taken from that descriptor; anything else reads as None."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, info
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read(limit + 1), info
+    finally:
+        os.close(fd)
+
+
+def _kind(info: os.stat_result) -> str:
+    """What a file that is not a regular one is, for a message."""
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((name for test, name in kinds if test(info.st_mode)), "not a file")
+
+
 def _read_token(path: Path, setting: str, *, private: bool) -> SecretStr:
     """The token in a file; ``private`` (the one we keep): refuse it if other users can read it, as they must not."""
     try:
@@ -334,18 +365,25 @@ def read_tokens_file(path: Path) -> tuple[TenantToken, ...]:
     ``sha256:<hex>``, its digest); blank lines and ``#`` comments are skipped. A third field names the environment
     variable holding the tenant's own Monet API key, read now: every paid call of that tenant uses it.
 
-    A malformed line, a tenant or token given twice, a key variable unset or empty, or a file without tenants is a
-    ConfigError naming the file and the line; no message ever shows a token or a key.
+    A malformed line, a token shorter than 16 characters, a tenant or token given twice, a key variable that is not
+    a ``MONET_*`` one or is unset or empty, or a file without tenants is a ConfigError naming the file and the line;
+    so is a file other users may read or change (as ssh refuses such a private key: it says which ``chmod``) and
+    anything but a regular file (a FIFO is refused, never waited on). No message ever shows a token or a key.
     """
     where = f"the tokens file {path} ({_TENANTS_SETTING})"
     try:
-        data, info = _read_capped(path, _MAX_TENANTS_BYTES)
+        data, info = _read_regular(path, _MAX_TENANTS_BYTES)
     except OSError as err:
         raise ConfigError(f"Cannot read {where}: {err.strerror or err}.") from err
+    if data is None:
+        raise ConfigError(f"{where} is not a regular file ({_kind(info)}): point the setting at the file itself.")
+    if os.name == "posix" and info.st_mode & 0o077:  # as ssh refuses a private key others can read
+        raise ConfigError(
+            f"{where} can be read or changed by other users of this machine (mode {stat.S_IMODE(info.st_mode):o}): "
+            f"run `chmod 600 {shlex.quote(str(path))}` and start the server again."
+        )
     if len(data) > _MAX_TENANTS_BYTES:
         raise ConfigError(f"{where} is over {_MAX_TENANTS_BYTES // 1024} KB; it holds one line per tenant.")
-    if os.name == "posix" and stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
-        log.warning("The HTTP tokens file %s can be read by other users; `chmod 600` it.", path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -409,6 +447,11 @@ def _tenant_key(name: str, at: str) -> SecretStr:
             "key (letters, digits and '_', not starting with a digit), never the key itself. Write the line as "
             f"`tenant token KEY_ENV_VAR`. ({_TENANTS_SETTING})"
         )
+    if not name.startswith(_KEY_ENV_PREFIX):  # a line must not send another secret of the server's as a Monet key
+        raise ConfigError(
+            f"{at}: the third field names {name}, but a tenant's key may come only from a variable whose name starts "
+            f"with {_KEY_ENV_PREFIX} (for example {_KEY_ENV_PREFIX}KEY_ALICE): set one for the server and name it here."
+        )
     value = os.environ.get(name)
     if value is None or not value.strip():
         state = "is not set" if value is None else "is empty"
@@ -435,5 +478,11 @@ def _tenant_token(tenant: str, token: str, at: str) -> TenantToken:
     if not all(33 <= ord(c) < 127 for c in token):
         raise ConfigError(
             f"{at}: the token has characters an HTTP header cannot carry: use letters, digits and - . _ ~ + / = only."
+        )
+    if len(token) < _MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"{at}: the token is shorter than {_MIN_TOKEN_CHARS} characters, short enough to guess. Give the tenant a "
+            "long random one (for example the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
         )
     return TenantToken(tenant, token.encode(), hashed=False)
