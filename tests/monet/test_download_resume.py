@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nano_banana_mcp.monet import Downloader, RetryPolicy
+from nano_banana_mcp.monet import Downloaded, Downloader, RetryPolicy
 
 pytestmark = pytest.mark.anyio
 
@@ -47,11 +47,8 @@ def host(range_start: int) -> tuple[httpx.AsyncClient, list[str | None]]:
     return httpx.AsyncClient(transport=httpx.MockTransport(handler)), ranges
 
 
-@pytest.mark.parametrize("range_start", [0, 100], ids=["whole-file", "wrong-offset"])
-async def test_a_206_for_another_range_starts_the_file_over(tmp_path: Path, range_start: int) -> None:
-    """A resume answered with a range that does not start at the part file's end is never appended: the part file
-    is dropped and the file downloaded again whole."""
-    http, ranges = host(range_start)
+async def fetch(http: httpx.AsyncClient, dest: Path) -> Downloaded:
+    """Download URL to ``dest`` through ``http`` (tried up to 3 times, no waits), then close it."""
     downloader = Downloader(
         lambda: http,
         api_host="monet.vision",
@@ -59,8 +56,18 @@ async def test_a_206_for_another_range_starts_the_file_over(tmp_path: Path, rang
         timeout=5,
         max_error_bytes=1000,
     )
-    got = await downloader.download(URL, tmp_path / "a.png", max_bytes=1_000_000)
-    await http.aclose()
+    try:
+        return await downloader.download(URL, dest, max_bytes=1_000_000)
+    finally:
+        await http.aclose()
+
+
+@pytest.mark.parametrize("range_start", [0, 100], ids=["whole-file", "wrong-offset"])
+async def test_a_206_for_another_range_starts_the_file_over(tmp_path: Path, range_start: int) -> None:
+    """A resume answered with a range that does not start at the part file's end is never appended: the part file
+    is dropped and the file downloaded again whole."""
+    http, ranges = host(range_start)
+    got = await fetch(http, tmp_path / "a.png")
     assert ranges == [None, f"bytes={len(BODY) // 2}-", None]
     assert got.path.read_bytes() == BODY
 
@@ -68,13 +75,5 @@ async def test_a_206_for_another_range_starts_the_file_over(tmp_path: Path, rang
 async def test_a_206_from_the_right_offset_is_appended(tmp_path: Path) -> None:
     """The allowed case: the resume starts where the part file ends, and the whole file results."""
     http, _ = host(len(BODY) // 2)
-    downloader = Downloader(
-        lambda: http,
-        api_host="monet.vision",
-        retry=RetryPolicy(attempts=3, wait_initial=0.0, wait_max=0.0),
-        timeout=5,
-        max_error_bytes=1000,
-    )
-    got = await downloader.download(URL, tmp_path / "a.png", max_bytes=1_000_000)
-    await http.aclose()
+    got = await fetch(http, tmp_path / "a.png")
     assert got.path.read_bytes() == BODY
