@@ -32,6 +32,7 @@ import errno
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -75,6 +76,15 @@ LIST_PAGE_SIZE = 20
 """The page's own example size."""
 
 
+@dataclass(slots=True)
+class _Work:
+    """What this process counts of a row while it works it."""
+
+    began: float  # anyio time when it began following the task at the API (task_timeout runs from here)
+    strikes: int = 0  # failures of the FEW_TRIES kind since the last good answer
+    searches: int = 0  # looks at the task list for a task no answer named
+
+
 class _NotListedYet(MonetError):
     """The task a create made is not (yet) in ``GET /tasks/list``: looked for again, until ``task_timeout``."""
 
@@ -107,8 +117,7 @@ class Runner:
         self._streams = anyio.CapacityLimiter(max(settings.max_streams, 1))  # each open stream holds a connection
         self.create_path = create_path or CreatePath(None, clients.base_url or "")
         self._parked: dict[str, str] = {}  # rows waiting for a setting (key -> why): not worked again here
-        self._strikes: dict[str, int] = {}  # failures of the FEW_TRIES kind, per row
-        self._began: dict[str, float] = {}  # when this process began following each row at the API
+        self._work: dict[str, _Work] = {}  # what this process counts of each row it works
         self._finding = anyio.Lock()  # one search of the task list at a time: two rows never pick the same task
         # A row is worked until it is finished: a failure _advance raises is tried again, with the policy's backoff
         # (and a 429's Retry-After); the failures that end or park a row are not raised.
@@ -185,8 +194,7 @@ class Runner:
         finally:
             self._active.discard(key)
             self._live.pop(key, None)
-            self._strikes.pop(key, None)
-            self._began.pop(key, None)
+            self._work.pop(key, None)
             for staged in [s for s in self._staged if s[0] == key]:
                 del self._staged[staged]
             if claimed:
@@ -243,14 +251,16 @@ class Runner:
             record.trouble(why)
             await self._save(record)
             return False
-        strikes = self._strikes[record.key] = self._strikes.get(record.key, 0) + 1
+        work = self._work_on(record)
+        work.strikes += 1
+        strikes = work.strikes
         if not isinstance(err, NanoBananaError) and strikes == 1:
             log.exception("task %s: unexpected failure (a bug: please report it)", record.handle)
         if strikes < FEW_TRIES:
             return True
         if record.phase == "submitting" and isinstance(err, MalformedResponse):
             record.create_log.streams = MAX_STREAMS_PER_KEY  # its answers were unreadable: look for the task instead
-            self._strikes.pop(record.key, None)
+            work.strikes = 0
             await self._save(record)
             return True
         record.refused(f"{self._describe(err)} (tried {strikes} times; the task was given up)")
@@ -258,14 +268,19 @@ class Runner:
         await self._save(record)
         return False
 
+    def _work_on(self, record: TaskRecord) -> _Work:
+        work = self._work.get(record.key)
+        if work is None:
+            work = self._work[record.key] = _Work(began=anyio.current_time())
+        return work
+
     def _following_left(self, record: TaskRecord) -> float:
         """Seconds left to follow the task at the API (``task_timeout`` from when this process began to); inf once
         finished there (saving its images is never given up). A row resumed after a restart gets a whole
         ``task_timeout`` again: one that waited while no server ran is still looked at."""
         if record.phase not in ("submitting", "created"):
             return math.inf
-        began = self._began.setdefault(record.key, anyio.current_time())
-        return self._settings.task_timeout - (anyio.current_time() - began)
+        return self._settings.task_timeout - (anyio.current_time() - self._work_on(record).began)
 
     def _gave_up(self, record: TaskRecord) -> str:
         minutes = f"{self._settings.task_timeout / 60:g} min"
@@ -341,24 +356,29 @@ class Runner:
         if log_.earliest is None or log_.latest is None:  # rows from before the log: no window, look at the last hour
             window = _local_window(3600)
             log_.earliest, log_.latest = window.earliest, window.latest
+        work = self._work_on(record)
+        work.searches += 1
+        slack = timedelta(0) if work.searches == 1 else UNKNOWN_CLOCK_SLACK  # missed once: the clocks may differ
+        earliest, latest = log_.earliest - slack, log_.latest + slack
+        middle = log_.earliest + (log_.latest - log_.earliest) / 2
         client = self._client(record)
-        candidates: list[tuple[datetime, Task]] = []
+        candidates: list[tuple[timedelta, Task]] = []
         for page in range(1, LIST_PAGES + 1):
             listed = await client.list_tasks(page, LIST_PAGE_SIZE)
             older = False
             for task in listed.tasks[:LIST_PAGE_SIZE]:
                 made = _when(task.created_at)
-                if made is None or made > log_.latest:
+                if made is None or made > latest:
                     continue
-                if made < log_.earliest:
+                if made < earliest:
                     older = True
                     break
                 if _may_be(task, record):
-                    candidates.append((made, task))
+                    candidates.append((abs(made - middle), task))
             if older or len(listed.tasks) < LIST_PAGE_SIZE:
                 break
         async with self._finding:
-            for _, task in sorted(candidates, key=lambda c: c[0]):  # the oldest first: creates are answered in order
+            for _, task in sorted(candidates, key=lambda c: c[0]):  # the nearest to when the create was answered first
                 if await self._ledger.bind_task(record.key, task.id):
                     log.info("task %s: found in the task list as %s", record.key, task.id)
                     await self._observe(record, task)
@@ -391,7 +411,7 @@ class Runner:
                 await self._save(record)
                 return
             await self._observe(record, task)
-            self._strikes.pop(record.key, None)
+            self._work_on(record).strikes = 0
             if task.is_terminal:
                 return
             await anyio.sleep(interval)
