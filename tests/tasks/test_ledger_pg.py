@@ -335,3 +335,32 @@ async def test_a_version_1_database_gets_tenants_and_keeps_its_rows_and_uploads(
     finally:
         await ledger.close()
     assert postgres.query(database_url, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_a_call_while_the_database_is_down_is_answered_within_seconds(
+    postgres, database_url: str, replica_a: PostgresLedger
+) -> None:
+    """The database stops taking connections (every session ended, none let in): each kind of call a tool makes
+    (a look-up, a new row, a list, a health check) fails within the issue's 5 s, naming the database and the setting,
+    instead of waiting out the pool's 30 s."""
+    await replica_a.add(record("before"))
+    database = database_url.rsplit("/", 1)[1]
+    admin = postgres.url("postgres")
+    postgres.query(admin, f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS false")
+    try:
+        postgres.query(admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+        calls = {
+            "find": lambda: replica_a.find("before"),
+            "add": lambda: replica_a.add(record("after")),
+            "recent": lambda: replica_a.recent(10),
+            "ping": replica_a.ping,
+        }
+        for name, call in calls.items():
+            started = anyio.current_time()
+            with pytest.raises(ConfigError) as info:
+                await call()
+            assert anyio.current_time() - started < 5, name
+            assert "NANO_BANANA_DATABASE_URL" in str(info.value)
+            assert replica_a.where in str(info.value)
+    finally:
+        postgres.query(admin, f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")
