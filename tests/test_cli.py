@@ -258,3 +258,21 @@ def test_generate_again_with_its_request_id_prints_the_same_image(
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
     assert first.stdout == second.stdout
     assert emulator.creates == 1
+
+
+@pytest.mark.parametrize("where", ["a-file", "under-a-file", "proc"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_paying(
+    emulator, process_env: dict[str, str], tmp_path: Path, run_cli, where: str
+) -> None:
+    """`--out` naming a file, or a place no folder can be made, is one line and exit 3, before any task is created
+    (it used to pay, then retry "Free space..." for ever)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    out = {"a-file": tmp_path / "a-file", "under-a-file": tmp_path / "a-file" / "images", "proc": Path("/proc/nope")}
+    proc = run_cli(["generate", "--wait", "5", "--out", str(out[where]), "a cat"], process_env)
+    assert proc.returncode == 3, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert str(out[where]) in line
+    assert "NANO_BANANA_OUTPUT_DIR" in line
+    assert proc.stdout == ""
+    assert emulator.creates == 0
+    assert emulator.requests == []

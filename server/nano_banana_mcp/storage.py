@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["BucketStore", "FolderStore", "ImageStore", "StorageError", "image_store"]
 
 _STORAGE_SETTING = "NANO_BANANA_STORAGE_URL / --storage-url"
+_OUTPUT_SETTING = "NANO_BANANA_OUTPUT_DIR (or --out)"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 STAGING = "staging"
 """The folder in the data dir where a bucket store's images are downloaded and finished before the upload."""
@@ -206,7 +207,10 @@ def _unwritable(folder: Path) -> str | None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".healthz-"):
             pass
     except OSError as err:
-        return f"the output folder {folder} is not writable ({err.strerror or err})"
+        reason = "it is a file, not a folder" if folder.exists() and not folder.is_dir() else err.strerror or err
+        return (
+            f"the output folder {folder} cannot be written ({reason}); set {_OUTPUT_SETTING} to a folder you can write"
+        )
     return None
 
 
