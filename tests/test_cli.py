@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from mcp import Client, StdioServerParameters
@@ -191,11 +192,37 @@ def test_errors_are_one_line_with_an_exit_code(
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_a_damaged_ledger_is_one_clear_line(offline_env: dict[str, str], tmp_path: Path, run_cli) -> None:
-    """A ledger file that is not a database stops the command with exit 3, naming the file and the setting."""
+def damage(ledger: Path, how: str) -> None:
+    """Garbage in a ledger file: all of it, or (``pages``) everything after a real ledger's first page, whose header
+    still reads well."""
+    if how == "whole":
+        ledger.parent.mkdir(parents=True)
+        ledger.write_bytes(b"this is not a database" * 100)
+        return
+
+    async def make() -> None:
+        from nano_banana_mcp.catalog import GenerateRequest  # noqa: PLC0415
+        from nano_banana_mcp.tasks import Ledger, TaskRecord  # noqa: PLC0415
+
+        made = await Ledger(ledger, api_scope="offline").open()
+        for n in range(20):
+            await made.add(TaskRecord(key=f"k{n}", request=GenerateRequest(prompt="p" * 500)))
+        await made.close()
+
+    anyio.run(make)
+    size = ledger.stat().st_size
+    assert size > 4 * 4096
+    with ledger.open("r+b") as file:
+        file.seek(4096)
+        file.write(b"\xde\xad\xbe\xef" * ((size - 4096) // 4))
+
+
+@pytest.mark.parametrize("how", ["whole", "pages"])
+def test_a_damaged_ledger_is_one_clear_line(offline_env: dict[str, str], tmp_path: Path, run_cli, how: str) -> None:
+    """A ledger file that is not a database, or whose pages are garbage behind a good header, stops the command
+    with exit 3, naming the file and the setting."""
     ledger = tmp_path / "data" / "ledger.sqlite3"
-    ledger.parent.mkdir(parents=True)
-    ledger.write_bytes(b"this is not a database" * 100)
+    damage(ledger, how)
     proc = run_cli(["generate", "--offline", "a cat"], offline_env)
     assert proc.returncode == 3
     [line] = proc.stderr.strip().splitlines()
