@@ -178,14 +178,16 @@ def test_emulator_serves_the_api(offline_env: dict[str, str], command: str) -> N
         (["generate", "a cat"], 3, "MONET_API_KEY"),
         (["generate", "--offline", "a cat", "--model", "nano-banana-1", "--resolution", "4K"], 2, "no resolution"),
         (["tasks", "--data-dir", "/proc/nope"], 3, "NANO_BANANA_DATA_DIR"),
+        (["generate", "--offline", "a cat", "--request-timeout", "0"], 3, "NANO_BANANA_REQUEST_TIMEOUT"),
+        (["generate", "--offline", "a cat", "--out", "{tmp}/out-\udcff"], 3, "NANO_BANANA_OUTPUT_DIR / --out"),
     ],
-    ids=["no-key", "invalid-option", "unusable-data-dir"],
+    ids=["no-key", "invalid-option", "unusable-data-dir", "zero-request-timeout", "out-not-utf8"],
 )
 def test_errors_are_one_line_with_an_exit_code(
-    offline_env: dict[str, str], args: list[str], code: int, message: str, run_cli
+    offline_env: dict[str, str], tmp_path: Path, args: list[str], code: int, message: str, run_cli
 ) -> None:
     """Errors print one clear line on stderr and exit with a meaningful code; nothing on stdout."""
-    proc = run_cli(args, offline_env)
+    proc = run_cli([arg.replace("{tmp}", str(tmp_path)) for arg in args], offline_env)
     assert proc.returncode == code, proc.stderr
     assert proc.stdout == ""
     assert message in proc.stderr
@@ -303,3 +305,43 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_paying(
     assert proc.stdout == ""
     assert emulator.creates == 0
     assert emulator.requests == []
+
+
+NUL = "/nowhere/a\x00b"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "setting"),
+    [
+        (["generate", "--offline", "a cat", "--out", NUL], 3, "NANO_BANANA_OUTPUT_DIR / --out"),
+        (["tasks", "--offline", "--data-dir", NUL], 3, "NANO_BANANA_DATA_DIR / --data-dir"),
+        (["generate", "--offline", "a cat", "--allowed-dir", NUL], 3, "NANO_BANANA_ALLOWED_DIRS / --allowed-dir"),
+        (["tasks", "--offline", "--database-url-file", NUL], 3, "--database-url-file"),
+        (["serve", "--http", "--offline", "--auth-token-file", NUL], 3, "--auth-token-file"),
+        (["serve", "--http", "--offline", "--auth-tokens-file", NUL], 3, "--auth-tokens-file"),
+        (["generate", "--offline", "a cat", "--image", NUL + ".png"], 2, "Reference image"),
+    ],
+    ids=["out", "data-dir", "allowed-dir", "database-url-file", "auth-token-file", "auth-tokens-file", "image"],
+)
+def test_a_nul_character_in_a_path_argument_is_one_clear_line(
+    offline_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    code: int,
+    setting: str,
+) -> None:
+    """A path with a NUL character (which no OS takes, so no real argv can hold it: `main` is called as the console
+    script calls it) is one line naming the setting, never a raw ValueError."""
+    from nano_banana_mcp.cli import main  # noqa: PLC0415
+
+    for name, value in offline_env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == code
+    out, err = capsys.readouterr()
+    assert out == ""
+    [line] = err.strip().splitlines()
+    assert setting in line
+    assert "NUL character" in line

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 
 from nano_banana_mcp import __version__, catalog
 from nano_banana_mcp.config import Settings
@@ -315,13 +315,36 @@ def _install_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     uninstall.add_argument("--dry-run", action="store_true", help="print what would be removed; write nothing")
 
 
+_FLAGS = {
+    "http_token": "--auth-token",
+    "http_token_file": "--auth-token-file",
+    "http_tokens_file": "--auth-tokens-file",
+    "allowed_dirs": "--allowed-dir",
+    "download_hosts": "--download-host",
+    "output_dir": "--out",
+}
+
+
+def _setting_name(field: str) -> str:
+    """How a person sets ``field``: its environment variable, and its flag when it has one."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    env = str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"NANO_BANANA_{field.upper()}"
+    if field not in _SETTING_FLAGS:
+        return env
+    return f"{env} / {_FLAGS.get(field, '--' + field.replace('_', '-'))}"
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {k: v for k in _SETTING_FLAGS if (v := getattr(args, k, None)) is not None}
     try:
         return Settings(**overrides)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"Invalid setting: {problems}") from err
+        problems = "; ".join(
+            f"{_setting_name(str(e['loc'][0])) if e['loc'] else 'a setting'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        )
+        raise ConfigError(f"Invalid setting {problems}.") from err
 
 
 def main(argv: Sequence[str] | None = None) -> None:
