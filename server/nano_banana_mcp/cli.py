@@ -6,12 +6,13 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 from pydantic import AliasChoices, ValidationError
@@ -39,6 +40,46 @@ log = logging.getLogger("nano_banana_mcp")
 _BAR_WIDTH = 30
 _COMMANDS = ("serve", "generate", "tasks", "models", "emulator", "install", "uninstall")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_API, EXIT_PENDING = 0, 1, 2, 3, 4, 5
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line, saying where to read more (argparse prints the whole usage before them)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message}. See `{self.prog} --help`.\n")
+
+
+def _port(text: str) -> int:
+    """A TCP port to listen on: 1 to 65535, or 0 for any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535 (0: any free port)")
+    return port
+
+
+def _seconds(text: str) -> float:
+    """A duration that may be zero: a finite number of seconds, not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds: give 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    """A count or a page number: 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +176,7 @@ _SETTING_FLAGS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nano-banana-mcp",
         description="Nano Banana image generation for AI agents: an MCP server (the default command) and a CLI. "
         "Set MONET_API_KEY, or use --offline to try it with the built-in emulator.",
@@ -146,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="HTTP port (default 8000; 0: any free port)")
     serve.add_argument(
         "--auth-token-file",
         dest="http_token_file",
@@ -248,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument(
         "--wait",
-        type=float,
+        type=_seconds,
         default=600.0,
         help="seconds to wait before printing the task id instead (default 600)",
     )
@@ -256,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(gen)
 
     tasks = sub.add_parser("tasks", help="list recent tasks (this machine's ledger and the API's list)")
-    tasks.add_argument("--page", type=int, default=1)
-    tasks.add_argument("--page-size", dest="page_size", type=int, default=20)
+    tasks.add_argument("--page", type=_positive, default=1)
+    tasks.add_argument("--page-size", dest="page_size", type=_positive, default=20)
     tasks.add_argument("--status", choices=["pending", "running", "success", "failed"], help="only these")
     tasks.add_argument("--json", action="store_true", help="print JSON")
     _common(tasks)
@@ -267,12 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     emu = sub.add_parser("emulator", help="run the Monet-compatible emulator on 127.0.0.1")
     emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=8787)
+    emu.add_argument("--port", type=_port, default=8787, help="(default 8787; 0: any free port)")
     emu.add_argument("--api-key", dest="api_key", default="monet_offline", help="the key it accepts")
     emu.add_argument(
         "--task-seconds",
         dest="task_seconds",
-        type=float,
+        type=_seconds,
         default=4.0,
         help="how long a task takes (default 4)",
     )
@@ -282,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _install_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _install_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     hosts = ", ".join(HOSTS)
     install = sub.add_parser(
         "install",
