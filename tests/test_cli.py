@@ -363,3 +363,17 @@ def test_a_nul_character_in_a_path_argument_is_one_clear_line(
     [line] = err.strip().splitlines()
     assert setting in line
     assert "NUL character" in line
+
+
+@pytest.mark.parametrize("args", [["emulator"], ["serve", "--http"]], ids=["emulator", "serve-http"])
+def test_a_busy_port_is_one_clear_line(offline_env: dict[str, str], run_cli, args: list[str]) -> None:
+    """A port another program listens on: one line naming it, exit 3, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli([*args, "--port", str(port)], offline_env)
+    assert proc.returncode == 3, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert f"port {port}" in line
+    assert "--port" in line

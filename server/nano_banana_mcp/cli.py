@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -617,11 +618,19 @@ _RELOAD = {
 
 def _emulator(args: argparse.Namespace) -> int:
     from nano_banana_mcp.emulator import Emulator, serve  # noqa: PLC0415
+    from nano_banana_mcp.emulator.serve import bind  # noqa: PLC0415
 
     emulator = Emulator(api_key=args.api_key, task_seconds=args.task_seconds, control=args.control)
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as err:
+        raise ConfigError(
+            f"Cannot listen on {args.host} port {args.port}: {err.strerror or err}. Choose another --port "
+            "(0: any free port)."
+        ) from err
     print(
-        f"Monet emulator on http://{args.host}:{args.port} (key {args.api_key}); Ctrl-C to stop",
+        f"Monet emulator on http://{args.host}:{sock.getsockname()[1]} (key {args.api_key}); Ctrl-C to stop",
         file=sys.stderr,
     )
-    anyio.run(serve, emulator, args.host, args.port)
+    anyio.run(functools.partial(serve, emulator, args.host, sock=sock))
     return EXIT_OK

@@ -16,7 +16,7 @@ import uvicorn
 from nano_banana_mcp.emulator.contract import Emulator
 from nano_banana_mcp.emulator.wire import is_abort
 
-__all__ = ["serve", "serve_in_thread"]
+__all__ = ["bind", "serve", "serve_in_thread"]
 
 _GRACEFUL_SHUTDOWN_SECONDS = 2
 
@@ -36,7 +36,7 @@ _QUIET_ABORTS = _QuietAborts()
 @contextmanager
 def serve_in_thread(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Run uvicorn in a daemon thread on a pre-bound socket (port 0 = free port); yield the base URL."""
-    sock = _bind(host, port)
+    sock = bind(host, port)
     server = uvicorn.Server(_config(emulator))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="nano-banana-emulator", daemon=True)
     emulator.base_url = _url(host, sock.getsockname()[1])
@@ -55,9 +55,13 @@ def serve_in_thread(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) 
         emulator.base_url = None
 
 
-async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 8787) -> None:
-    """Serve until cancelled (the ``nano-banana-mcp emulator`` command)."""
-    sock = _bind(host, port)
+async def serve(
+    emulator: Emulator, host: str = "127.0.0.1", port: int = 8787, *, sock: socket.socket | None = None
+) -> None:
+    """Serve until cancelled (the ``nano-banana-mcp emulator`` command), on ``sock`` if given (from :func:`bind`,
+    which it closes), else on a socket bound to ``host:port`` here."""
+    if sock is None:
+        sock = bind(host, port)
     server = uvicorn.Server(_config(emulator))
     emulator.base_url = _url(host, sock.getsockname()[1])
     logger.info("Monet emulator (offline placeholders) listening on %s", emulator.base_url)
@@ -88,7 +92,8 @@ def _config(emulator: Emulator) -> uvicorn.Config:
     return config
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: a free port) for the emulator to serve on; OSError if it cannot be."""
     # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without
     # it each keep-alive answer (headers, then body) waits ~40 ms on Nagle and the delayed ACK.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
