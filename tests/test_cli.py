@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -251,6 +252,31 @@ def test_a_damaged_ledger_is_one_clear_line(offline_env: dict[str, str], tmp_pat
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("how", ["whole", "pages"])
+async def test_a_damaged_ledger_stops_the_stdio_server_in_one_line(
+    process_env: dict[str, str], command: str, tmp_path: Path, how: str
+) -> None:
+    """The same garbage under the stdio server a host starts: one line on stderr naming the file and the setting,
+    exit 3, no traceback, nothing on stdout."""
+    ledger = tmp_path / "data" / "ledger.sqlite3"
+    await anyio.to_thread.run_sync(damage, ledger, how)
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    with anyio.fail_after(30):
+        proc = await anyio.run_process(
+            [command], input=(json.dumps(hello) + "\n").encode(), env=process_env, check=False
+        )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == b""
+    [line] = proc.stderr.decode().strip().splitlines()
+    assert str(ledger) in line
+    assert "NANO_BANANA_DATA_DIR" in line
+
+
 def test_database_url_file_puts_the_ledger_in_postgresql(
     offline_env: dict[str, str], tmp_path: Path, postgres, database_url: str, run_cli
 ) -> None:
@@ -377,3 +403,102 @@ def test_a_busy_port_is_one_clear_line(offline_env: dict[str, str], run_cli, arg
     [line] = proc.stderr.strip().splitlines()
     assert f"port {port}" in line
     assert "--port" in line
+
+
+# -- a team server's start-up ------------------------------------------------------------------------------------
+
+DB_PASSWORD = "pw-Never-Shown-42"
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that takes connections and never answers on them, as a firewalled or hung server does."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        yield silent.getsockname()[1]
+
+
+@pytest.fixture
+def password_url(postgres, database_url: str) -> Callable[[str], str]:
+    """``password_url(password)``: a URL of the test database for a user that must give its password (scram), with
+    this password in it (right or wrong)."""
+    database = database_url.rsplit("/", 1)[1]
+    user = f"pw_{database}"
+    postgres.query(database_url, f"CREATE ROLE {user} LOGIN PASSWORD '{DB_PASSWORD}'")
+    postgres.query(database_url, f"GRANT ALL ON SCHEMA public TO {user}")
+    hba = postgres.data / "pg_hba.conf"
+    hba.write_text(f"host all {user} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    postgres.query(database_url, "SELECT pg_reload_conf()")
+    return lambda password: f"postgresql://{user}:{password}@127.0.0.1:{postgres.port}/{database}"
+
+
+def start_team_server(env: dict[str, str], command: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [command, "serve", "--http", "--offline", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc, time.monotonic() - started
+
+
+def assert_one_line_start_failure(proc: subprocess.CompletedProcess[str], seconds: float, setting: str) -> str:
+    """Exit 3 within the issue's 10 s, one line naming the setting, no banner before it, no secret in it."""
+    assert proc.returncode == 3, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    assert setting in line
+    assert "Connect with" not in proc.stderr
+    assert DB_PASSWORD not in proc.stderr
+    assert seconds < 10
+    return line
+
+
+def test_a_team_database_that_is_wrongly_set_stops_the_start_in_one_line(
+    offline_env: dict[str, str], command: str, password_url: Callable[[str], str], silent_port: int
+) -> None:
+    """`serve --http` for a team, its database unreachable, silent, or refusing the password: one line naming
+    NANO_BANANA_DATABASE_URL (never the password), exit 3, within 10 s, and no "server on ... Connect with:" before it.
+    The right password starts it."""
+    cases = {
+        "unreachable": f"postgresql://nb:{DB_PASSWORD}@127.0.0.1:{free_port()}/ledger",
+        "silent": f"postgresql://nb:{DB_PASSWORD}@127.0.0.1:{silent_port}/ledger",
+        "wrong password": password_url(DB_PASSWORD + "-wrong"),
+    }
+    for case, url in cases.items():
+        proc, seconds = start_team_server(offline_env | {"NANO_BANANA_DATABASE_URL": url}, command)
+        line = assert_one_line_start_failure(proc, seconds, "NANO_BANANA_DATABASE_URL")
+        assert "-wrong" not in line, case
+    assert "password authentication failed" in line
+    right = password_url(DB_PASSWORD)
+    with subprocess.Popen(
+        [command, "serve", "--http", "--offline", "--port", "0"],
+        env=offline_env | {"NANO_BANANA_DATABASE_URL": right},
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        assert server.stderr is not None
+        assert "Connect with" in server.stderr.readline()
+        server.terminate()
+
+
+def test_a_team_bucket_that_cannot_be_used_stops_the_start_in_one_line(
+    offline_env: dict[str, str], command: str, s3_server, silent_port: int
+) -> None:
+    """`serve --http` for a team, its bucket missing or its endpoint unreachable or silent: one line naming
+    NANO_BANANA_STORAGE_URL, exit 3, within 10 s, no banner before it, no credential in it."""
+    cases = {
+        "missing bucket": s3_server.env,
+        "unreachable endpoint": s3_server.env | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"},
+        "silent endpoint": s3_server.env | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent_port}"},
+    }
+    for case, aws in cases.items():
+        env = offline_env | aws | {"NANO_BANANA_STORAGE_URL": "s3://no-such-bucket-here/images"}
+        proc, seconds = start_team_server(env, command)
+        line = assert_one_line_start_failure(proc, seconds, "NANO_BANANA_STORAGE_URL")
+        assert "no-such-bucket-here" in line, case
+        assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in proc.stderr

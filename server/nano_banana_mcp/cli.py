@@ -11,9 +11,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 from pydantic import AliasChoices, ValidationError
@@ -31,6 +32,10 @@ from nano_banana_mcp.errors import (
 from nano_banana_mcp.install import DEFAULT_NAME, HOSTS, KEY_VAR
 
 if TYPE_CHECKING:
+    import socket
+
+    from starlette.applications import Starlette
+
     from nano_banana_mcp.catalog import GenerateRequest
     from nano_banana_mcp.tasks import Service, TaskResult
 
@@ -408,7 +413,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _exit_code(err)
     except KeyboardInterrupt:
         code = 130
+    except BaseExceptionGroup as group:  # a task group's: ours, said as itself; anything else, as it is
+        own = _own_error(group)
+        if own is None:
+            raise
+        print(f"error: {own}", file=sys.stderr)
+        code = _exit_code(own)
     sys.exit(code)
+
+
+def _own_error(err: BaseException) -> NanoBananaError | None:
+    """``err`` if it is one of our errors, or the first of them in a task group's exception group that holds nothing
+    else; None otherwise (anything unexpected is shown whole)."""
+    if isinstance(err, NanoBananaError):
+        return err
+    if isinstance(err, BaseExceptionGroup):
+        found = [_own_error(inner) for inner in err.exceptions]
+        if found and all(own is not None for own in found):
+            return found[0]
+    return None
 
 
 def _exit_code(err: NanoBananaError) -> int:
@@ -442,8 +465,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from nano_banana_mcp.mcp_server import create_server  # noqa: PLC0415
 
     if args.http:
-        import uvicorn  # noqa: PLC0415
-
         from nano_banana_mcp.config import normal_host  # noqa: PLC0415
         from nano_banana_mcp.mcp_server import http_app  # noqa: PLC0415
         from nano_banana_mcp.mcp_server.http import bind, http_auth  # noqa: PLC0415
@@ -466,13 +487,50 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             port = sock.getsockname()[1]
             app = http_app(settings, args.host, port, auth=auth)
             host = normal_host(args.host)
-            print(auth.start_message(f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"), file=sys.stderr)
-            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+            _run_http(app, sock, auth.start_message(f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"))
     else:
         from nano_banana_mcp.mcp_server.stdio import serve_stdio  # noqa: PLC0415
 
         anyio.run(serve_stdio, create_server(settings))
     return EXIT_OK
+
+
+def _run_http(app: Starlette, sock: socket.socket, banner: str) -> None:
+    """Serve ``app`` on ``sock`` with uvicorn. ``banner`` is printed once the app has started (its ledger and image
+    store open and checked); a start-up that fails on a setting (a database or bucket that cannot be used) is that
+    setting's one-line error instead, with no banner and none of uvicorn's tracebacks."""
+    import uvicorn  # noqa: PLC0415
+
+    failed: list[NanoBananaError] = []
+    opening = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(target: Any) -> AsyncIterator[Any]:
+        started = False
+        try:
+            async with opening(target) as state:
+                started = True
+                print(banner, file=sys.stderr)
+                yield state
+        except BaseException as err:
+            if not started and (own := _own_error(err)) is not None:
+                failed.append(own)  # uvicorn is told (it stops), and says nothing: see the filter below
+            raise
+
+    app.router.lifespan_context = lifespan
+    config = uvicorn.Config(app, log_level="warning")
+
+    class _SaidByUs(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not failed  # once the start-up failed on a setting, main() says it, on one line
+
+    logging.getLogger("uvicorn.error").addFilter(_SaidByUs())
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except SystemExit:  # uvicorn's way out of a failed start-up
+        if failed:
+            raise failed[0] from None
+        raise
 
 
 async def _generate(settings: Settings, args: argparse.Namespace) -> int:

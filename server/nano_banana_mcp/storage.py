@@ -35,6 +35,8 @@ __all__ = ["BucketStore", "FolderStore", "ImageStore", "StorageError", "image_st
 _STORAGE_SETTING = "NANO_BANANA_STORAGE_URL / --storage-url"
 _OUTPUT_SETTING = "NANO_BANANA_OUTPUT_DIR (or --out)"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+CONNECT_SECONDS = 3
+"""How long a connection to the bucket's endpoint may take to open."""
 STAGING = "staging"
 """The folder in the data dir where a bucket store's images are downloaded and finished before the upload."""
 
@@ -116,9 +118,21 @@ def image_store(settings: Settings) -> ImageStore:
         ) from err
     # Endpoint, credentials and region come from the standard AWS variables and files (AWS_ENDPOINT_URL for MinIO
     # or R2); links are signed with SigV4, which every S3-compatible service takes.
-    config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=20)
+    config = Config(
+        signature_version="s3v4",
+        retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=20,
+        connect_timeout=CONNECT_SECONDS,
+    )
+    # The check (at start, and /healthz) asks once and waits little: a silent endpoint is a setting to fix, said at
+    # once, not after boto3's three attempts of a minute each.
+    quick = config.merge(
+        Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=CONNECT_SECONDS, read_timeout=5)
+    )
     try:
-        client = boto3.session.Session().client("s3", config=config)
+        session = boto3.session.Session()
+        client = session.client("s3", config=config)
+        probe = session.client("s3", config=quick)
     except (ValueError, BotoCoreError) as err:  # a bad endpoint (ValueError), region or profile
         raise ConfigError(
             f"The S3 client for {_STORAGE_SETTING} cannot be made ({type(err).__name__}: {str(err)[:200]}). Check "
@@ -126,6 +140,7 @@ def image_store(settings: Settings) -> ImageStore:
         ) from None
     return BucketStore(
         client=client,
+        probe=probe,
         bucket=bucket,
         prefix=f"{prefix}/" if prefix else "",
         staging=settings.data_dir / STAGING,
@@ -226,6 +241,8 @@ class BucketStore:
     """
 
     client: S3Client = field(repr=False)
+    probe: S3Client = field(repr=False)
+    """The same bucket with one attempt and short timeouts: :meth:`check`'s."""
     bucket: str
     prefix: str
     staging: Path
@@ -294,7 +311,7 @@ class BucketStore:
 
     async def check(self) -> str | None:
         try:
-            await self._call(partial(self.client.head_bucket, Bucket=self.bucket), f"The bucket {self.bucket}")
+            await self._call(partial(self.probe.head_bucket, Bucket=self.bucket), f"The bucket {self.bucket}")
         except StorageError as err:
             return f"{err} ({_STORAGE_SETTING}; the endpoint and credentials come from the AWS variables)"
         return None
