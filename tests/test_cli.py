@@ -446,15 +446,18 @@ def start_team_server(env: dict[str, str], command: str) -> tuple[subprocess.Com
     return proc, time.monotonic() - started
 
 
-def assert_one_line_start_failure(proc: subprocess.CompletedProcess[str], seconds: float, setting: str) -> str:
+def assert_one_line_start_failure(
+    proc: subprocess.CompletedProcess[str], seconds: float, setting: str, case: str
+) -> str:
     """Exit 3 within the issue's 10 s, one line naming the setting, no banner before it, no secret in it."""
+    print(f"{case}: {seconds:.1f} s")
     assert proc.returncode == 3, proc.stderr
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("error: ")
     assert setting in line
     assert "Connect with" not in proc.stderr
     assert DB_PASSWORD not in proc.stderr
-    assert seconds < 10
+    assert seconds < 10, case
     return line
 
 
@@ -471,7 +474,7 @@ def test_a_team_database_that_is_wrongly_set_stops_the_start_in_one_line(
     }
     for case, url in cases.items():
         proc, seconds = start_team_server(offline_env | {"NANO_BANANA_DATABASE_URL": url}, command)
-        line = assert_one_line_start_failure(proc, seconds, "NANO_BANANA_DATABASE_URL")
+        line = assert_one_line_start_failure(proc, seconds, "NANO_BANANA_DATABASE_URL", case)
         assert "-wrong" not in line, case
     assert "password authentication failed" in line
     right = password_url(DB_PASSWORD)
@@ -499,6 +502,6 @@ def test_a_team_bucket_that_cannot_be_used_stops_the_start_in_one_line(
     for case, aws in cases.items():
         env = offline_env | aws | {"NANO_BANANA_STORAGE_URL": "s3://no-such-bucket-here/images"}
         proc, seconds = start_team_server(env, command)
-        line = assert_one_line_start_failure(proc, seconds, "NANO_BANANA_STORAGE_URL")
+        line = assert_one_line_start_failure(proc, seconds, "NANO_BANANA_STORAGE_URL", case)
         assert "no-such-bucket-here" in line, case
         assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in proc.stderr
