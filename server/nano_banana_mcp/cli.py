@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
+import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 
 from nano_banana_mcp import __version__, catalog
 from nano_banana_mcp.config import Settings
@@ -31,6 +34,10 @@ from nano_banana_mcp.install import DEFAULT_NAME, HOSTS, KEY_VAR
 from nano_banana_mcp.terminal import PrintableFormatter, printable
 
 if TYPE_CHECKING:
+    import socket
+
+    from starlette.applications import Starlette
+
     from nano_banana_mcp.catalog import GenerateRequest
     from nano_banana_mcp.tasks import Service, TaskResult
 
@@ -41,6 +48,46 @@ log = logging.getLogger("nano_banana_mcp")
 _BAR_WIDTH = 30
 _COMMANDS = ("serve", "generate", "tasks", "models", "emulator", "install", "uninstall", "doctor")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_API, EXIT_PENDING = 0, 1, 2, 3, 4, 5
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line, saying where to read more (argparse prints the whole usage before them)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message}. See `{self.prog} --help`.\n")
+
+
+def _port(text: str) -> int:
+    """A TCP port to listen on: 1 to 65535, or 0 for any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535 (0: any free port)")
+    return port
+
+
+def _seconds(text: str) -> float:
+    """A duration that may be zero: a finite number of seconds, not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds: give 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    """A count or a page number: 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +184,7 @@ _SETTING_FLAGS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nano-banana-mcp",
         description="Nano Banana image generation for AI agents: an MCP server (the default command) and a CLI. "
         "Set MONET_API_KEY, or use --offline to try it with the built-in emulator.",
@@ -148,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="HTTP port (default 8000; 0: any free port)")
     serve.add_argument(
         "--auth-token-file",
         dest="http_token_file",
@@ -250,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument(
         "--wait",
-        type=float,
+        type=_seconds,
         default=600.0,
         help="seconds to wait before printing the task id instead (default 600)",
     )
@@ -258,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(gen)
 
     tasks = sub.add_parser("tasks", help="list recent tasks (this machine's ledger and the API's list)")
-    tasks.add_argument("--page", type=int, default=1)
-    tasks.add_argument("--page-size", dest="page_size", type=int, default=20)
+    tasks.add_argument("--page", type=_positive, default=1)
+    tasks.add_argument("--page-size", dest="page_size", type=_positive, default=20)
     tasks.add_argument("--status", choices=["pending", "running", "success", "failed"], help="only these")
     tasks.add_argument("--json", action="store_true", help="print JSON")
     _common(tasks)
@@ -269,12 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     emu = sub.add_parser("emulator", help="run the Monet-compatible emulator on 127.0.0.1")
     emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=8787)
+    emu.add_argument("--port", type=_port, default=8787, help="(default 8787; 0: any free port)")
     emu.add_argument("--api-key", dest="api_key", default="monet_offline", help="the key it accepts")
     emu.add_argument(
         "--task-seconds",
         dest="task_seconds",
-        type=float,
+        type=_seconds,
         default=4.0,
         help="how long a task takes (default 4)",
     )
@@ -285,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _doctor_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _doctor_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     doctor = sub.add_parser(
         "doctor",
         help="check the setup (key, API, folders, ledger, host entries, team settings); pays for nothing",
@@ -309,7 +356,7 @@ def _doctor_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     _common(doctor)
 
 
-def _install_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _install_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     hosts = ", ".join(HOSTS)
     install = sub.add_parser(
         "install",
@@ -342,13 +389,36 @@ def _install_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     uninstall.add_argument("--dry-run", action="store_true", help="print what would be removed; write nothing")
 
 
+_FLAGS = {
+    "http_token": "--auth-token",
+    "http_token_file": "--auth-token-file",
+    "http_tokens_file": "--auth-tokens-file",
+    "allowed_dirs": "--allowed-dir",
+    "download_hosts": "--download-host",
+    "output_dir": "--out",
+}
+
+
+def _setting_name(field: str) -> str:
+    """How a person sets ``field``: its environment variable, and its flag when it has one."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    env = str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"NANO_BANANA_{field.upper()}"
+    if field not in _SETTING_FLAGS:
+        return env
+    return f"{env} / {_FLAGS.get(field, '--' + field.replace('_', '-'))}"
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {k: v for k in _SETTING_FLAGS if (v := getattr(args, k, None)) is not None}
     try:
         return Settings(**overrides)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"Invalid setting: {problems}") from err
+        problems = "; ".join(
+            f"{_setting_name(str(e['loc'][0])) if e['loc'] else 'a setting'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        )
+        raise ConfigError(f"Invalid setting {problems}.") from err
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -368,7 +438,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _exit_code(err)
     except KeyboardInterrupt:
         code = 130
+    except BaseExceptionGroup as group:  # a task group's: ours, said as itself; anything else, as it is
+        own = _own_error(group)
+        if own is None:
+            raise
+        print(f"error: {own}", file=sys.stderr)
+        code = _exit_code(own)
     sys.exit(code)
+
+
+def _own_error(err: BaseException) -> NanoBananaError | None:
+    """``err`` if it is one of our errors, or the first of them in a task group's exception group that holds nothing
+    else; None otherwise (anything unexpected is shown whole)."""
+    if isinstance(err, NanoBananaError):
+        return err
+    if isinstance(err, BaseExceptionGroup):
+        found = [_own_error(inner) for inner in err.exceptions]
+        if found and all(own is not None for own in found):
+            return found[0]
+    return None
 
 
 def _exit_code(err: NanoBananaError) -> int:
@@ -404,8 +492,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from nano_banana_mcp.mcp_server import create_server  # noqa: PLC0415
 
     if args.http:
-        import uvicorn  # noqa: PLC0415
-
         from nano_banana_mcp.config import normal_host  # noqa: PLC0415
         from nano_banana_mcp.mcp_server import http_app  # noqa: PLC0415
         from nano_banana_mcp.mcp_server.http import bind, http_auth  # noqa: PLC0415
@@ -428,13 +514,50 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             port = sock.getsockname()[1]
             app = http_app(settings, args.host, port, auth=auth)
             host = normal_host(args.host)
-            print(auth.start_message(f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"), file=sys.stderr)
-            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+            _run_http(app, sock, auth.start_message(f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"))
     else:
         from nano_banana_mcp.mcp_server.stdio import serve_stdio  # noqa: PLC0415
 
         anyio.run(serve_stdio, create_server(settings))
     return EXIT_OK
+
+
+def _run_http(app: Starlette, sock: socket.socket, banner: str) -> None:
+    """Serve ``app`` on ``sock`` with uvicorn. ``banner`` is printed once the app has started (its ledger and image
+    store open and checked); a start-up that fails on a setting (a database or bucket that cannot be used) is that
+    setting's one-line error instead, with no banner and none of uvicorn's tracebacks."""
+    import uvicorn  # noqa: PLC0415
+
+    failed: list[NanoBananaError] = []
+    opening = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(target: Any) -> AsyncIterator[Any]:
+        started = False
+        try:
+            async with opening(target) as state:
+                started = True
+                print(banner, file=sys.stderr)
+                yield state
+        except BaseException as err:
+            if not started and (own := _own_error(err)) is not None:
+                failed.append(own)  # uvicorn is told (it stops), and says nothing: see the filter below
+            raise
+
+    app.router.lifespan_context = lifespan
+    config = uvicorn.Config(app, log_level="warning")
+
+    class _SaidByUs(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not failed  # once the start-up failed on a setting, main() says it, on one line
+
+    logging.getLogger("uvicorn.error").addFilter(_SaidByUs())
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except SystemExit:  # uvicorn's way out of a failed start-up
+        if failed:
+            raise failed[0] from None
+        raise
 
 
 async def _generate(settings: Settings, args: argparse.Namespace) -> int:
@@ -596,11 +719,19 @@ _RELOAD = {
 
 def _emulator(args: argparse.Namespace) -> int:
     from nano_banana_mcp.emulator import Emulator, serve  # noqa: PLC0415
+    from nano_banana_mcp.emulator.serve import bind  # noqa: PLC0415
 
     emulator = Emulator(api_key=args.api_key, task_seconds=args.task_seconds, control=args.control)
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as err:
+        raise ConfigError(
+            f"Cannot listen on {args.host} port {args.port}: {err.strerror or err}. Choose another --port "
+            "(0: any free port)."
+        ) from err
     print(
-        f"Monet emulator on http://{args.host}:{args.port} (key {args.api_key}); Ctrl-C to stop",
+        f"Monet emulator on http://{args.host}:{sock.getsockname()[1]} (key {args.api_key}); Ctrl-C to stop",
         file=sys.stderr,
     )
-    anyio.run(serve, emulator, args.host, args.port)
+    anyio.run(functools.partial(serve, emulator, args.host, sock=sock))
     return EXIT_OK

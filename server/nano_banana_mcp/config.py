@@ -54,6 +54,24 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
+def _usable(path: Path, *, recorded: bool = False) -> Path:
+    """``path``, if a file system can hold it (and, ``recorded``, the ledger can record the files made in it: UTF-8
+    text); a ValueError saying why not otherwise."""
+    text = str(path)
+    if "\x00" in text:
+        raise ValueError(f"{text[:200]!r} holds a NUL character, which no path can hold: give a real path")
+    if not recorded:
+        return path
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # bytes that are not UTF-8 (a name from another system): nothing can record it
+        raise ValueError(
+            f"{text[:200]!r} is not UTF-8 text (character {err.start + 1}), so it cannot be recorded: rename it, or "
+            "give another path"
+        ) from None
+    return path
+
+
 Seconds = Annotated[float, Field(ge=0)]
 _URL_SETTING = "NANO_BANANA_DATABASE_URL"
 _URL_FILE_SETTING = "NANO_BANANA_DATABASE_URL_FILE / --database-url-file"
@@ -140,13 +158,13 @@ class Settings(BaseSettings):
     )
 
     # Network behaviour.
-    request_timeout: Seconds = Field(default=30.0, description="Timeout of one API request.")
+    request_timeout: float = Field(default=30.0, gt=0, description="Timeout of one API request.")
     max_retries: int = Field(default=5, ge=0, le=20, description="Retries of a failed request.")
     retry_base_delay: Seconds = Field(default=0.5, description="First retry delay; doubles each time.")
     retry_max_delay: Seconds = Field(default=8.0, description="Cap on one retry delay.")
     max_retry_after: Seconds = Field(default=60.0, description="Longest Retry-After that is honoured.")
-    poll_interval: Seconds = Field(default=1.0, description="First polling interval when streaming fails.")
-    poll_max_interval: Seconds = Field(default=5.0, description="Longest polling interval.")
+    poll_interval: float = Field(default=1.0, gt=0, description="First polling interval when streaming fails.")
+    poll_max_interval: float = Field(default=5.0, gt=0, description="Longest polling interval.")
     task_timeout: Seconds = Field(
         default=1800.0,
         description="Give up following a task the API has not finished (or named) after this long in one process; "
@@ -170,12 +188,12 @@ class Settings(BaseSettings):
     @field_validator("output_dir", "data_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+        return _usable(value, recorded=True).expanduser().resolve()
 
     @field_validator("http_token_file", "http_tokens_file", "database_url_file", mode="after")
     @classmethod
     def _expand_file(cls, value: Path | None) -> Path | None:
-        return None if value is None else value.expanduser().resolve()
+        return None if value is None else _usable(value).expanduser().resolve()
 
     @model_validator(mode="before")
     @classmethod
@@ -195,7 +213,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_dirs", mode="after")
     @classmethod
     def _expand_dirs(cls, value: list[Path]) -> list[Path]:
-        return [v.expanduser().resolve() for v in value]
+        return [_usable(v).expanduser().resolve() for v in value]
 
     @field_validator("download_hosts", mode="before")
     @classmethod

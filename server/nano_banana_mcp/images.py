@@ -244,6 +244,11 @@ def check_reference(path: str | Path, *, max_bytes: int, roots: Sequence[Path]) 
     an allowed format within the pixel cap.
     """
     shown = str(path)[:200]
+    if "\x00" in str(path):  # os calls refuse it with a ValueError of their own
+        raise ReferenceImageError(
+            f"Reference image {shown!r} holds a NUL character, which no file path can. Pass the absolute path of an "
+            "existing image file, or an https:// URL."
+        )
     try:
         resolved = Path(path).expanduser().resolve(strict=True)
     except (OSError, RuntimeError, ValueError) as err:

@@ -74,10 +74,11 @@ async def open_service(
     # threads, 170 MB with 8, 140 MB with 4, the same wall time).
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     store = image_store(settings)  # a bad storage URL fails here, before anything starts
-    if settings.storage_url:  # a bucket that cannot be reached now is a setting to fix, not a task to pay for
-        problem = await store.check()
-        if problem is not None:
-            raise ConfigError(f"Images cannot be stored: {problem}.")
+    # A bucket that cannot be reached now, or an output folder that cannot be written (a file, a read-only place), is
+    # a setting to fix, not a task to pay for and then fail to save.
+    problem = await store.check()
+    if problem is not None:
+        raise ConfigError(f"Images cannot be stored: {problem}.")
     async with AsyncExitStack() as stack:
         base_url, key, scope = settings.base_url, settings.api_key, settings.base_url
         if settings.offline:

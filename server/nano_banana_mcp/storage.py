@@ -36,7 +36,12 @@ __all__ = ["UNAVAILABLE", "BucketStore", "FolderStore", "ImageStore", "StorageEr
 log = logging.getLogger(__name__)
 
 _STORAGE_SETTING = "NANO_BANANA_STORAGE_URL / --storage-url"
+_OUTPUT_SETTING = "NANO_BANANA_OUTPUT_DIR (or --out)"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+CONNECT_SECONDS = 3
+"""How long a connection to the bucket's endpoint may take to open."""
+CHECK_SECONDS = 3
+"""How long the check (:meth:`BucketStore.check`) waits for the bucket's answer, once connected."""
 STAGING = "staging"
 """The folder in the data dir where a bucket store's images are downloaded and finished before the upload."""
 
@@ -136,9 +141,25 @@ def image_store(settings: Settings) -> ImageStore:
         ) from err
     # Endpoint, credentials and region come from the standard AWS variables and files (AWS_ENDPOINT_URL for MinIO
     # or R2); links are signed with SigV4, which every S3-compatible service takes.
-    config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=20)
+    config = Config(
+        signature_version="s3v4",
+        retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=20,
+        connect_timeout=CONNECT_SECONDS,
+    )
+    # The check (at start, and /healthz) asks once and waits little: a silent endpoint is a setting to fix, said at
+    # once, not after boto3's four attempts of a minute each (4 minutes, measured, at start).
+    quick = config.merge(
+        Config(
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=CONNECT_SECONDS,
+            read_timeout=CHECK_SECONDS,
+        )
+    )
     try:
-        client = boto3.session.Session().client("s3", config=config)
+        session = boto3.session.Session()
+        client = session.client("s3", config=config)
+        probe = session.client("s3", config=quick)
     except (ValueError, BotoCoreError) as err:  # a bad endpoint (ValueError), region or profile
         raise ConfigError(
             f"The S3 client for {_STORAGE_SETTING} cannot be made ({type(err).__name__}: "
@@ -153,6 +174,7 @@ def image_store(settings: Settings) -> ImageStore:
         )
     return BucketStore(
         client=client,
+        probe=probe,
         bucket=bucket,
         prefix=f"{prefix}/" if prefix else "",
         staging=settings.data_dir / STAGING,
@@ -234,7 +256,10 @@ def _unwritable(folder: Path) -> str | None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".healthz-"):
             pass
     except OSError as err:
-        return f"the output folder {folder} is not writable ({err.strerror or err})"
+        reason = "it is a file, not a folder" if folder.exists() and not folder.is_dir() else err.strerror or err
+        return (
+            f"the output folder {folder} cannot be written ({reason}); set {_OUTPUT_SETTING} to a folder you can write"
+        )
     return None
 
 
@@ -250,6 +275,8 @@ class BucketStore:
     """
 
     client: S3Client = field(repr=False)
+    probe: S3Client = field(repr=False)
+    """The same bucket with one attempt and short timeouts: :meth:`check`'s."""
     bucket: str
     prefix: str
     staging: Path
@@ -318,7 +345,10 @@ class BucketStore:
 
     async def check(self) -> str | None:
         try:
-            await self._call(partial(self.client.head_bucket, Bucket=self.bucket), f"The bucket {self.bucket}")
+            # The reason goes back to the caller (start-up says it, /healthz logs it), not to the log a second time.
+            await self._call(
+                partial(self.probe.head_bucket, Bucket=self.bucket), f"The bucket {self.bucket}", log_reason=False
+            )
         except StorageError as err:
             return f"{err.detail} ({_STORAGE_SETTING}; the endpoint and credentials come from the AWS variables)"
         return None
@@ -338,11 +368,11 @@ class BucketStore:
             raise StorageError(f"The image is not in {self.where}; it is not served.")
         return key
 
-    async def _call(self, call: partial[Any], doing: str) -> Any:
+    async def _call(self, call: partial[Any], doing: str, *, log_reason: bool = True) -> Any:
         """One blocking boto3 call in a worker thread; its failures as StorageError, with no credential in them.
 
         An endpoint that cannot be reached is :data:`UNAVAILABLE` to whoever reads the error, and its reason (which
-        names the endpoint) goes to the log.
+        names the endpoint) goes to the log (``log_reason``), and to the error's ``detail`` in any case.
         """
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
@@ -355,7 +385,7 @@ class BucketStore:
             raise StorageError(f"{doing}: {reason}" if doing else reason) from None
         except (BotoCoreError, OSError) as err:  # botocore's messages name the endpoint: the operator's to read
             reason = _without_userinfo(str(err))[:300] or type(err).__name__
-            if doing:
+            if doing and log_reason:
                 log.warning("storage: %s: %s", doing, reason)
             told = f"{doing}: {UNAVAILABLE}; the server's log has the reason" if doing else UNAVAILABLE
             raise StorageError(told, detail=f"{doing}: {reason}" if doing else reason) from None

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.errors import ConfigError
+from nano_banana_mcp.errors import ConfigError, DatabaseUnavailable
 from nano_banana_mcp.mcp_server import create_server
 from nano_banana_mcp.tasks import RowTaken, TaskRecord
 from nano_banana_mcp.tasks.ledger_pg import SCHEMA_VERSION, PostgresLedger
@@ -363,3 +363,31 @@ async def test_a_database_failure_tells_tenants_database_unavailable_and_the_ope
     assert where not in told and "127.0.0.1" not in told and PASSWORD not in told
     assert where in caplog.text
     assert PASSWORD not in caplog.text
+
+
+async def test_a_call_while_the_database_is_down_is_answered_within_seconds(
+    postgres, database_url: str, replica_a: PostgresLedger
+) -> None:
+    """The database stops taking connections (every session ended, none let in): each kind of call a tool makes
+    (a look-up, a new row, a list, a health check) fails within the issue's 5 s, saying the database is unavailable
+    (the log names it and the setting), instead of waiting out the pool's 30 s."""
+    await replica_a.add(record("before"))
+    database = database_url.rsplit("/", 1)[1]
+    admin = postgres.url("postgres")
+    postgres.query(admin, f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS false")
+    try:
+        postgres.query(admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+        calls = {
+            "find": lambda: replica_a.find("before"),
+            "add": lambda: replica_a.add(record("after")),
+            "recent": lambda: replica_a.recent(10),
+            "ping": replica_a.ping,
+        }
+        for name, call in calls.items():
+            started = anyio.current_time()
+            with pytest.raises(DatabaseUnavailable) as info:
+                await call()
+            assert anyio.current_time() - started < 5, name  # the issue's promise: a clear answer within 5 s
+            assert "database unavailable" in str(info.value)
+    finally:
+        postgres.query(admin, f"ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true")

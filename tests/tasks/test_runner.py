@@ -3,6 +3,7 @@ every result saved. The emulator runs with strict idempotency: a key dedupes onl
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import uuid
@@ -138,11 +139,13 @@ async def test_get_task_waits_on_a_task_another_process_follows(settings: Settin
 
 
 async def test_unwritable_output_dir_is_clear_and_recoverable(settings: Settings, emulator, tmp_path: Path) -> None:
-    """An output folder that cannot be made gives a clear error; once fixed, get_task saves the files."""
+    """An output folder that cannot be made once the server runs (one that cannot at start stops the start) gives a
+    clear error; once fixed, get_task saves the files."""
     blocker = tmp_path / "blocked"
-    blocker.write_text("a file where the output folder should be")
     blocked = settings.model_copy(update={"output_dir": blocker / "images"})
     async with Client(create_server(blocked)) as client:
+        shutil.rmtree(blocker)
+        blocker.write_text("a file where the output folder should be")
         result = await client.call_tool("generate_image", {"prompt": "patience", "wait_seconds": 1})
         data = result.structured_content
         assert "NANO_BANANA_OUTPUT_DIR" in data["error"]

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from nano_banana_mcp.emulator.contract import Emulator
 from nano_banana_mcp.emulator.wire import error, is_abort
 
-__all__ = ["serve", "serve_in_thread"]
+__all__ = ["bind", "serve", "serve_in_thread"]
 
 _GRACEFUL_SHUTDOWN_SECONDS = 2
 
@@ -65,7 +65,7 @@ def serve_in_thread(
     With ``path_token`` everything is served under ``/{path_token}`` (the base URL ends with it) and nothing else
     is: the offline mode's private emulator, which other users of the machine can connect to but not use.
     """
-    sock = _bind(host, port)
+    sock = bind(host, port)
     app = emulator.app if path_token is None else _Under(emulator.app, path_token)
     server = uvicorn.Server(_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="nano-banana-emulator", daemon=True)
@@ -85,9 +85,13 @@ def serve_in_thread(
         emulator.base_url = None
 
 
-async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 8787) -> None:
-    """Serve until cancelled (the ``nano-banana-mcp emulator`` command)."""
-    sock = _bind(host, port)
+async def serve(
+    emulator: Emulator, host: str = "127.0.0.1", port: int = 8787, *, sock: socket.socket | None = None
+) -> None:
+    """Serve until cancelled (the ``nano-banana-mcp emulator`` command), on ``sock`` if given (from :func:`bind`,
+    which it closes), else on a socket bound to ``host:port`` here."""
+    if sock is None:
+        sock = bind(host, port)
     server = uvicorn.Server(_config(emulator.app))
     emulator.base_url = _url(host, sock.getsockname()[1])
     logger.info("Monet emulator (offline placeholders) listening on %s", emulator.base_url)
@@ -118,7 +122,8 @@ def _config(app: ASGIApp) -> uvicorn.Config:
     return config
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: a free port) for the emulator to serve on; OSError if it cannot be."""
     # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without
     # it each keep-alive answer (headers, then body) waits ~40 ms on Nagle and the delayed ACK.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -127,6 +127,15 @@ def _known_version(version: int) -> int:
     return version
 
 
+def _check_intact(db: sqlite3.Connection) -> None:
+    """Refuse a damaged file at start (garbage written over it, a disk fault), before any task is paid for: its
+    header may read well while the pages behind it do not. SQLite's quick check reads every page once (about 20 ms
+    for 50,000 tasks, warm)."""
+    [(verdict,)] = db.execute("PRAGMA quick_check(1)").fetchall()
+    if verdict != "ok":
+        raise sqlite3.DatabaseError(f"the file is damaged: {' '.join(str(verdict).split())[:160]}")
+
+
 class Ledger:
     """Task records on SQLite, their owners, and the upload cache. One instance per process."""
 
@@ -175,6 +184,7 @@ class Ledger:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA synchronous=NORMAL")
+            _check_intact(db)
             self._migrate(db)
             self.owners.acquire()
         except (OSError, sqlite3.Error) as err:

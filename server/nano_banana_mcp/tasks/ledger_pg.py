@@ -113,7 +113,14 @@ FINISHED_CHANNEL = "nano_banana_finished"
 """Where a write that finishes a row is announced to every process on the database: its owner and key, tab-separated."""
 LISTEN_RETRY_SECONDS = (0.1, 10.0)
 """The first and the longest wait before listening again on a new connection, the wait doubling in between."""
-CONNECT_SECONDS = 10
+CONNECT_SECONDS = 3
+"""How long opening a connection may take (libpq's connect_timeout, unless the URL sets its own; libpq advises
+against less than 2 s): a database that does not answer stops a start-up within seconds, naming the setting."""
+POOL_OPEN_SECONDS = 10
+"""How long the pool may take to open its first connection, once the owner connection has been made."""
+WAIT_SECONDS = 3.0
+"""How long a query waits for a pooled connection. Queries take a millisecond: a wait this long means the database
+is down, and the call says so now rather than after psycopg_pool's default 30 s."""
 _KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
 """TCP keepalives on every connection, on both ends: a host that vanishes loses its owner lock in ~25 s."""
 
@@ -186,12 +193,13 @@ class PostgresLedger:
                 kwargs={"autocommit": True},
                 min_size=1,
                 max_size=POOL_SIZE,
+                timeout=WAIT_SECONDS,
                 open=False,
                 check=AsyncConnectionPool.check_connection,  # a connection the database dropped is not handed out
                 name="nano-banana-mcp ledger",
             )
             self._pool = pool
-            await pool.open(wait=True, timeout=CONNECT_SECONDS)
+            await pool.open(wait=True, timeout=POOL_OPEN_SECONDS)
         except BaseException as err:
             with anyio.CancelScope(shield=True):
                 await self.close()

@@ -102,9 +102,12 @@ class References:
         """A local reference, read only from ``roots``; with tenants, never from the output folder or the data folder
         (where a bucket's images are made) by path: they hold every tenant's images, and each tenant reaches its own
         through their ``nano-banana://`` URIs."""
-        resolved = Path(path).expanduser().resolve()
+        try:
+            resolved: Path | None = Path(path).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError):  # a NUL character, a link loop: check_reference says which
+            resolved = None
         shared = (self.settings.output_dir, self.settings.data_dir)
-        if self.tenants and any(resolved.is_relative_to(folder) for folder in shared):
+        if resolved is not None and self.tenants and any(resolved.is_relative_to(folder) for folder in shared):
             raise InvalidRequest(
                 f"{path[:200]!r} is in the server's output folder or data folder, which are not read by path here: "
                 "pass an image's nano-banana://tasks/{task_id}/images/{n} URI (each result's images[].uri) instead."
