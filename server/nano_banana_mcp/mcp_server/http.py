@@ -35,7 +35,7 @@ from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings, is_loopback, normal_host
 from nano_banana_mcp.errors import ConfigError
-from nano_banana_mcp.tasks.service import DEFAULT_TENANT
+from nano_banana_mcp.tasks import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from nano_banana_mcp.mcp_server.oauth import OAuthConfig
