@@ -15,7 +15,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nano_banana_mcp.emulator.contract import Emulator
 from nano_banana_mcp.emulator.wire import error, is_abort
-from nano_banana_mcp.sockets import listening_socket
 
 __all__ = ["serve", "serve_in_thread"]
 
@@ -64,6 +63,8 @@ def serve_in_thread(
     With ``path_token`` everything is served under ``/{path_token}`` (the base URL ends with it) and nothing else
     is: the offline mode's private emulator, which other users of the machine can connect to but not use.
     """
+    from nano_banana_mcp.sockets import listening_socket  # noqa: PLC0415 - building an emulator loads no product module
+
     sock = listening_socket(host, port)
     app = emulator.app if path_token is None else _Under(emulator.app, path_token)
     server = uvicorn.Server(_config(app))
@@ -86,6 +87,8 @@ def serve_in_thread(
 
 async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 8787) -> None:
     """Serve until cancelled (the ``nano-banana-mcp emulator`` command)."""
+    from nano_banana_mcp.sockets import listening_socket  # noqa: PLC0415 - as in serve_in_thread
+
     sock = listening_socket(host, port)
     server = uvicorn.Server(_config(emulator.app))
     emulator.base_url = _url(host, sock.getsockname()[1])
