@@ -97,7 +97,7 @@ NOT_FOR_THE_HOST = {"SKILL.md", "SECURITY.md", "server.json"}  # the skill, the 
 bad = [n for n in names
        if FORBIDDEN & set(n.split("/")[:-1]) or n.split("/")[0] in FORBIDDEN or n in NOT_FOR_THE_HOST
        or n.endswith((".pyc", ".whl", ".mcpb")) or any(p.endswith(".egg-info") for p in n.split("/"))]
-modules = sorted(str(p) for p in Path("server/nano_banana_mcp").glob("*.py"))
+modules = sorted(str(p) for p in Path("server/nano_banana_mcp").rglob("*.py"))
 missing = [n for n in ["manifest.json", "pyproject.toml", "README.md", "LICENSE", *modules] if n not in names]
 if Path("uv.lock").is_file() and "uv.lock" not in names:
     missing.append("uv.lock")

@@ -7,7 +7,7 @@ tables in the docs all come from :data:`MODELS`. Adding a model is one entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -109,7 +109,8 @@ else:
 
 
 OutputFormat = Literal["png", "jpeg", "webp"]
-OUTPUT_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp")
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
+"""What ``output_format`` may ask for; ``None`` keeps what the API delivered."""
 MAX_COUNT = 4
 """Tasks one generate call may make at once (``count``); each is its own task, key and charge."""
 

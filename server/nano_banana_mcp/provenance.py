@@ -19,6 +19,7 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from nano_banana_mcp import __version__
+from nano_banana_mcp.catalog import OUTPUT_FORMATS
 from nano_banana_mcp.images import DECODING, EXTENSIONS, MAX_PIXELS, PILLOW_ERRORS, ImageMeta, decoded_bytes, open_image
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AI_GENERATED",
-    "OUTPUT_FORMATS",
     "PLACEHOLDER_LABEL",
     "PLACEHOLDER_SOURCE",
     "PROMPT_MAX_CHARS",
@@ -50,8 +50,6 @@ __all__ = [
 # Each replaces whatever the API or an earlier run put in the same place (the same PNG keywords, EXIF, XMP, GIF
 # comments), so finishing a file twice leaves one record; everything else in the file is left as it was.
 
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
-"""What ``output_format`` may ask for; ``None`` keeps what the API delivered."""
 PROMPT_MAX_CHARS = 4_000
 """The most characters of a prompt stored in a file; a longer one is cut and ends with an ellipsis."""
 AI_GENERATED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"

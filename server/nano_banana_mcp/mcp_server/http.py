@@ -35,7 +35,8 @@ from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings, is_loopback, normal_host
 from nano_banana_mcp.errors import ConfigError
-from nano_banana_mcp.tasks.service import DEFAULT_TENANT
+from nano_banana_mcp.sockets import listening_socket
+from nano_banana_mcp.tasks import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from nano_banana_mcp.mcp_server.oauth import OAuthConfig
@@ -253,17 +254,12 @@ def transport_security(host: str, port: int) -> TransportSecuritySettings:
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (0: a free port), so the app can be built for the port served."""
     host = normal_host(host)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-        sock.bind((host, port))
-        sock.listen(2048)  # clients that connect before the server has started wait instead of being refused
+        return listening_socket(host, port)
     except OSError as err:
-        sock.close()
         raise ConfigError(
             f"Cannot listen on {host} port {port}: {err.strerror or err}. Choose another --port."
         ) from err
-    return sock
 
 
 _SET_ANOTHER = (

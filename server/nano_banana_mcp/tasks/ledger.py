@@ -26,7 +26,7 @@ import anyio.to_thread
 
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.tasks.owners import OwnerLocks
-from nano_banana_mcp.tasks.records import UNFINISHED_PHASES, Status, TaskRecord, now
+from nano_banana_mcp.tasks.records import DEFAULT_TENANT, UNFINISHED_PHASES, Status, TaskRecord, now
 from nano_banana_mcp.tasks.store import RowTaken, record_from_row
 
 __all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "Ledger"]
@@ -110,7 +110,6 @@ _COLUMNS = (
     "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at, "
     "create_log, tenant"
 )
-DEFAULT_TENANT = "default"
 _UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
 
 

@@ -48,7 +48,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
 from nano_banana_mcp.errors import ConfigError, DatabaseUnavailable, NanoBananaError
-from nano_banana_mcp.tasks.records import FINISHED_PHASES, UNFINISHED_PHASES, Status, TaskRecord, now
+from nano_banana_mcp.tasks.records import DEFAULT_TENANT, FINISHED_PHASES, UNFINISHED_PHASES, Status, TaskRecord, now
 from nano_banana_mcp.tasks.store import RowTaken, record_from_row
 
 __all__ = ["FINISHED_CHANNEL", "MIGRATIONS", "POOL_SIZE", "SCHEMA_VERSION", "DatabaseUnavailable", "PostgresLedger"]
@@ -128,7 +128,6 @@ _COLUMNS = (
     "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at, "
     "create_log, tenant"
 )
-DEFAULT_TENANT = "default"
 _UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
 _FINISHED = f"phase IN ({', '.join(repr(p) for p in FINISHED_PHASES)})"
 _SCHEMA_LOCK = "pg_advisory_xact_lock(hashtextextended('nano-banana-mcp ledger schema', 0))"

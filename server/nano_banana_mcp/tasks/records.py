@@ -26,6 +26,7 @@ from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.monet import Task
 
 __all__ = [
+    "DEFAULT_TENANT",
     "FINISHED_PHASES",
     "MAX_OUTPUTS",
     "MAX_STREAMS_PER_KEY",
@@ -53,6 +54,8 @@ does not get hundreds of files written."""
 STATUSES: tuple[Status, ...] = ("pending", "running", "success", "failed")
 UNFINISHED_PHASES: tuple[Phase, ...] = ("submitting", "created", "succeeded")
 FINISHED_PHASES: tuple[Phase, ...] = ("downloaded", "failed")
+DEFAULT_TENANT = "default"
+"""The tenant of stdio, of the CLI, of a single HTTP token, and of a server without auth."""
 
 
 log = logging.getLogger(__name__)
@@ -121,7 +124,7 @@ class TaskRecord(BaseModel):
 
     key: str
     request: GenerateRequest
-    tenant: str = "default"
+    tenant: str = DEFAULT_TENANT
     """Who the row belongs to: the HTTP token's tenant, or ``default`` (stdio, one token, no auth)."""
     phase: Phase = "submitting"
     endpoint: Endpoint | None = None

@@ -26,14 +26,13 @@ from nano_banana_mcp.errors import InvalidRequest, MonetError, NotFound, TaskNot
 from nano_banana_mcp.images import thumbnail
 from nano_banana_mcp.monet import MonetClient, MonetClients, Task
 from nano_banana_mcp.storage import ImageStore, StorageError
-from nano_banana_mcp.tasks.records import SavedImage, Status, TaskRecord, status_at_api
+from nano_banana_mcp.tasks.records import DEFAULT_TENANT, SavedImage, Status, TaskRecord, status_at_api
 from nano_banana_mcp.tasks.references import RESULT_URI, References, RootsProvider, UploadedReference
 from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.store import LedgerStore
 
 __all__ = [
     "COLLECT_WAIT",
-    "DEFAULT_TENANT",
     "OFFLINE_NOTE",
     "ProgressCallback",
     "Service",
@@ -49,8 +48,6 @@ ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 COLLECT_WAIT = 30
 """The ``wait_seconds`` our advice names: well under the ~60 s at which hosts cut a call off."""
 OFFLINE_NOTE = "Offline mode: these are placeholder images from the built-in emulator, not generated images."
-DEFAULT_TENANT = "default"
-"""The tenant of stdio, of a single HTTP token, and of a server without auth."""
 _LEDGER_POLL = 0.25  # how often a wait re-reads the ledger for a task another process is working on
 _PREVIEWS_KEPT = 64  # previews are at most THUMBNAIL_MAX_BYTES (80 KB): ~5 MB in all
 

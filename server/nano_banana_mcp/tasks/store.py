@@ -26,7 +26,7 @@ from typing import Any, Protocol, Self
 
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import NanoBananaError
-from nano_banana_mcp.tasks.records import CreateLog, SavedImage, Status, TaskRecord
+from nano_banana_mcp.tasks.records import DEFAULT_TENANT, CreateLog, SavedImage, Status, TaskRecord
 
 __all__ = ["LedgerStore", "RowTaken", "record_from_row"]
 
@@ -76,24 +76,24 @@ class LedgerStore(Protocol):
         """The row with this key, of any tenant: for the runner, and for keys read from a tenant's own rows."""
         ...
 
-    async def find(self, handle: str, *, tenant: str = "default") -> TaskRecord | None:
+    async def find(self, handle: str, *, tenant: str = DEFAULT_TENANT) -> TaskRecord | None:
         """This tenant's row an agent means: by the API's task id, or by our own key before the API named it.
 
         Another tenant's row is not found: to a caller it does not exist.
         """
         ...
 
-    async def known_task_ids(self, task_ids: Sequence[str], *, tenant: str = "default") -> set[str]:
+    async def known_task_ids(self, task_ids: Sequence[str], *, tenant: str = DEFAULT_TENANT) -> set[str]:
         """Which of these API task ids have a row of this tenant here (one query, however many)."""
         ...
 
     async def recent(
-        self, limit: int, offset: int = 0, status: Status | None = None, *, tenant: str = "default"
+        self, limit: int, offset: int = 0, status: Status | None = None, *, tenant: str = DEFAULT_TENANT
     ) -> list[TaskRecord]:
         """This tenant's rows newest first, optionally only those with this public status."""
         ...
 
-    async def count(self, status: Status | None = None, *, tenant: str = "default") -> int: ...
+    async def count(self, status: Status | None = None, *, tenant: str = DEFAULT_TENANT) -> int: ...
 
     # -- owners ----------------------------------------------------------------------------------
 
@@ -109,10 +109,10 @@ class LedgerStore(Protocol):
 
     # -- uploads ---------------------------------------------------------------------------------
 
-    async def cached_upload(self, sha256: str, *, tenant: str = "default") -> tuple[str, datetime] | None: ...
+    async def cached_upload(self, sha256: str, *, tenant: str = DEFAULT_TENANT) -> tuple[str, datetime] | None: ...
 
     async def remember_upload(
-        self, sha256: str, url: str, expires_at: datetime, *, tenant: str = "default"
+        self, sha256: str, url: str, expires_at: datetime, *, tenant: str = DEFAULT_TENANT
     ) -> None: ...
 
     # -- other processes -------------------------------------------------------------------------
