@@ -86,10 +86,32 @@ def make_settings() -> Callable[[str | None, Path], Settings]:
     return _make_settings
 
 
-@pytest.fixture(params=["auto", "legacy"])
-def mode(request: pytest.FixtureRequest) -> str:
-    """Both protocol eras: 2026-07-28 (auto) and the 2025-11-25 handshake most hosts speak today."""
-    return request.param
+ERAS = ("auto", "legacy")
+"""The protocol eras the server speaks: 2026-07-28 (``auto``) and the 2025-11-25 handshake most hosts speak today."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "both_eras: the test's subject is the protocol (transport, notifications, roots, resources, schemas, "
+        "extensions): its `mode` runs in each era, not only 2026-07-28",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.both_eras``: ``mode`` (and so ``mcp_client``) takes each era, as ``[auto]`` and ``[legacy]``."""
+    if metafunc.definition.get_closest_marker("both_eras") is None:
+        return
+    if "mode" not in metafunc.fixturenames:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: both_eras needs `mode` or `mcp_client`")
+    metafunc.parametrize("mode", ERAS)
+
+
+@pytest.fixture
+def mode() -> str:
+    """The protocol era of ``mcp_client``: 2026-07-28. A test whose subject is the protocol itself is marked
+    ``@pytest.mark.both_eras`` and runs in the 2025-11-25 era too; the rest test the product once."""
+    return "auto"
 
 
 @pytest.fixture

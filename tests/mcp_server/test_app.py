@@ -17,6 +17,7 @@ from nano_banana_mcp.mcp_server import StaticTokenVerifier, create_server
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.both_eras
 async def test_task_resource_reads_the_result(mcp_client: Client) -> None:
     """A task's resource is its structured result as JSON."""
     result = await mcp_client.call_tool("generate_image", {"prompt": "a lighthouse"})
@@ -28,6 +29,7 @@ async def test_task_resource_reads_the_result(mcp_client: Client) -> None:
     assert task["images"] == result.structured_content["images"]
 
 
+@pytest.mark.both_eras
 @pytest.mark.parametrize(
     ("suffix", "expected"),
     [
@@ -47,6 +49,7 @@ async def test_image_resource_refuses_an_image_the_task_lacks(mcp_client: Client
         await mcp_client.read_resource(uri)
 
 
+@pytest.mark.both_eras
 async def test_unknown_task_resource_points_to_list_tasks(mcp_client: Client) -> None:
     """A resource for a task nobody knows is an error that points to list_tasks."""
     with pytest.raises(MCPError, match="list_tasks"):
@@ -99,6 +102,7 @@ async def test_image_resource_serves_only_files_in_the_output_folder(mcp_client:
         await mcp_client.read_resource(uri)
 
 
+@pytest.mark.both_eras
 @pytest.mark.parametrize(("fmt", "mime"), [("png", "image/png"), ("jpeg", "image/jpeg"), ("webp", "image/webp")])
 async def test_image_resource_has_the_images_own_type(mcp_client: Client, fmt: str, mime: str) -> None:
     """A saved image read as a resource says what it is (PNG, JPEG or WebP), not the template's default."""

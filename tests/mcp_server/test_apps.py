@@ -15,7 +15,7 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.mcp_server import create_server
 from nano_banana_mcp.mcp_server.apps import REQUEST_META, VIEWER_URI
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_eras]  # capability negotiation: the protocol is the subject
 
 APP_MIME = "text/html;profile=mcp-app"
 APPS = advertise("io.modelcontextprotocol/ui", {"mimeTypes": [APP_MIME]})

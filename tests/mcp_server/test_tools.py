@@ -61,6 +61,7 @@ async def test_generate_saves_images_for_each_model(
     assert str(path) in text_of(result)
 
 
+@pytest.mark.both_eras
 async def test_result_carries_a_small_thumbnail_and_a_resource_link(mcp_client: Client, text_of) -> None:
     """A 4K result shows a ≤512 px, ≤100 KB preview and links the full image, which reads back whole."""
     result = await mcp_client.call_tool(
@@ -239,6 +240,7 @@ async def test_failed_task_is_a_clear_failure(mcp_client: Client, emulator, text
     assert "failed" in text_of(result)
 
 
+@pytest.mark.both_eras
 async def test_progress_notifications_arrive(mcp_client: Client, emulator) -> None:
     """Waiting reports progress, rising to 100 when the images are saved."""
     emulator.task_seconds = 0.6
