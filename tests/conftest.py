@@ -8,10 +8,12 @@ import itertools
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -161,6 +163,26 @@ def png() -> Callable[..., Path]:
     return write
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@pytest.fixture(scope="session")
+def undecodable_png() -> Callable[[Path, tuple[int, int]], Path]:
+    """Write a PNG whose header says ``size`` (1-bit grey) but whose pixel data is not zlib at all:
+    ``undecodable_png(path, size)``. Opening it reads its size; decoding it fails (OSError, "broken data stream"), so
+    code that succeeds on it, or refuses it for its size, never decoded its pixels."""
+
+    def write(path: Path, size: tuple[int, int]) -> Path:
+        header = struct.pack(">IIBBBBB", *size, 1, 0, 0, 0, 0)
+        body = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", b"\xff" * 64) + _png_chunk(b"IEND", b"")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+        return path
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def text_of() -> Callable[[Any], str]:
     """The text blocks of a tool result, joined: what the agent reads."""
@@ -266,7 +288,7 @@ class PostgresCluster:
 
     def cut_off(self, url: str, owner: str) -> None:
         """End the database session holding the ledger owner ``owner``'s lock, as a crashed host or a cut network
-        would (``pg_terminate_backend``); the process it belongs to runs on."""
+        would (``pg_terminate_backend``), and return once it has ended; the process it belongs to runs on."""
         [(pid,)] = self.query(
             url,
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
@@ -274,6 +296,15 @@ class PostgresCluster:
             (owner,),
         )
         assert self.query(url, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]
+        self.wait_ended(url, pid)
+
+    def wait_ended(self, url: str, pid: int) -> None:
+        """Until the session of server pid ``pid`` is gone (a backend lets go of its advisory locks before it leaves
+        pg_stat_activity)."""
+        deadline = time.monotonic() + 60  # only against a hang
+        while self.query(url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+            assert time.monotonic() < deadline, f"PostgreSQL kept session {pid} after it was ended"
+            time.sleep(0.01)
 
     def listeners(self, url: str) -> set[int]:
         """The server pids of the sessions on the database at ``url`` that have run a LISTEN, and finished it."""
@@ -289,6 +320,8 @@ class PostgresCluster:
         pids = self.listeners(url)
         for pid in pids:
             assert self.query(url, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]
+        for pid in pids:
+            self.wait_ended(url, pid)
         return pids
 
     def query(self, url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -377,7 +410,8 @@ class S3Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(200):
+        deadline = time.monotonic() + 60  # only against a hang
+        while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
                     return
@@ -385,7 +419,7 @@ class S3Server:
                 if self._process.poll() is not None:
                     raise RuntimeError(f"moto's S3 server exited ({self._process.returncode})") from None
                 time.sleep(0.05)
-        raise RuntimeError("moto's S3 server did not start within 10 s")
+        raise RuntimeError("moto's S3 server did not start within 60 s")
 
     def stop(self) -> None:
         if self._process is not None:

@@ -59,15 +59,13 @@ def test_a_preview_opens_only_allowed_formats(tmp_path: Path, suffix: str) -> No
         thumbnail(other_format(tmp_path / f"out.{suffix}"))
 
 
-def test_a_preview_never_decodes_past_the_pixel_cap(tmp_path: Path) -> None:
-    """A small file of too many pixels is refused from its header, before any pixel is decoded."""
+def test_a_preview_never_decodes_past_the_pixel_cap(tmp_path: Path, undecodable_png) -> None:
+    """A small file of too many pixels is refused from its header, before any pixel is decoded (its pixel data
+    cannot be decoded at all: a decode would fail with another error)."""
     side = int(MAX_PIXELS**0.5) + 100
-    big = tmp_path / "big.png"
-    Image.new("1", (side, side)).save(big)  # a few KB on disk
-    started = time.monotonic()
+    big = undecodable_png(tmp_path / "big.png", (side, side))
     with pytest.raises(ValueError, match="pixels"):
         thumbnail(big)
-    assert time.monotonic() - started < 0.25
 
 
 def test_a_large_jpeg_is_previewed_at_a_reduced_scale(tmp_path: Path) -> None:
@@ -219,24 +217,23 @@ def test_a_file_swapped_for_a_fifo_is_refused_at_once(tmp_path: Path, png) -> No
     photo = png(tmp_path / "pics" / "photo.png")
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
-    took: list[float] = []
+    checks: list[None] = []
 
     def check() -> None:
-        started = time.monotonic()
         with contextlib.suppress(ReferenceImageError):
             check_reference(photo, max_bytes=1_000_000, roots=[tmp_path])
-        took.append(time.monotonic() - started)
+        checks.append(None)
 
     checker = threading.Thread(target=race, args=(photo, fifo, check), daemon=True)
     checker.start()
-    checker.join(timeout=RACE_SECONDS + 2)
+    checker.join(timeout=RACE_SECONDS + 60)  # only against a hang: a read that opened the FIFO waits for ever
     blocked = checker.is_alive()
     for name in (photo, fifo) if blocked else ():  # a read is stuck opening the FIFO: a writer releases it
         if stat.S_ISFIFO(name.stat().st_mode):
             os.close(os.open(name, os.O_WRONLY | os.O_NONBLOCK))
     checker.join()
     assert not blocked, "a reference check blocked on a FIFO"
-    assert max(took) < 0.5
+    assert checks, "no check ran"
 
 
 def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:

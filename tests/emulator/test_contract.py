@@ -303,8 +303,8 @@ def test_unknown_route_is_json_404(api) -> None:
 # --- SSE --------------------------------------------------------------------------------------------------
 
 
-def test_stream_reports_progress_and_ends_with_success_on_time(api, emulator: Emulator) -> None:
-    """The stream sends progress events, then a done event within 50 ms of the task finishing."""
+def test_stream_reports_progress_and_ends_with_success(api, emulator: Emulator) -> None:
+    """The stream sends progress events, then a done event once the task has finished."""
     events = api.stream(api.body())
     names = [event.event for event, _ in events]
     assert names[-1] == "done"
@@ -316,17 +316,25 @@ def test_stream_reports_progress_and_ends_with_success_on_time(api, emulator: Em
     assert final["outputs"][0]["url"].endswith(f"/files/outputs/{final['id']}/0.png")
     finished = emulator.finished_at(final["id"])
     assert finished is not None
-    assert 0 <= received - finished < 0.05
+    assert received >= finished
 
 
-def test_stream_sends_the_new_task_at_once(api, emulator: Emulator) -> None:
-    """The first event of a sync create comes right after the task is made and names it."""
-    emulator.task_seconds = 10
-    emulator.stream_interval = 10
-    started = time.monotonic()
-    with connect_sse(api.client, "POST", "/api/v1/tasks/sync", json=api.body()) as source:
+def test_stream_ends_when_the_task_finishes_not_at_its_next_tick(api, emulator: Emulator, client: httpx.Client) -> None:
+    """With progress due only every hour, a task of 0.3 s still streams its done event: the stream wakes when the
+    task finishes, not at its next interval (a stream that waited would hang, stopped by the 60 s guard)."""
+    emulator.stream_interval = 3600
+    with connect_sse(client, "POST", "/api/v1/tasks/sync", json=api.body(), timeout=60) as source:
+        names = [event.event for event in source.iter_sse()]
+    assert names == ["progress", "done"]
+
+
+def test_stream_sends_the_new_task_at_once(api, emulator: Emulator, client: httpx.Client) -> None:
+    """The first event of a sync create comes right after the task is made and names it: with the task and its
+    progress an hour away, waiting for either would hang (stopped by the 60 s guard)."""
+    emulator.task_seconds = 3600
+    emulator.stream_interval = 3600
+    with connect_sse(client, "POST", "/api/v1/tasks/sync", json=api.body(), timeout=60) as source:
         first = next(source.iter_sse()).json()
-    assert time.monotonic() - started < 1
     assert re.fullmatch(r"task_[0-9a-f]{12}", first["id"])
     assert first["status"] == "pending"
     assert api.client.get("/api/v1/tasks/list").json()["tasks"][0]["id"] == first["id"]
@@ -368,12 +376,14 @@ def test_upload_url_serves_the_file(api, emulator: Emulator) -> None:
 
 def test_upload_expires_after_ttl(api, emulator: Emulator) -> None:
     """An uploaded file is served until upload_ttl has passed, then it is gone."""
+    emulator.upload_ttl = 3600
+    kept = api.upload()["url"]
     emulator.upload_ttl = 0.2
-    url = api.upload()["url"]
-    uploaded = time.monotonic()
-    assert api.client.get(url).status_code == 200
-    time.sleep(max(uploaded + 0.2 - time.monotonic(), 0))
-    assert api.client.get(url).status_code == 404
+    expiring = api.upload(name="dog.png")["url"]
+    uploaded = time.monotonic()  # after the upload answered: its expiry is no later than this + 0.2 s
+    time.sleep(max(uploaded + 0.2 - time.monotonic(), 0))  # waits for the expiry itself: no race left
+    assert api.client.get(kept).status_code == 200
+    assert api.client.get(expiring).status_code == 404
 
 
 def test_create_with_expired_upload_is_400(api, emulator: Emulator) -> None:

@@ -63,17 +63,16 @@ async def replica_c(database_url: str, replica_b: PostgresLedger) -> AsyncIterat
 async def test_a_cut_off_replicas_rows_are_taken_within_seconds(
     postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
 ) -> None:
-    """Replica A's session ends (its backend terminated): B sees A's rows free and claims them all within 2 s."""
+    """Replica A's session ends (its backend terminated): the moment it has, B sees A's rows free (no lease to wait
+    out) and claims them all."""
     keys = [f"k{i}" for i in range(5)]
     for key in keys:
         await replica_a.add(record(key))
     assert await replica_b.claimable() == []
     assert not await replica_b.claim("k0")
-    postgres.cut_off(database_url, replica_a.owner)
-    with anyio.fail_after(2):
-        while await replica_b.claimable() != keys:
-            await anyio.sleep(0.01)
-        assert [await replica_b.claim(key) for key in keys] == [True] * 5
+    postgres.cut_off(database_url, replica_a.owner)  # returns once the session has ended
+    assert await replica_b.claimable() == keys
+    assert [await replica_b.claim(key) for key in keys] == [True] * 5
 
 
 async def test_a_replica_that_lost_its_session_is_refused_rows_taken_meanwhile(
@@ -86,7 +85,7 @@ async def test_a_replica_that_lost_its_session_is_refused_rows_taken_meanwhile(
     await replica_a.add(untouched)
     old_identity = replica_a.owner
     postgres.cut_off(database_url, old_identity)
-    with anyio.fail_after(2):
+    with anyio.fail_after(60):  # only against a hang
         while not await replica_b.claim("working"):
             await anyio.sleep(0.01)
     working.phase, working.task_id = "created", "task_1"
@@ -132,7 +131,7 @@ async def watching(postgres, url: str, ledger: PostgresLedger) -> AsyncIterator[
     before = postgres.listeners(url)
     async with anyio.create_task_group() as tg:
         tg.start_soon(ledger.watch_finished, send.send)
-        with anyio.fail_after(2):
+        with anyio.fail_after(60):  # only against a hang
             while not postgres.listeners(url) - before:
                 await anyio.sleep(0.01)
         yield receive
@@ -151,7 +150,7 @@ async def finish(ledger: PostgresLedger, key: str, **changes: object) -> TaskRec
 
 
 async def next_told(told: MemoryObjectReceiveStream[TaskRecord]) -> TaskRecord:
-    with anyio.fail_after(2):
+    with anyio.fail_after(60):  # only against a hang
         return await told.receive()
 
 
@@ -191,7 +190,7 @@ async def test_a_refused_write_announces_nothing(
     working = record("working")
     await replica_a.add(working)
     postgres.cut_off(database_url, replica_a.owner)
-    with anyio.fail_after(2):
+    with anyio.fail_after(60):  # only against a hang
         while not await replica_b.claim("working"):
             await anyio.sleep(0.01)
     async with watching(postgres, database_url, replica_c) as told:
@@ -218,7 +217,7 @@ async def test_finishes_are_told_again_once_the_listening_connection_is_back(
         with caplog.at_level(logging.WARNING, logger="nano_banana_mcp"):
             cut = postgres.cut_listeners(database_url)
             assert len(cut) == 1
-            with anyio.fail_after(2):
+            with anyio.fail_after(60):  # only against a hang
                 while not postgres.listeners(database_url) - cut:
                     await anyio.sleep(0.01)
         await finish(replica_b, "after")

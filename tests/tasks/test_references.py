@@ -133,7 +133,7 @@ async def test_result_uris_of_unfinished_tasks_or_missing_images_are_refused(
     early = f"nano-banana://tasks/{running['task_id']}/images/0"
     refused = await mcp_client.call_tool("generate_image", {"prompt": "p", "images": [early]})
     assert "only a finished task's image can be used" in text_of(refused)
-    with anyio.fail_after(5):  # the running task's own create is sent in the background: wait for it
+    with anyio.fail_after(60):  # the running task's own create is sent in the background: wait for it
         while emulator.creates < 2:
             await anyio.sleep(0.01)
     assert emulator.creates == 2
