@@ -16,17 +16,32 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
 from mcp import Client
+from mcp_types import CallToolResult, TextContent
+from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
 from nano_banana_mcp.mcp_server import create_server
 
 API_KEY = "monet_test_key"
+
+# The types of the session's helper fixtures, for the tests' annotations (imported under TYPE_CHECKING).
+MakeSettings = Callable[[str | None, Path], Settings]
+MakeUndecodablePng = Callable[[Path, tuple[int, int]], Path]
+TextOf = Callable[[CallToolResult], str]
+
+
+class MakePng(Protocol):
+    def __call__(self, path: Path, size: tuple[int, int] = ...) -> Path: ...
+
+
+class Hello(Protocol):
+    def __call__(self, base: str, headers: dict[str, str] | None = None) -> httpx.Response: ...
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +77,9 @@ def api_key() -> str:
 
 def _make_settings(base_url: str | None, root: Path) -> Settings:
     """Settings pointing at the emulator, with test-speed retries and polling, files under ``root``."""
+    assert base_url is not None, "the emulator is not serving"
     return Settings(
-        api_key=API_KEY,
+        api_key=SecretStr(API_KEY),
         base_url=base_url,
         output_dir=root / "out",
         data_dir=root / "data",
@@ -83,7 +99,7 @@ def settings(tmp_path: Path, emulator: Emulator) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def make_settings() -> Callable[[str | None, Path], Settings]:
+def make_settings() -> MakeSettings:
     """Settings for another API URL or folder: ``make_settings(base_url, root)``."""
     return _make_settings
 
@@ -150,7 +166,7 @@ def process_env(tmp_path: Path, emulator: Emulator) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def png() -> Callable[..., Path]:
+def png() -> MakePng:
     """Write a small PNG: ``png(path, size=(64, 48))`` makes its folder and returns the path."""
 
     def write(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
@@ -168,7 +184,7 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def undecodable_png() -> Callable[[Path, tuple[int, int]], Path]:
+def undecodable_png() -> MakeUndecodablePng:
     """Write a PNG whose header says ``size`` (1-bit grey) but whose pixel data is not zlib at all:
     ``undecodable_png(path, size)``. Opening it reads its size; decoding it fails (OSError, "broken data stream"), so
     code that succeeds on it, or refuses it for its size, never decoded its pixels."""
@@ -184,11 +200,11 @@ def undecodable_png() -> Callable[[Path, tuple[int, int]], Path]:
 
 
 @pytest.fixture(scope="session")
-def text_of() -> Callable[[Any], str]:
+def text_of() -> TextOf:
     """The text blocks of a tool result, joined: what the agent reads."""
 
-    def join(result: Any) -> str:
-        return "\n".join(c.text for c in result.content if c.type == "text")
+    def join(result: CallToolResult) -> str:
+        return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
     return join
 
@@ -210,7 +226,7 @@ def _initialize(base: str, headers: dict[str, str] | None = None) -> httpx.Respo
 
 
 @pytest.fixture(scope="session")
-def hello() -> Callable[..., httpx.Response]:
+def hello() -> Hello:
     """``hello(base, headers)``: an MCP initialize request to ``{base}/mcp`` over plain HTTP, as any client
     sends first (to see how the transport answers: 200, 401, 421, 403)."""
     return _initialize
