@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -17,7 +18,7 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import InvalidRequest, MonetError, TaskNotFound
 from nano_banana_mcp.runtime import open_service
-from nano_banana_mcp.tasks import LEDGER_FILE
+from nano_banana_mcp.tasks import LEDGER_FILE, Status
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +35,7 @@ def rows_in_ledger(settings: Settings) -> int:
             return 0
 
 
-async def cancelled_once_submitted(settings: Settings, call: Callable[[], Awaitable[object]]) -> None:
+async def cancelled_once_submitted(settings: Settings, call: Callable[[], Coroutine[Any, Any, object]]) -> None:
     """Run ``call`` and cancel it as soon as its row is in the ledger: a caller that walks away right after submit."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(call)
@@ -81,7 +82,8 @@ async def test_status_filter_and_totals_agree(settings: Settings, emulator: Emul
         await service.generate(GenerateRequest(prompt="three"), 10)
         emulator.task_seconds = 60  # still pending at the API (its first 6 s) when the call returns
         await service.generate(GenerateRequest(prompt="four"), 0.2)
-        for status, expected in (("success", 2), ("failed", 1), ("pending", 1), ("running", 0)):
+        expectations: list[tuple[Status, int]] = [("success", 2), ("failed", 1), ("pending", 1), ("running", 0)]
+        for status, expected in expectations:
             listed = await service.list_tasks(page_size=1, status=status)
             assert listed.total_local == expected, status
             assert len([t for t in listed.tasks if t.task_id.startswith("task_")]) == min(expected, 1), status
