@@ -9,9 +9,12 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourceUpdated
+from mcp_types import TextResourceContents
 from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.mcp_server import StaticTokenVerifier, create_server
 
 pytestmark = pytest.mark.anyio
@@ -22,8 +25,9 @@ async def test_task_resource_reads_the_result(mcp_client: Client) -> None:
     """A task's resource is its structured result as JSON."""
     result = await mcp_client.call_tool("generate_image", {"prompt": "a lighthouse"})
     task_id = result.structured_content["task_id"]
-    read = await mcp_client.read_resource(f"nano-banana://tasks/{task_id}")
-    task = json.loads(read.contents[0].text)
+    [content] = (await mcp_client.read_resource(f"nano-banana://tasks/{task_id}")).contents
+    assert isinstance(content, TextResourceContents)
+    task = json.loads(content.text)
     assert task["task_id"] == task_id
     assert task["status"] == "success"
     assert task["images"] == result.structured_content["images"]
@@ -56,7 +60,7 @@ async def test_unknown_task_resource_points_to_list_tasks(mcp_client: Client) ->
         await mcp_client.read_resource("nano-banana://tasks/task_nope")
 
 
-async def test_background_finish_reaches_listeners(settings: Settings, emulator) -> None:
+async def test_background_finish_reaches_listeners(settings: Settings, emulator: Emulator) -> None:
     """A 2026 client listening on a task's resource hears when it finishes after the call returned."""
     emulator.task_seconds = 0.5
     heard: list[str] = []
@@ -66,11 +70,13 @@ async def test_background_finish_reaches_listeners(settings: Settings, emulator)
         with anyio.fail_after(10):
             async with client.listen(resource_subscriptions=[uri]) as sub:
                 async for event in sub:
+                    assert isinstance(event, ResourceUpdated)
                     heard.append(event.uri)
                     break
-        task = await client.read_resource(uri)
+        [task] = (await client.read_resource(uri)).contents
     assert heard == [uri]
-    assert '"status": "success"' in task.contents[0].text
+    assert isinstance(task, TextResourceContents)
+    assert '"status": "success"' in task.text
 
 
 async def test_static_token_verifier_accepts_only_its_token() -> None:
