@@ -13,12 +13,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from PIL import Image
 
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ReferenceImageError
 from nano_banana_mcp.images import (
     DECODE_BUDGET,
@@ -27,6 +29,9 @@ from nano_banana_mcp.images import (
     image_meta,
     thumbnail,
 )
+
+if TYPE_CHECKING:
+    from tests.conftest import MakePng, MakeUndecodablePng, TextOf
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +64,7 @@ def test_a_preview_opens_only_allowed_formats(tmp_path: Path, suffix: str) -> No
         thumbnail(other_format(tmp_path / f"out.{suffix}"))
 
 
-def test_a_preview_never_decodes_past_the_pixel_cap(tmp_path: Path, undecodable_png) -> None:
+def test_a_preview_never_decodes_past_the_pixel_cap(tmp_path: Path, undecodable_png: MakeUndecodablePng) -> None:
     """A small file of too many pixels is refused from its header, before any pixel is decoded (its pixel data
     cannot be decoded at all: a decode would fail with another error)."""
     side = int(MAX_PIXELS**0.5) + 100
@@ -102,7 +107,7 @@ def _child(command: str) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's peak memory from /proc")
 async def test_concurrent_calls_decode_within_one_process_wide_budget(
-    command: str, process_env: dict[str, str], text_of
+    command: str, process_env: dict[str, str], text_of: TextOf
 ) -> None:
     """Four calls at once, each with six data: URIs of a small PNG that decodes to 159 MB: the server's peak memory
     grows by the one decode budget of the process (~320 MB), not by what each call or worker thread would keep
@@ -150,7 +155,9 @@ def test_a_reference_in_another_format_is_refused(tmp_path: Path, suffix: str) -
         check_reference(other_format(tmp_path / f"ref.{suffix}"), max_bytes=1_000_000, roots=[tmp_path])
 
 
-async def test_text_behind_image_magic_is_never_uploaded(mcp_client: Client, tmp_path: Path, emulator, text_of) -> None:
+async def test_text_behind_image_magic_is_never_uploaded(
+    mcp_client: Client, tmp_path: Path, emulator: Emulator, text_of: TextOf
+) -> None:
     """Through the tool: a key file that starts like a PNG is refused and nothing is uploaded."""
     fake = tmp_path / "key.png"
     fake.write_bytes(b"\x89PNG\r\n\x1a\n-----BEGIN OPENSSH PRIVATE KEY-----\n")
@@ -169,6 +176,7 @@ needs_exchange = pytest.mark.skipif(_renameat2 is None, reason="atomic rename-ex
 
 def exchange(a: Path, b: Path) -> None:
     """Swap the two names in one step (renameat2 RENAME_EXCHANGE): the checked name is always something."""
+    assert _renameat2 is not None
     if _renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) != 0:  # AT_FDCWD, RENAME_EXCHANGE
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
@@ -195,7 +203,7 @@ def race(a: Path, b: Path, check: Callable[[], None]) -> None:
 
 @needs_exchange
 @pytest.mark.parametrize("swapped", ["file", "folder"])
-def test_a_checked_path_swapped_for_a_link_is_never_read(tmp_path: Path, png, swapped: str) -> None:
+def test_a_checked_path_swapped_for_a_link_is_never_read(tmp_path: Path, png: MakePng, swapped: str) -> None:
     """Swapping the file or its folder for a link into ~/.ssh between the check and the read never sends the secret."""
     secret = png(tmp_path / ".ssh" / "photo.png", (40, 40))
     photo = png(tmp_path / "pics" / "photo.png")
@@ -212,7 +220,7 @@ def test_a_checked_path_swapped_for_a_link_is_never_read(tmp_path: Path, png, sw
 
 
 @needs_exchange
-def test_a_file_swapped_for_a_fifo_is_refused_at_once(tmp_path: Path, png) -> None:
+def test_a_file_swapped_for_a_fifo_is_refused_at_once(tmp_path: Path, png: MakePng) -> None:
     """A FIFO swapped in after the check is refused at once; no read blocks waiting for a writer."""
     photo = png(tmp_path / "pics" / "photo.png")
     fifo = tmp_path / "pipe.png"

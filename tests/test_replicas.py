@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -22,6 +22,12 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import BlobResourceContents
+
+from nano_banana_mcp.emulator import Emulator
+
+if TYPE_CHECKING:
+    from tests.conftest import Hello, S3Server
 
 pytestmark = pytest.mark.anyio
 
@@ -141,7 +147,7 @@ def _text(result: Any) -> str:
 
 
 @pytest.fixture
-def team_env(process_env: dict[str, str], database_url: str, storage_url: str, s3_server: Any) -> dict[str, str]:
+def team_env(process_env: dict[str, str], database_url: str, storage_url: str, s3_server: S3Server) -> dict[str, str]:
     """What every replica shares: the emulator, the database, the bucket (and the AWS variables), the token."""
     return (
         process_env
@@ -189,7 +195,13 @@ async def _collect(clients: list[Client], task_ids: list[str]) -> dict[str, dict
 
 
 async def test_a_killed_replicas_tasks_are_finished_by_the_others_created_once_and_read_through_any(
-    team_env: dict[str, str], command: str, emulator, s3_server, storage_url: str, tmp_path: Path, hello
+    team_env: dict[str, str],
+    command: str,
+    emulator: Emulator,
+    s3_server: S3Server,
+    storage_url: str,
+    tmp_path: Path,
+    hello: Hello,
 ) -> None:
     """Six tasks created through A, A SIGKILLed while all six run at the API: get_task through B and C returns
     success for each, saved by B or C (never A) into the bucket; ``resources/read`` of each image through B and
@@ -216,6 +228,7 @@ async def test_a_killed_replicas_tasks_are_finished_by_the_others_created_once_a
                 for client in (b, c):  # one of the two did not save it
                     contents = (await client.read_resource(uri)).contents
                     assert len(contents) == 1 and contents[0].mime_type == "image/png", contents
+                    assert isinstance(contents[0], BlobResourceContents)
                     read.append(base64.b64decode(contents[0].blob))
                 assert read[0] == read[1]
                 assert read[0].startswith(PNG_SIGNATURE)
