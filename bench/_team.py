@@ -112,7 +112,7 @@ class Postgres:
         import psycopg  # noqa: PLC0415 - the team extra
 
         with psycopg.connect(url, autocommit=True) as conn:
-            cursor = conn.execute(sql, params)  # type: ignore[arg-type]
+            cursor = conn.execute(sql, params)
             return cursor.fetchall() if cursor.description is not None else []
 
 

@@ -45,7 +45,7 @@ anyio.run(main, *sys.argv[1:])
 
 def main() -> None:
     emulator = Emulator(api_key=KEY)
-    figures: dict[str, object] = {}
+    figures: dict[str, dict[str, float]] = {}
     with serve_in_thread(emulator) as base_url, tempfile.TemporaryDirectory() as tmp:
         for megabytes in (1, 5, 20):
             data = os.urandom(megabytes * 1024 * 1024 - 1024)

@@ -73,7 +73,9 @@ async def baseline(emulator: Emulator, base_url: str, durations: list[float], po
                     break
             image = await http.get(task["outputs"][0]["url"])
             assert image.status_code == 200
-            latencies.append(time.monotonic() - emulator.finished_at(task["id"]))
+            finished = emulator.finished_at(task["id"])
+            assert finished is not None, task
+            latencies.append(time.monotonic() - finished)
 
         async with anyio.create_task_group() as tg:
             for duration in durations:

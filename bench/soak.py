@@ -35,6 +35,7 @@ import anyio
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import TextContent
 
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
 
@@ -46,7 +47,8 @@ COMMAND = str(Path(sys.executable).with_name("nano-banana-mcp"))
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 TOKEN = secrets.token_urlsafe(24)
@@ -91,7 +93,9 @@ def ledger_prompts(data_dir: Path) -> set[str]:
         db.close()
 
 
-async def submit(url: str, prompts: list[str], concurrency: int, accepted: dict[str, str], errors: Counter) -> None:
+async def submit(
+    url: str, prompts: list[str], concurrency: int, accepted: dict[str, str], errors: Counter[str]
+) -> None:
     """Send generate_image for each prompt (wait_seconds=0); record accepted task ids and error kinds."""
     limiter = anyio.Semaphore(concurrency)
 
@@ -103,7 +107,9 @@ async def submit(url: str, prompts: list[str], concurrency: int, accepted: dict[
                 errors[type(err).__name__] += 1
                 return
             if result.is_error:
-                errors["tool error: " + result.content[0].text.split(":")[1].strip()[:40]] += 1
+                first = result.content[0]
+                assert isinstance(first, TextContent)
+                errors["tool error: " + first.text.split(":")[1].strip()[:40]] += 1
             else:
                 accepted[prompt] = result.structured_content["task_id"]
 

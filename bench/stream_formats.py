@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import anyio
+from pydantic import SecretStr
 
 from _common import KEY, write
 from nano_banana_mcp.catalog import GenerateRequest
@@ -31,7 +32,7 @@ async def one(emulator: Emulator, base_url: str, stream_format: str, give_up: fl
     emulator.faults.stream_format = stream_format
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        settings = Settings(api_key=KEY, base_url=base_url, output_dir=root / "out", data_dir=root / "data")
+        settings = Settings(api_key=SecretStr(KEY), base_url=base_url, output_dir=root / "out", data_dir=root / "data")
         started = time.perf_counter()
         saved, seconds, status = False, None, "timeout"
         with anyio.move_on_after(give_up + 5):

@@ -99,7 +99,7 @@ async def submit(replica: Replica, prompts: list[str], concurrency: int, run: Ru
 
 def rows(url: str) -> list[tuple[str, str, str | None, str, str | None, float | None, str]]:
     """Every ledger row: key, prompt, owner, phase, API status, progress, images (JSON)."""
-    return Postgres.query(  # type: ignore[return-value]
+    return Postgres.query(
         url, "SELECT key, request::json->>'prompt', owner, phase, api_status, progress, images FROM tasks"
     )
 

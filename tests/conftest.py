@@ -8,23 +8,40 @@ import itertools
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
 from mcp import Client
+from mcp_types import CallToolResult, TextContent
+from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
 from nano_banana_mcp.mcp_server import create_server
 
 API_KEY = "monet_test_key"
+
+# The types of the session's helper fixtures, for the tests' annotations (imported under TYPE_CHECKING).
+MakeSettings = Callable[[str | None, Path], Settings]
+MakeUndecodablePng = Callable[[Path, tuple[int, int]], Path]
+TextOf = Callable[[CallToolResult], str]
+
+
+class MakePng(Protocol):
+    def __call__(self, path: Path, size: tuple[int, int] = ...) -> Path: ...
+
+
+class Hello(Protocol):
+    def __call__(self, base: str, headers: dict[str, str] | None = None) -> httpx.Response: ...
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +77,9 @@ def api_key() -> str:
 
 def _make_settings(base_url: str | None, root: Path) -> Settings:
     """Settings pointing at the emulator, with test-speed retries and polling, files under ``root``."""
+    assert base_url is not None, "the emulator is not serving"
     return Settings(
-        api_key=API_KEY,
+        api_key=SecretStr(API_KEY),
         base_url=base_url,
         output_dir=root / "out",
         data_dir=root / "data",
@@ -81,15 +99,37 @@ def settings(tmp_path: Path, emulator: Emulator) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def make_settings() -> Callable[[str | None, Path], Settings]:
+def make_settings() -> MakeSettings:
     """Settings for another API URL or folder: ``make_settings(base_url, root)``."""
     return _make_settings
 
 
-@pytest.fixture(params=["auto", "legacy"])
-def mode(request: pytest.FixtureRequest) -> str:
-    """Both protocol eras: 2026-07-28 (auto) and the 2025-11-25 handshake most hosts speak today."""
-    return request.param
+ERAS = ("auto", "legacy")
+"""The protocol eras the server speaks: 2026-07-28 (``auto``) and the 2025-11-25 handshake most hosts speak today."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "both_eras: the test's subject is the protocol (transport, notifications, roots, resources, schemas, "
+        "extensions): its `mode` runs in each era, not only 2026-07-28",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.both_eras``: ``mode`` (and so ``mcp_client``) takes each era, as ``[auto]`` and ``[legacy]``."""
+    if metafunc.definition.get_closest_marker("both_eras") is None:
+        return
+    if "mode" not in metafunc.fixturenames:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: both_eras needs `mode` or `mcp_client`")
+    metafunc.parametrize("mode", ERAS)
+
+
+@pytest.fixture
+def mode() -> str:
+    """The protocol era of ``mcp_client``: 2026-07-28. A test whose subject is the protocol itself is marked
+    ``@pytest.mark.both_eras`` and runs in the 2025-11-25 era too; the rest test the product once."""
+    return "auto"
 
 
 @pytest.fixture
@@ -126,7 +166,7 @@ def process_env(tmp_path: Path, emulator: Emulator) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def png() -> Callable[..., Path]:
+def png() -> MakePng:
     """Write a small PNG: ``png(path, size=(64, 48))`` makes its folder and returns the path."""
 
     def write(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
@@ -139,12 +179,32 @@ def png() -> Callable[..., Path]:
     return write
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 @pytest.fixture(scope="session")
-def text_of() -> Callable[[Any], str]:
+def undecodable_png() -> MakeUndecodablePng:
+    """Write a PNG whose header says ``size`` (1-bit grey) but whose pixel data is not zlib at all:
+    ``undecodable_png(path, size)``. Opening it reads its size; decoding it fails (OSError, "broken data stream"), so
+    code that succeeds on it, or refuses it for its size, never decoded its pixels."""
+
+    def write(path: Path, size: tuple[int, int]) -> Path:
+        header = struct.pack(">IIBBBBB", *size, 1, 0, 0, 0, 0)
+        body = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", b"\xff" * 64) + _png_chunk(b"IEND", b"")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def text_of() -> TextOf:
     """The text blocks of a tool result, joined: what the agent reads."""
 
-    def join(result: Any) -> str:
-        return "\n".join(c.text for c in result.content if c.type == "text")
+    def join(result: CallToolResult) -> str:
+        return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
     return join
 
@@ -166,7 +226,7 @@ def _initialize(base: str, headers: dict[str, str] | None = None) -> httpx.Respo
 
 
 @pytest.fixture(scope="session")
-def hello() -> Callable[..., httpx.Response]:
+def hello() -> Hello:
     """``hello(base, headers)``: an MCP initialize request to ``{base}/mcp`` over plain HTTP, as any client
     sends first (to see how the transport answers: 200, 401, 421, 403)."""
     return _initialize
@@ -244,7 +304,7 @@ class PostgresCluster:
 
     def cut_off(self, url: str, owner: str) -> None:
         """End the database session holding the ledger owner ``owner``'s lock, as a crashed host or a cut network
-        would (``pg_terminate_backend``); the process it belongs to runs on."""
+        would (``pg_terminate_backend``), and return once it has ended; the process it belongs to runs on."""
         [(pid,)] = self.query(
             url,
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
@@ -252,6 +312,15 @@ class PostgresCluster:
             (owner,),
         )
         assert self.query(url, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]
+        self.wait_ended(url, pid)
+
+    def wait_ended(self, url: str, pid: int) -> None:
+        """Until the session of server pid ``pid`` is gone (a backend lets go of its advisory locks before it leaves
+        pg_stat_activity)."""
+        deadline = time.monotonic() + 60  # only against a hang
+        while self.query(url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+            assert time.monotonic() < deadline, f"PostgreSQL kept session {pid} after it was ended"
+            time.sleep(0.01)
 
     def listeners(self, url: str) -> set[int]:
         """The server pids of the sessions on the database at ``url`` that have run a LISTEN, and finished it."""
@@ -267,6 +336,8 @@ class PostgresCluster:
         pids = self.listeners(url)
         for pid in pids:
             assert self.query(url, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]
+        for pid in pids:
+            self.wait_ended(url, pid)
         return pids
 
     def query(self, url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -355,7 +426,8 @@ class S3Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(200):
+        deadline = time.monotonic() + 60  # only against a hang
+        while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
                     return
@@ -363,7 +435,7 @@ class S3Server:
                 if self._process.poll() is not None:
                     raise RuntimeError(f"moto's S3 server exited ({self._process.returncode})") from None
                 time.sleep(0.05)
-        raise RuntimeError("moto's S3 server did not start within 10 s")
+        raise RuntimeError("moto's S3 server did not start within 60 s")
 
     def stop(self) -> None:
         if self._process is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -21,7 +22,7 @@ MODELS = list(catalog.MODELS.values())
 
 
 @pytest.fixture(scope="module")
-async def generate_schema(tmp_path_factory: pytest.TempPathFactory, anyio_backend: str) -> dict:
+async def generate_schema(tmp_path_factory: pytest.TempPathFactory, anyio_backend: str) -> dict[str, Any]:
     """generate_image's input schema as a host reads it from tools/list."""
     root = tmp_path_factory.mktemp("catalog")
     settings = Settings(api_key=None, base_url="https://monet.vision", output_dir=root, data_dir=root)
@@ -30,7 +31,7 @@ async def generate_schema(tmp_path_factory: pytest.TempPathFactory, anyio_backen
     return next(t for t in tools.tools if t.name == "generate_image").input_schema
 
 
-def _valid(schema: dict, arguments: dict) -> bool:
+def _valid(schema: dict[str, Any], arguments: dict[str, Any]) -> bool:
     try:
         jsonschema.validate(arguments, schema)
     except jsonschema.ValidationError:
@@ -39,7 +40,9 @@ def _valid(schema: dict, arguments: dict) -> bool:
 
 
 @pytest.mark.parametrize(("model", "ratio"), list(itertools.product(MODELS, catalog.ASPECT_RATIOS)))
-def test_schema_and_check_agree_on_aspect_ratios(generate_schema: dict, model: catalog.Model, ratio: str) -> None:
+def test_schema_and_check_agree_on_aspect_ratios(
+    generate_schema: dict[str, Any], model: catalog.Model, ratio: str
+) -> None:
     """The JSON schema a host sees and the server's own check accept exactly the model's ratios."""
     accepted = ratio in model.aspect_ratios
     assert _valid(generate_schema, {"prompt": "p", "model": model.name, "aspect_ratio": ratio}) is accepted
@@ -54,7 +57,9 @@ def test_schema_and_check_agree_on_aspect_ratios(generate_schema: dict, model: c
 
 
 @pytest.mark.parametrize(("model", "resolution"), list(itertools.product(MODELS, catalog.RESOLUTIONS)))
-def test_schema_and_check_agree_on_resolutions(generate_schema: dict, model: catalog.Model, resolution: str) -> None:
+def test_schema_and_check_agree_on_resolutions(
+    generate_schema: dict[str, Any], model: catalog.Model, resolution: str
+) -> None:
     """A model without a resolution option refuses every resolution, and says which models take one."""
     accepted = resolution in model.resolutions
     assert _valid(generate_schema, {"prompt": "p", "model": model.name, "resolution": resolution}) is accepted
@@ -68,7 +73,7 @@ def test_schema_and_check_agree_on_resolutions(generate_schema: dict, model: cat
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
-def test_reference_image_limit(generate_schema: dict, model: catalog.Model) -> None:
+def test_reference_image_limit(generate_schema: dict[str, Any], model: catalog.Model) -> None:
     """Up to max_images references pass; one more is refused with the limit in the message."""
     at_limit = {"prompt": "p", "model": model.name, "images": ["https://x/a.png"] * model.max_images}
     over = at_limit | {"images": ["https://x/a.png"] * (model.max_images + 1)}
@@ -79,7 +84,7 @@ def test_reference_image_limit(generate_schema: dict, model: catalog.Model) -> N
         catalog.check(model.name, prompt="p", image_count=model.max_images + 1)
 
 
-def test_absent_model_means_default_rules(generate_schema: dict) -> None:
+def test_absent_model_means_default_rules(generate_schema: dict[str, Any]) -> None:
     """Without a model the default's rules apply, so the schema allows its widest ratio."""
     default = catalog.MODELS[catalog.DEFAULT]
     assert _valid(generate_schema, {"prompt": "p", "aspect_ratio": default.aspect_ratios[-1]})

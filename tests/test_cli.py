@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
@@ -17,12 +18,19 @@ from mcp import Client, StdioServerParameters
 from PIL import Image
 
 from nano_banana_mcp import catalog
+from nano_banana_mcp.emulator import Emulator
+
+if TYPE_CHECKING:
+    from tests.conftest import PostgresCluster, S3Server
 
 pytestmark = pytest.mark.anyio
 
 
+RunCli = Callable[[list[str], dict[str, str]], subprocess.CompletedProcess[str]]
+
+
 @pytest.fixture
-def run_cli(command: str):
+def run_cli(command: str) -> RunCli:
     def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run([command, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
@@ -39,12 +47,13 @@ def offline_env(process_env: dict[str, str]) -> dict[str, str]:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_serve_over_stdio_generates_an_image(
-    emulator, process_env: dict[str, str], tmp_path: Path, mode: str, command: str
+    emulator: Emulator, process_env: dict[str, str], tmp_path: Path, mode: str, command: str
 ) -> None:
     """A host spawning the console script gets tools, and generate_image saves a real image."""
     params = StdioServerParameters(command=command, args=[], env=process_env)
@@ -87,7 +96,7 @@ def test_serve_http_answers_mcp(process_env: dict[str, str], command: str) -> No
     assert f"http://127.0.0.1:{port}/mcp" in err
 
 
-def test_generate_prints_the_saved_path(tmp_path: Path, offline_env: dict[str, str], run_cli) -> None:
+def test_generate_prints_the_saved_path(tmp_path: Path, offline_env: dict[str, str], run_cli: RunCli) -> None:
     """`generate --offline` with no key runs the built-in emulator and prints the image path."""
     proc = run_cli(["generate", "--offline", "a cute cat", "--aspect-ratio", "16:9"], offline_env)
     assert proc.returncode == 0, proc.stderr
@@ -99,7 +108,7 @@ def test_generate_prints_the_saved_path(tmp_path: Path, offline_env: dict[str, s
     assert "placeholder" in proc.stderr
 
 
-def test_generate_json(offline_env: dict[str, str], run_cli) -> None:
+def test_generate_json(offline_env: dict[str, str], run_cli: RunCli) -> None:
     """`--json` prints the same structured result the MCP tool returns."""
     proc = run_cli(["generate", "--offline", "--json", "a dog", "--model", "nano-banana-1"], offline_env)
     assert proc.returncode == 0, proc.stderr
@@ -109,7 +118,7 @@ def test_generate_json(offline_env: dict[str, str], run_cli) -> None:
     assert Path(data["images"][0]["path"]).is_file()
 
 
-def test_tasks_lists_what_was_generated(offline_env: dict[str, str], run_cli) -> None:
+def test_tasks_lists_what_was_generated(offline_env: dict[str, str], run_cli: RunCli) -> None:
     """`tasks` and `tasks --json` list a saved task (with its file) and a failed one."""
     made = json.loads(run_cli(["generate", "--offline", "--json", "listed"], offline_env).stdout)
     text = run_cli(["tasks", "--offline"], offline_env)
@@ -129,7 +138,7 @@ def test_tasks_lists_what_was_generated(offline_env: dict[str, str], run_cli) ->
     assert only_failed["total_local"] == 0
 
 
-def test_tasks_with_none_says_how_to_start(offline_env: dict[str, str], run_cli) -> None:
+def test_tasks_with_none_says_how_to_start(offline_env: dict[str, str], run_cli: RunCli) -> None:
     """`tasks` on a fresh machine prints nothing on stdout and a hint on stderr."""
     proc = run_cli(["tasks", "--offline"], offline_env)
     assert proc.returncode == 0
@@ -143,7 +152,7 @@ CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # every control but tab 
 
 
 def test_api_text_reaches_the_terminal_without_control_characters(
-    process_env: dict[str, str], emulator, api_key: str, run_cli
+    process_env: dict[str, str], emulator: Emulator, api_key: str, run_cli: RunCli
 ) -> None:
     """A task's error from the API, shown by `generate` (its message and its log lines) and in the `tasks` table,
     and a prompt (an agent's text) in that table, carry no control character to the terminal: no escape sequence,
@@ -167,7 +176,7 @@ def test_api_text_reaches_the_terminal_without_control_characters(
         assert not any(line.startswith("2026-01-01") for line in text.splitlines())
 
 
-def test_models_text_and_json(offline_env: dict[str, str], run_cli) -> None:
+def test_models_text_and_json(offline_env: dict[str, str], run_cli: RunCli) -> None:
     """`models` prints the catalogue's table; `models --json` the same models as data."""
     text = run_cli(["models"], offline_env)
     assert text.stdout.strip() == catalog.markdown_table()
@@ -234,7 +243,7 @@ def test_emulator_serves_the_api(offline_env: dict[str, str], command: str) -> N
     ],
 )
 def test_errors_are_one_line_with_an_exit_code(
-    offline_env: dict[str, str], tmp_path: Path, args: list[str], code: int, message: str, run_cli
+    offline_env: dict[str, str], tmp_path: Path, args: list[str], code: int, message: str, run_cli: RunCli
 ) -> None:
     """Errors print one clear line on stderr and exit with a meaningful code; nothing on stdout."""
     proc = run_cli([arg.replace("{tmp}", str(tmp_path)) for arg in args], offline_env)
@@ -270,7 +279,9 @@ def damage(ledger: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["whole", "pages"])
-def test_a_damaged_ledger_is_one_clear_line(offline_env: dict[str, str], tmp_path: Path, run_cli, how: str) -> None:
+def test_a_damaged_ledger_is_one_clear_line(
+    offline_env: dict[str, str], tmp_path: Path, run_cli: RunCli, how: str
+) -> None:
     """A ledger file that is not a database, or whose pages are garbage behind a good header, stops the command
     with exit 3, naming the file and the setting."""
     ledger = tmp_path / "data" / "ledger.sqlite3"
@@ -309,7 +320,7 @@ async def test_a_damaged_ledger_stops_the_stdio_server_in_one_line(
 
 
 def test_database_url_file_puts_the_ledger_in_postgresql(
-    offline_env: dict[str, str], tmp_path: Path, postgres, database_url: str, run_cli
+    offline_env: dict[str, str], tmp_path: Path, postgres: PostgresCluster, database_url: str, run_cli: RunCli
 ) -> None:
     """`--database-url-file` (the URL itself is never a flag) moves the ledger to PostgreSQL: `generate` writes its
     row there and no SQLite file is made."""
@@ -321,7 +332,7 @@ def test_database_url_file_puts_the_ledger_in_postgresql(
     assert not (tmp_path / "data" / "ledger.sqlite3").exists()
 
 
-def test_an_unreachable_database_is_one_clear_line(offline_env: dict[str, str], run_cli) -> None:
+def test_an_unreachable_database_is_one_clear_line(offline_env: dict[str, str], run_cli: RunCli) -> None:
     """A database that cannot be reached stops the command with exit 3, naming it and the setting, not the password."""
     env = offline_env | {"NANO_BANANA_DATABASE_URL": f"postgresql://nb:pw-secret@127.0.0.1:{free_port()}/ledger"}
     proc = run_cli(["tasks", "--offline"], env)
@@ -333,7 +344,7 @@ def test_an_unreachable_database_is_one_clear_line(offline_env: dict[str, str], 
 
 
 def test_storage_url_keeps_the_image_in_the_bucket(
-    offline_env: dict[str, str], tmp_path: Path, s3_server, storage_url: str, run_cli
+    offline_env: dict[str, str], tmp_path: Path, s3_server: S3Server, storage_url: str, run_cli: RunCli
 ) -> None:
     """`--storage-url` saves the image in the bucket (credentials from the standard AWS variables) and prints where it
     is; the output folder stays empty."""
@@ -346,7 +357,7 @@ def test_storage_url_keeps_the_image_in_the_bucket(
     assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in proc.stdout + proc.stderr
 
 
-def test_a_bad_storage_url_is_one_clear_line(offline_env: dict[str, str], run_cli) -> None:
+def test_a_bad_storage_url_is_one_clear_line(offline_env: dict[str, str], run_cli: RunCli) -> None:
     proc = run_cli(["generate", "--offline", "--storage-url", "s3://No_Such/x", "a cat"], offline_env)
     assert proc.returncode == 3
     [line] = proc.stderr.strip().splitlines()
@@ -354,7 +365,7 @@ def test_a_bad_storage_url_is_one_clear_line(offline_env: dict[str, str], run_cl
 
 
 def test_generate_again_with_its_request_id_prints_the_same_image(
-    emulator, process_env: dict[str, str], run_cli
+    emulator: Emulator, process_env: dict[str, str], run_cli: RunCli
 ) -> None:
     """A script re-run with `--request-id` (after a crash, a cut connection) collects the first run's task."""
     args = ["generate", "--request-id", "nightly-42", "a lighthouse"]
@@ -366,7 +377,7 @@ def test_generate_again_with_its_request_id_prints_the_same_image(
 
 @pytest.mark.parametrize("where", ["a-file", "under-a-file", "proc"])
 def test_an_output_folder_that_cannot_be_written_is_refused_before_paying(
-    emulator, process_env: dict[str, str], tmp_path: Path, run_cli, where: str
+    emulator: Emulator, process_env: dict[str, str], tmp_path: Path, run_cli: RunCli, where: str
 ) -> None:
     """`--out` naming a file, or a place no folder can be made, is one line and exit 3, before any task is created
     (it used to pay, then retry "Free space..." for ever)."""
@@ -423,7 +434,7 @@ def test_a_nul_character_in_a_path_argument_is_one_clear_line(
 
 
 @pytest.mark.parametrize("args", [["emulator"], ["serve", "--http"]], ids=["emulator", "serve-http"])
-def test_a_busy_port_is_one_clear_line(offline_env: dict[str, str], run_cli, args: list[str]) -> None:
+def test_a_busy_port_is_one_clear_line(offline_env: dict[str, str], run_cli: RunCli, args: list[str]) -> None:
     """A port another program listens on: one line naming it, exit 3, no traceback."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -451,7 +462,7 @@ def silent_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def password_url(postgres, database_url: str) -> Callable[[str], str]:
+def password_url(postgres: PostgresCluster, database_url: str) -> Callable[[str], str]:
     """``password_url(password)``: a URL of the test database for a user that must give its password (scram), with
     this password in it (right or wrong)."""
     database = database_url.rsplit("/", 1)[1]
@@ -530,7 +541,7 @@ def test_a_team_database_that_is_wrongly_set_stops_the_start_in_one_line(
 
 
 def test_a_team_bucket_that_cannot_be_used_stops_the_start_in_one_line(
-    offline_env: dict[str, str], command: str, s3_server, silent_port: int
+    offline_env: dict[str, str], command: str, s3_server: S3Server, silent_port: int
 ) -> None:
     """`serve --http` for a team, its bucket missing or its endpoint unreachable or silent: one line naming
     NANO_BANANA_STORAGE_URL, exit 3, within 10 s, no banner before it, no credential in it."""

@@ -11,7 +11,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -104,21 +103,18 @@ def test_no_key_says_how_to_get_one(emulator: Emulator, process_env: dict[str, s
 
 def test_an_unreachable_api_fails_at_once(process_env: dict[str, str], command: str) -> None:
     """A closed port fails the api row on the first try. The retry settings are set so that a single retry would
-    wait 30 s: the doctor does not retry, so it answers well before that."""
+    wait an hour: the doctor does not retry, so it answers (a retry would hang until doctor()'s 120 s guard)."""
     env = process_env | {
         "MONET_BASE_URL": f"http://127.0.0.1:{closed_port()}",
-        "NANO_BANANA_RETRY_BASE_DELAY": "30",
-        "NANO_BANANA_RETRY_MAX_DELAY": "60",
+        "NANO_BANANA_RETRY_BASE_DELAY": "3600",
+        "NANO_BANANA_RETRY_MAX_DELAY": "3600",
     }
-    started = time.monotonic()
     proc = doctor(command, env, "--json")
-    elapsed = time.monotonic() - started
     assert proc.returncode == 1
     report = rows(proc)
     assert report["api"]["status"] == "fail"
     assert "Could not reach the Monet API" in report["api"]["detail"]
     assert report["key"]["status"] == "warn"  # not known: nothing answered
-    assert elapsed < 25, f"{elapsed:.1f}s: the read was retried"
 
 
 @pytest.mark.parametrize(("check", "variable"), [("output folder", "OUTPUT_DIR"), ("data folder", "DATA_DIR")])

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
 import httpx
 import pytest
+from anyio.from_thread import BlockingPortal
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from mcp import Client
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, TextContent
 
 from nano_banana_mcp import catalog
 from nano_banana_mcp.config import Settings
@@ -21,6 +23,9 @@ from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ReferenceImageError
 from nano_banana_mcp.images import check_reference
 from nano_banana_mcp.mcp_server import create_server
+
+if TYPE_CHECKING:
+    from tests.conftest import MakeSettings, TextOf
 
 # -- tool arguments (property-based) -------------------------------------------------------------
 
@@ -80,7 +85,7 @@ PARAMS = {
 
 
 @st.composite
-def tool_calls(draw: st.DrawFn) -> tuple[str, dict]:
+def tool_calls(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     name = draw(st.sampled_from(sorted(PARAMS)))
     params = PARAMS[name]
     chosen = draw(st.lists(st.sampled_from(sorted(params)), unique=True)) if params else []
@@ -91,7 +96,9 @@ def tool_calls(draw: st.DrawFn) -> tuple[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def live(emulator_server: Emulator, tmp_path_factory: pytest.TempPathFactory, make_settings) -> Iterator[tuple]:
+def live(
+    emulator_server: Emulator, tmp_path_factory: pytest.TempPathFactory, make_settings: MakeSettings
+) -> Iterator[tuple[BlockingPortal, Client]]:
     """One server for every generated case, driven from a blocking portal (hypothesis runs synchronously)."""
     settings = make_settings(emulator_server.base_url, tmp_path_factory.mktemp("hostile"))
     with (
@@ -110,13 +117,16 @@ def live(emulator_server: Emulator, tmp_path_factory: pytest.TempPathFactory, ma
 @hypothesis_settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
-def test_any_arguments_get_an_answer_never_a_crash(live: tuple, emulator: Emulator, call: tuple[str, dict]) -> None:
+def test_any_arguments_get_an_answer_never_a_crash(
+    live: tuple[BlockingPortal, Client], emulator: Emulator, call: tuple[str, dict[str, Any]]
+) -> None:
     """Whatever an agent sends, the server answers (a result or a clear error) and makes no task for bad input."""
     portal, client = live
     name, args = call
     creates_before = emulator.creates
     result: CallToolResult = portal.call(client.call_tool, name, args)
     if result.is_error:
+        assert isinstance(result.content[0], TextContent)
         text = result.content[0].text
         assert text.strip()
         assert text != f"Error executing tool {name}"  # that bare text means an unexpected crash
@@ -138,7 +148,7 @@ def test_any_arguments_get_an_answer_never_a_crash(live: tuple, emulator: Emulat
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["malformed_json", "missing_fields", "wrong_types", "huge_body", "html_error"])
 async def test_a_garbled_create_answer_still_makes_one_task(
-    settings: Settings, emulator: Emulator, kind: str, text_of
+    settings: Settings, emulator: Emulator, kind: str, text_of: TextOf
 ) -> None:
     """An unreadable answer to a /tasks/async create is asked again with the same key: images saved, one task."""
     emulator.faults.hostile_kind = kind
@@ -154,7 +164,7 @@ async def test_a_garbled_create_answer_still_makes_one_task(
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["malformed_json", "missing_fields", "wrong_types", "huge_body", "html_error"])
 async def test_a_persistently_garbled_api_is_a_clear_error(
-    mcp_client: Client, emulator: Emulator, kind: str, api_key: str, text_of
+    mcp_client: Client, emulator: Emulator, kind: str, api_key: str, text_of: TextOf
 ) -> None:
     """When every answer is unreadable, get_task says so plainly and the server stays up."""
     elsewhere = httpx.post(  # a task made by another tool, so get_task must ask the API
@@ -176,14 +186,19 @@ async def test_a_persistently_garbled_api_is_a_clear_error(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["endless_stream", "garbage_stream", "huge_event"])
-async def test_hostile_streams_fall_back_to_polling(settings: Settings, emulator: Emulator, kind: str, text_of) -> None:
+async def test_hostile_streams_fall_back_to_polling(
+    settings: Settings, emulator: Emulator, kind: str, text_of: TextOf
+) -> None:
     """A stream that never ends, sends garbage, or sends one giant event is left; polling saves the image."""
     quick = settings.model_copy(update={"stream_stall_seconds": 0.5})
     emulator.faults.hostile_kind = kind
     emulator.faults.hostile = 1
     async with Client(create_server(quick)) as client:
-        with anyio.fail_after(20):
+        with anyio.fail_after(120):  # only against a hang: on a loaded machine the first wait may end first
             result = await client.call_tool("generate_image", {"prompt": "stream me", "wait_seconds": 15})
+            while result.structured_content["status"] in ("pending", "running"):
+                task_id = result.structured_content["task_id"]
+                result = await client.call_tool("get_task", {"task_id": task_id, "wait_seconds": 15})
     assert result.structured_content["status"] == "success", text_of(result)
     assert emulator.creates == 1
     assert emulator.hostile_fired[kind] == 1

@@ -15,11 +15,14 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp_types import CallToolResult, TextContent
 
 from nano_banana_mcp import install
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +45,10 @@ def run(command: str, *args: str, env: Mapping[str, str]) -> subprocess.Complete
     return subprocess.run([command, *args], env=dict(env), capture_output=True, text=True, timeout=60, check=False)
 
 
-def written_entry(host: install.Host, env: Mapping[str, str], name: str = install.DEFAULT_NAME) -> dict:
+def written_entry(host: install.Host, env: Mapping[str, str], name: str = install.DEFAULT_NAME) -> dict[str, Any]:
     path = install.config_path(host, home=Path(env["HOME"]), platform=sys.platform, environ=env)
-    return install.servers_in(json.loads(path.read_text(encoding="utf-8")), host)[name]
+    entry: dict[str, Any] = install.servers_in(json.loads(path.read_text(encoding="utf-8")), host)[name]
+    return entry
 
 
 def as_openclaw_fills(value: str, gateway_env: Mapping[str, str]) -> str:
@@ -52,7 +56,9 @@ def as_openclaw_fills(value: str, gateway_env: Mapping[str, str]) -> str:
     return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)\}", lambda m: gateway_env.get(m[1]) or m[0], value)
 
 
-def launch_env(host: install.Host, entry: dict, home: Path, gateway_env: Mapping[str, str] | None = None) -> dict:
+def launch_env(
+    host: install.Host, entry: dict[str, Any], home: Path, gateway_env: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """What the host passes to the server process: the entry's env (OpenClaw first fills `${VAR}` from its own
     environment), plus this test's folders under ``home`` and a fast emulator."""
     env = dict(entry.get("env", {}))
@@ -66,7 +72,7 @@ def launch_env(host: install.Host, entry: dict, home: Path, gateway_env: Mapping
     }
 
 
-async def run_entry(entry: dict, env: dict[str, str]) -> tuple[list[str], object]:
+async def run_entry(entry: dict[str, Any], env: dict[str, str]) -> tuple[list[str], CallToolResult]:
     """Start the entry over stdio as a host does; list the tools and generate one image."""
     params = StdioServerParameters(command=entry["command"], args=entry["args"], env=env)
     async with Client(params, read_timeout_seconds=30) as client:
@@ -105,7 +111,7 @@ async def test_installed_entry_runs_as_the_host_runs_it(host: install.Host, comm
 
 @pytest.mark.anyio
 async def test_openclaw_entry_takes_the_key_from_openclaws_environment(
-    command: str, tmp_path: Path, process_env: dict[str, str], api_key: str, emulator
+    command: str, tmp_path: Path, process_env: dict[str, str], api_key: str, emulator: Emulator
 ) -> None:
     """Without --offline the OpenClaw entry carries `${MONET_API_KEY}`, not a key: filled from the gateway's
     environment the server generates for real; left unfilled, the call says that no key is set."""
@@ -125,13 +131,14 @@ async def test_openclaw_entry_takes_the_key_from_openclaws_environment(
 
     _, result = await run_entry(entry, launch_env("openclaw", entry, home, {}) | api)
     assert result.is_error
+    assert isinstance(result.content[0], TextContent)
     assert "No Monet API key is set" in result.content[0].text
     assert emulator.creates == 1
 
 
 # -- what it does to the file ------------------------------------------------------------------------------
 
-OTHERS: dict[install.Host, dict] = {
+OTHERS: dict[install.Host, dict[str, Any]] = {
     "claude-desktop": {"mcpServers": {"files": {"command": "npx", "args": ["fs"]}}, "globalShortcut": "Ctrl+Space"},
     "claude-code": {
         "numStartups": 12,

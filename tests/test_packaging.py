@@ -113,8 +113,8 @@ def test_user_config_defaults_work_as_the_host_passes_them() -> None:
         Settings(output_dir=defaults["output_dir"]).output_dir == (Path.home() / "Pictures" / "nano-banana").resolve()
     )
     assert defaults["offline"] is False
-    assert Settings(offline="false").offline is False
-    assert Settings(offline="true").offline is True
+    as_text: list[dict[str, Any]] = [{"offline": "false"}, {"offline": "true"}]  # as the environment gives them
+    assert [Settings(**raw).offline for raw in as_text] == [False, True]
 
 
 def test_manifest_model_table_is_the_catalogue() -> None:

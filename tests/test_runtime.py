@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,14 +34,16 @@ def test_sqlite_in_the_data_dir_by_default(tmp_path: Path) -> None:
 @pytest.mark.parametrize("url", ["", "  "])
 def test_a_blank_url_is_no_url(tmp_path: Path, url: str) -> None:
     """An empty variable (a template left unfilled) keeps SQLite."""
-    assert isinstance(ledger_of(Settings(data_dir=tmp_path, database_url=url)), Ledger)
+    raw: dict[str, Any] = {"database_url": url}  # as the environment gives it: text
+    assert isinstance(ledger_of(Settings(data_dir=tmp_path, **raw)), Ledger)
 
 
 def test_a_database_url_chooses_postgresql(tmp_path: Path) -> None:
     """A postgresql:// URL chooses the PostgreSQL ledger, which names the database without its password."""
     from nano_banana_mcp.tasks.ledger_pg import PostgresLedger  # noqa: PLC0415 - the team extra
 
-    ledger = ledger_of(Settings(data_dir=tmp_path, database_url=f"postgresql://nb:{PASSWORD}@db.example:5433/ledger"))
+    raw: dict[str, Any] = {"database_url": f"postgresql://nb:{PASSWORD}@db.example:5433/ledger"}
+    ledger = ledger_of(Settings(data_dir=tmp_path, **raw))
     assert isinstance(ledger, PostgresLedger)
     assert ledger.where == "nb@db.example:5433/ledger"
 
@@ -63,7 +66,7 @@ def test_the_url_may_come_from_a_file(tmp_path: Path) -> None:
         ({"database_url_file": "no/such/file"}, "cannot be read"),
     ],
 )
-def test_a_wrong_database_setting_is_a_clear_error(tmp_path: Path, settings: dict[str, str], expected: str) -> None:
+def test_a_wrong_database_setting_is_a_clear_error(tmp_path: Path, settings: dict[str, Any], expected: str) -> None:
     """A URL of another database, both settings at once, or a file that cannot be read: said, without the URL."""
     if "database_url_file" in settings:
         settings = {**settings, "database_url_file": str(tmp_path / settings["database_url_file"])}
@@ -74,10 +77,11 @@ def test_a_wrong_database_setting_is_a_clear_error(tmp_path: Path, settings: dic
 
 def test_without_the_driver_the_error_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without psycopg (the team extra not installed) a database URL is refused at start, saying what to install."""
+    raw: dict[str, Any] = {"database_url": "postgresql://db.example/ledger"}
     monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now raises ImportError
     monkeypatch.delitem(sys.modules, "nano_banana_mcp.tasks.ledger_pg", raising=False)
     with pytest.raises(ConfigError, match=r"nano-banana-mcp\[team\]"):
-        ledger_of(Settings(data_dir=tmp_path, database_url="postgresql://db.example/ledger"))
+        ledger_of(Settings(data_dir=tmp_path, **raw))
 
 
 @pytest.mark.anyio

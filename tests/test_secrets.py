@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
+from mcp_types import TextContent
 from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings
@@ -59,6 +60,7 @@ async def test_a_refused_wrong_key_is_not_repeated(settings: Settings, emulator:
     async with Client(create_server(settings.model_copy(update={"api_key": SecretStr(wrong)}))) as client:
         result = await client.call_tool("generate_image", {"prompt": "x"})
     assert result.is_error
+    assert isinstance(result.content[0], TextContent)
     assert "refused the API key" in result.content[0].text
     assert wrong not in result.model_dump_json()
 

@@ -6,24 +6,30 @@ import logging
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import httpx2
 import pytest
 import uvicorn
 from mcp import Client
+from mcp.client import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ListRootsResult, Root
-from pydantic import SecretStr
+from pydantic import FileUrl, SecretStr
 
 from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import DownloadError
 from nano_banana_mcp.images import output_path
 from nano_banana_mcp.mcp_server import create_server, http_app
 from nano_banana_mcp.monet import MonetClient
+
+if TYPE_CHECKING:
+    from tests.conftest import MakePng, TextOf
 
 pytestmark = pytest.mark.anyio
 
@@ -37,8 +43,11 @@ def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # -- 1. reading reference images -----------------------------------------------------------------
 
 
+GenerateWith = Callable[[Client, Path | str], Coroutine[Any, Any, tuple[bool, str]]]
+
+
 @pytest.fixture
-def generate_with(text_of):
+def generate_with(text_of: TextOf) -> GenerateWith:
     """Call generate_image with one reference: (is_error, text)."""
 
     async def call(client: Client, path: Path | str) -> tuple[bool, str]:
@@ -49,7 +58,7 @@ def generate_with(text_of):
 
 
 async def test_reference_inside_an_allowed_folder_passes(
-    mcp_client: Client, tmp_path: Path, emulator, png, generate_with
+    mcp_client: Client, tmp_path: Path, emulator: Emulator, png: MakePng, generate_with: GenerateWith
 ) -> None:
     """The allowed case: a real image in an allowed folder is uploaded and used."""
     is_error, text = await generate_with(mcp_client, png(tmp_path / "pics" / "ok.png"))
@@ -58,7 +67,7 @@ async def test_reference_inside_an_allowed_folder_passes(
 
 
 async def test_reference_outside_the_allowed_folders_is_refused(
-    mcp_client: Client, outside: Path, emulator, png, generate_with
+    mcp_client: Client, outside: Path, emulator: Emulator, png: MakePng, generate_with: GenerateWith
 ) -> None:
     """A file outside every allowed folder is refused, naming the rule and the setting."""
     is_error, text = await generate_with(mcp_client, png(outside / "secret.png"))
@@ -69,7 +78,7 @@ async def test_reference_outside_the_allowed_folders_is_refused(
 
 
 async def test_symlink_out_of_an_allowed_folder_is_refused(
-    mcp_client: Client, tmp_path: Path, outside: Path, emulator, png, generate_with
+    mcp_client: Client, tmp_path: Path, outside: Path, emulator: Emulator, png: MakePng, generate_with: GenerateWith
 ) -> None:
     """A link inside an allowed folder to a file outside it is judged by where it leads."""
     link = tmp_path / "innocent.png"
@@ -82,7 +91,7 @@ async def test_symlink_out_of_an_allowed_folder_is_refused(
 
 @pytest.mark.parametrize("hidden", [".ssh/id_ed25519.png", ".aws/creds.png", "pics/.secret.png"])
 async def test_hidden_files_and_folders_are_refused(
-    mcp_client: Client, tmp_path: Path, emulator, hidden: str, png, generate_with
+    mcp_client: Client, tmp_path: Path, emulator: Emulator, hidden: str, png: MakePng, generate_with: GenerateWith
 ) -> None:
     """Nothing in or named like a dot-folder is read, even inside an allowed folder."""
     is_error, text = await generate_with(mcp_client, png(tmp_path / hidden))
@@ -92,7 +101,7 @@ async def test_hidden_files_and_folders_are_refused(
 
 
 async def test_a_non_image_with_an_image_name_is_refused(
-    mcp_client: Client, tmp_path: Path, emulator, generate_with
+    mcp_client: Client, tmp_path: Path, emulator: Emulator, generate_with: GenerateWith
 ) -> None:
     """The content decides, not the name: a key file renamed .png is not sent."""
     fake = tmp_path / "key.png"
@@ -104,7 +113,7 @@ async def test_a_non_image_with_an_image_name_is_refused(
 
 
 async def test_an_oversized_reference_is_refused(
-    settings: Settings, tmp_path: Path, emulator, png, generate_with
+    settings: Settings, tmp_path: Path, emulator: Emulator, png: MakePng, generate_with: GenerateWith
 ) -> None:
     """A reference over the size limit is refused before it is read whole."""
     small = settings.model_copy(update={"max_reference_bytes": 1000})
@@ -121,7 +130,7 @@ async def test_an_oversized_reference_is_refused(
     ["http://example.com/a.png", "file:///etc/passwd", "ftp://example.com/a.png", "gopher://example.com/a.png"],
 )
 async def test_only_https_urls_pass_as_remote_references(
-    mcp_client: Client, emulator, reference: str, generate_with
+    mcp_client: Client, emulator: Emulator, reference: str, generate_with: GenerateWith
 ) -> None:
     """Remote references must be https; other schemes are refused before anything is sent (data: URIs are decoded
     and checked like files: tests/tasks/test_references.py)."""
@@ -132,7 +141,7 @@ async def test_only_https_urls_pass_as_remote_references(
 
 
 async def test_the_output_folder_is_always_readable(
-    mcp_client: Client, settings: Settings, emulator, png, generate_with
+    mcp_client: Client, settings: Settings, emulator: Emulator, png: MakePng, generate_with: GenerateWith
 ) -> None:
     """A result saved earlier can be used as a reference for the next image."""
     is_error, text = await generate_with(mcp_client, png(settings.output_dir / "earlier.png"))
@@ -140,12 +149,12 @@ async def test_the_output_folder_is_always_readable(
 
 
 async def test_client_roots_extend_the_allowed_folders(
-    settings: Settings, outside: Path, emulator, png, generate_with
+    settings: Settings, outside: Path, emulator: Emulator, png: MakePng, generate_with: GenerateWith
 ) -> None:
     """A folder the MCP client declares as a root is readable (2025-era connections, which have roots)."""
 
-    async def list_roots(context) -> ListRootsResult:
-        return ListRootsResult(roots=[Root(uri=outside.as_uri(), name="project")])
+    async def list_roots(context: ClientRequestContext) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=FileUrl(outside.as_uri()), name="project")])
 
     ref = png(outside / "from-root.png")
     async with Client(create_server(settings), mode="legacy", list_roots_callback=list_roots) as client:
@@ -187,7 +196,8 @@ def test_output_path_stays_in_the_folder(tmp_path: Path, local_id: str) -> None:
 
 
 @pytest.fixture
-async def monet(emulator, api_key: str) -> Iterator[MonetClient]:
+async def monet(emulator: Emulator, api_key: str) -> AsyncIterator[MonetClient]:
+    assert emulator.base_url is not None
     async with httpx.AsyncClient() as http:
         yield MonetClient(http, base_url=emulator.base_url, api_key=SecretStr(api_key), timeout=5)
 
@@ -211,7 +221,7 @@ async def test_downloads_only_from_allowed_https_hosts(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_monet_hosts_and_configured_hosts_are_allowed(emulator) -> None:
+def test_monet_hosts_and_configured_hosts_are_allowed(emulator: Emulator) -> None:
     """Monet's own file hosts and the hosts the user adds pass the check."""
     client = MonetClient(
         httpx.AsyncClient(), base_url="https://monet.vision", api_key=SecretStr("k"), download_hosts=["cdn.mine.org"]
@@ -229,7 +239,7 @@ def test_monet_hosts_and_configured_hosts_are_allowed(emulator) -> None:
     ],
 )
 async def test_hostile_downloads_are_refused(
-    mcp_client: Client, settings: Settings, emulator, kind: str, expected: str
+    mcp_client: Client, settings: Settings, emulator: Emulator, kind: str, expected: str
 ) -> None:
     """A redirect off the allowlist, a redirect loop, or a non-image never lands in the output folder."""
     emulator.faults.hostile_kind = kind
@@ -243,7 +253,7 @@ async def test_hostile_downloads_are_refused(
 
 
 async def test_a_redirect_to_a_data_url_fails_the_task_once_and_keeps_its_url(
-    mcp_client: Client, emulator, settings: Settings
+    mcp_client: Client, emulator: Emulator, settings: Settings
 ) -> None:
     """An output URL that redirects to a data: URL is not downloadable: the task fails once, saying so, with the API's
     URL kept; it is not downloaded again and again (before: a raw InvalidURL, retried without end)."""
@@ -260,7 +270,7 @@ async def test_a_redirect_to_a_data_url_fails_the_task_once_and_keeps_its_url(
     assert [p for p in saved if not p.name.startswith(".")] == []
 
 
-async def test_redirect_on_loopback_is_followed(mcp_client: Client, emulator, text_of) -> None:
+async def test_redirect_on_loopback_is_followed(mcp_client: Client, emulator: Emulator, text_of: TextOf) -> None:
     """The allowed case: a redirect that stays on an allowed host is followed and the image saved."""
     emulator.faults.hostile_kind = "redirect_loopback"
     emulator.faults.hostile = 1
@@ -268,7 +278,7 @@ async def test_redirect_on_loopback_is_followed(mcp_client: Client, emulator, te
     assert result.structured_content["status"] == "success", text_of(result)
 
 
-async def test_endless_download_stops_at_the_size_cap(settings: Settings, emulator) -> None:
+async def test_endless_download_stops_at_the_size_cap(settings: Settings, emulator: Emulator) -> None:
     """A download that never ends is cut at the size limit and nothing is saved."""
     capped = settings.model_copy(update={"max_download_bytes": 2_000_000, "max_retries": 0})
     emulator.faults.hostile_kind = "endless_download"
@@ -283,20 +293,27 @@ async def test_endless_download_stops_at_the_size_cap(settings: Settings, emulat
 
 
 async def test_the_key_never_appears_anywhere(
-    settings: Settings, emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture, api_key: str, png, text_of
+    settings: Settings,
+    emulator: Emulator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    api_key: str,
+    png: MakePng,
+    text_of: TextOf,
 ) -> None:
     """A full run (successes, failures, a refused key) leaves the key in no log, result, file or repr."""
     caplog.set_level(logging.DEBUG)
     seen: list[str] = [repr(settings), str(settings), settings.model_dump_json()]
     ref = png(tmp_path / "ref.png")
     async with Client(create_server(settings)) as client:
-        for name, args in [
+        calls: list[tuple[str, dict[str, Any]]] = [
             ("generate_image", {"prompt": "ok", "images": [str(ref)]}),
             ("generate_image", {"prompt": "bad", "model": "nano-banana-1", "resolution": "4K"}),
             ("upload_reference", {"path": str(ref)}),
             ("list_tasks", {}),
             ("get_task", {"task_id": "task_missing"}),
-        ]:
+        ]
+        for name, args in calls:
             result = await client.call_tool(name, args)
             seen.append(result.model_dump_json())
         emulator.faults.fail_tasks = 1
@@ -365,7 +382,9 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
     ],
     ids=["no-token", "wrong-token", "bad-host", "bad-origin"],
 )
-def test_http_refuses_without_token_or_with_foreign_headers(http_server: str, headers: dict, status: int) -> None:
+def test_http_refuses_without_token_or_with_foreign_headers(
+    http_server: str, headers: dict[str, str], status: int
+) -> None:
     """No token or a wrong one is 401; a foreign Host is 421 and a foreign Origin 403 (DNS rebinding)."""
     response = httpx.post(f"{http_server}/mcp", json=INIT, headers=MCP_HEADERS | headers)
     assert response.status_code == status

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp_types import BlobResourceContents
 from PIL import Image
 
 from nano_banana_mcp.catalog import GenerateRequest
@@ -69,8 +70,9 @@ async def test_images_are_kept_in_the_bucket_and_given_as_presigned_links(
         assert got.status_code == 200
         with Image.open(io.BytesIO(got.content)) as im:
             assert (im.width, im.height) == (image["width"], image["height"])
-        read = await client.read_resource(image["uri"])
-        assert read.contents[0].blob  # base64 of the same bytes
+        [content] = (await client.read_resource(image["uri"])).contents
+        assert isinstance(content, BlobResourceContents)
+        assert content.blob  # base64 of the same bytes
         assert len(got.content) == image["size_bytes"]
     assert [block.type for block in result.content].count("image") == 2  # previews, made from the bucket's bytes
 

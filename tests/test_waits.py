@@ -53,6 +53,7 @@ def descriptions(schema: Any) -> list[str]:
     return found
 
 
+@pytest.mark.both_eras
 @pytest.mark.anyio
 async def test_nothing_the_server_sends_advises_a_wait_over_45_seconds(mcp_client: Client) -> None:
     """Instructions, server info, tool descriptions and schemas, resource templates, and a pending result's text."""

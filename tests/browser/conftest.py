@@ -25,6 +25,7 @@ from mcp.client.extension import advertise
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
+from playwright.async_api import ConsoleMessage, Frame, Page
 
 from nano_banana_mcp.emulator import Emulator
 
@@ -117,7 +118,7 @@ async def browser_context(chromium: Path, tmp_path_factory: pytest.TempPathFacto
 class TestHost:
     """The test host page in a browser, relaying to the server with an SDK client that negotiated MCP Apps."""
 
-    page: Any
+    page: Page
     client: Client
     calls: list[tuple[str, str | None]] = field(default_factory=list)
     """Every request the view (or the host) relayed: (method, tool name)."""
@@ -125,7 +126,9 @@ class TestHost:
     """Requests to anywhere but the host and its sandbox (none are expected)."""
     console_errors: list[str] = field(default_factory=list)
 
-    async def open(self, tool: str = "generate_image", theme: str = "light", variables: dict | None = None) -> Any:
+    async def open(
+        self, tool: str = "generate_image", theme: str = "light", variables: dict[str, str] | None = None
+    ) -> Frame:
         """Load the host with the view of ``tool``; return the view's frame once it has initialized."""
         import json  # noqa: PLC0415
         from urllib.parse import urlencode  # noqa: PLC0415
@@ -136,7 +139,7 @@ class TestHost:
         return self.view
 
     @property
-    def view(self) -> Any:
+    def view(self) -> Frame:
         """The view's frame: the sandbox proxy's inner iframe."""
         [sandbox] = self.page.main_frame.child_frames
         [view] = sandbox.child_frames
@@ -202,7 +205,11 @@ async def host(browser_context: Any, mcp_url: str) -> AsyncIterator[TestHost]:
                 test_host.foreign.append(url)
                 await route.abort()
 
-        page.on("console", lambda message: message.type == "error" and test_host.console_errors.append(message.text))
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type == "error":
+                test_host.console_errors.append(message.text)
+
+        page.on("console", on_console)
         page.on("pageerror", lambda error: test_host.console_errors.append(str(error)))
         await page.route("**/*", route)
         await page.expose_binding("mcpRelay", relay)

@@ -9,14 +9,18 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+from mcp_types import CallToolResult
 from PIL import Image, ImageStat
-from playwright.async_api import expect
+from playwright.async_api import Frame, expect
 
 from nano_banana_mcp.emulator import Emulator
+
+if TYPE_CHECKING:
+    from tests.browser.conftest import TestHost
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +34,9 @@ HOST_VARIABLES = {
 }
 
 
-async def show(host, arguments: dict[str, Any], tool: str = "generate_image", **open_args: Any):
+async def show(
+    host: TestHost, arguments: dict[str, Any], tool: str = "generate_image", **open_args: Any
+) -> tuple[Frame, CallToolResult]:
     """The agent calls ``tool``; the host opens the view and sends it the call's input and result."""
     result = await host.call(tool, arguments)
     view = await host.open(tool=tool, **open_args)
@@ -46,14 +52,14 @@ def varied(png: bytes) -> bool:
     return len(colours) > 50 and max(ImageStat.Stat(image).stddev) > 20
 
 
-async def save(host, screenshots: Path, name: str) -> None:
+async def save(host: TestHost, screenshots: Path, name: str) -> None:
     """A screenshot of the view as the host shows it (for the README with NANO_BANANA_SCREENSHOTS=docs)."""
     await host.page.wait_for_timeout(200)  # the last size-changed has been applied
     png = await host.page.locator("#slot iframe").screenshot(animations="disabled")
     (screenshots / name).write_bytes(png)
 
 
-async def test_finished_result_shows_its_images_full_size_and_its_request(host, screenshots: Path) -> None:
+async def test_finished_result_shows_its_images_full_size_and_its_request(host: TestHost, screenshots: Path) -> None:
     """Each image of a finished result shows (real pixels, alt text from the prompt) with its size, file path and
     request; a click fetches the full image through resources/read; Copy path puts the path on the clipboard."""
     arguments = {"prompt": PROMPT, "aspect_ratio": "16:9", "count": 2}
@@ -88,7 +94,7 @@ async def test_finished_result_shows_its_images_full_size_and_its_request(host, 
     assert await host.page.evaluate("navigator.clipboard.readText()") == images[0]["path"]
 
 
-async def test_progress_moves_while_the_task_runs(host, emulator: Emulator) -> None:
+async def test_progress_moves_while_the_task_runs(host: TestHost, emulator: Emulator) -> None:
     """While the agent's generate_image call waits, the view finds its task and shows its progress rising (through
     get_task); the result then shows the images."""
     emulator.task_seconds = 5.0
@@ -104,7 +110,7 @@ async def test_progress_moves_while_the_task_runs(host, emulator: Emulator) -> N
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(agent)
-        with anyio.fail_after(20):
+        with anyio.fail_after(60):  # only against a hang
             while not results:
                 if await bar.count():
                     value = await bar.get_attribute("aria-valuenow")
@@ -120,7 +126,7 @@ async def test_progress_moves_while_the_task_runs(host, emulator: Emulator) -> N
     assert host.count("tools/call", "get_task") >= 2
 
 
-async def test_variations_and_edit_make_new_tasks(host, emulator: Emulator) -> None:
+async def test_variations_and_edit_make_new_tasks(host: TestHost, emulator: Emulator) -> None:
     """Variations sends the same request again and Edit sends the typed prompt with this image as the reference:
     each is one new task at the emulator, shown with its progress and then its image; Back returns."""
     view, result = await show(host, {"prompt": PROMPT, "aspect_ratio": "3:2"})
@@ -153,7 +159,7 @@ async def test_variations_and_edit_make_new_tasks(host, emulator: Emulator) -> N
     await expect(view.locator(".prompt").first).to_have_text(PROMPT)
 
 
-async def test_failed_task_shows_its_error_and_retry_works(host, emulator: Emulator) -> None:
+async def test_failed_task_shows_its_error_and_retry_works(host: TestHost, emulator: Emulator) -> None:
     """A failed task shows the API's error as an alert; Retry makes one new task, which succeeds and shows."""
     emulator.faults.fail_tasks = 1
     view, result = await show(host, {"prompt": PROMPT})
@@ -168,7 +174,7 @@ async def test_failed_task_shows_its_error_and_retry_works(host, emulator: Emula
     assert emulator.creates == 2
 
 
-async def focus_walk(host, view, presses: int) -> list[str]:
+async def focus_walk(host: TestHost, view: Frame, presses: int) -> list[str]:
     """Press Tab from the top of the host page; the data-key of each control of the view that got focus."""
     await host.page.evaluate("document.activeElement && document.activeElement.blur()")
     keys = []
@@ -180,7 +186,7 @@ async def focus_walk(host, view, presses: int) -> list[str]:
     return keys
 
 
-async def controls(view) -> set[str]:
+async def controls(view: Frame) -> set[str]:
     """The keys of every visible, enabled control of the view."""
     keys = await view.evaluate(
         """() => [...document.querySelectorAll('button, textarea, input, select, a[href], [tabindex]')]
@@ -191,7 +197,7 @@ async def controls(view) -> set[str]:
     return set(keys)
 
 
-async def test_keyboard_reaches_every_control(host) -> None:
+async def test_keyboard_reaches_every_control(host: TestHost) -> None:
     """Tab reaches every control of a result, of the edit form and of the full-size image; Enter opens them and
     Escape or Close returns focus to where it was."""
     view, _ = await show(host, {"prompt": PROMPT, "count": 2})
@@ -260,7 +266,9 @@ TEXTS = [
 
 
 @pytest.mark.parametrize("variables", [None, HOST_VARIABLES], ids=["own-colours", "host-variables"])
-async def test_light_and_dark_themes_are_readable(host, variables: dict | None, screenshots: Path) -> None:
+async def test_light_and_dark_themes_are_readable(
+    host: TestHost, variables: dict[str, str] | None, screenshots: Path
+) -> None:
     """In the host's light and dark themes (with its style variables or without), every kind of text keeps a
     contrast of at least 4.5:1 (WCAG AA); a theme change from the host applies at once."""
     view, _ = await show(host, {"prompt": PROMPT}, theme="dark", variables=variables)
@@ -277,7 +285,7 @@ async def test_light_and_dark_themes_are_readable(host, variables: dict | None, 
             await save(host, screenshots, "viewer-dark.png")
 
 
-async def test_gallery_shows_recent_tasks_and_opens_one(host, emulator: Emulator, screenshots: Path) -> None:
+async def test_gallery_shows_recent_tasks_and_opens_one(host: TestHost, emulator: Emulator, screenshots: Path) -> None:
     """list_tasks shows as a grid of recent tasks, newest first, with previews of the finished ones and the failed one
     marked; a card opens its task in the viewer, and Back returns to the grid."""
     for prompt in ("a red fox in snow", "a paper boat on a puddle"):
@@ -308,7 +316,7 @@ async def test_gallery_shows_recent_tasks_and_opens_one(host, emulator: Emulator
     await expect(view.locator("button.card")).to_have_count(3)
 
 
-async def test_waiting_get_task_shows_progress_then_the_images(host, emulator: Emulator) -> None:
+async def test_waiting_get_task_shows_progress_then_the_images(host: TestHost, emulator: Emulator) -> None:
     """An agent collecting a running task with get_task(wait_seconds): the view polls the task from the start and
     shows it when it is done, whatever the host does with the waiting call."""
     emulator.task_seconds = 1.5
@@ -321,7 +329,7 @@ async def test_waiting_get_task_shows_progress_then_the_images(host, emulator: E
     await expect(view.locator(".prompt").first).to_have_text("a quick sketch")
 
 
-async def test_a_refused_call_shows_why_and_the_view_still_works(host) -> None:
+async def test_a_refused_call_shows_why_and_the_view_still_works(host: TestHost) -> None:
     """A call refused before anything was made (here: a resolution the model does not take) shows its message as an
     alert, offers no Variations or Retry of a request that cannot work, and Recent images still opens the gallery."""
     view, result = await show(host, {"prompt": PROMPT, "model": "nano-banana-1", "resolution": "2K"})

@@ -50,8 +50,8 @@ class Api:
     def get(self, task_id: str) -> dict[str, Any]:
         return dict(self.client.get(f"/api/v1/tasks/{task_id}").json())
 
-    def wait_done(self, task_id: str, timeout: float = 3.0) -> list[dict[str, Any]]:
-        """Poll until the task is terminal; return every snapshot seen."""
+    def wait_done(self, task_id: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Poll until the task is terminal; return every snapshot seen (``timeout`` only guards against a hang)."""
         seen = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

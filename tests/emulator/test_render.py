@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -10,6 +11,9 @@ from PIL import Image
 
 from nano_banana_mcp.emulator import PLACEHOLDER_DESCRIPTION, Emulator, output_size
 from nano_banana_mcp.emulator.render import render_placeholder
+
+if TYPE_CHECKING:
+    from tests.emulator.conftest import Api
 
 
 @pytest.mark.parametrize(
@@ -54,7 +58,7 @@ def test_render_is_a_marked_png_of_the_size_and_deterministic() -> None:
     ],
 )
 def test_output_png_has_requested_size(
-    api, emulator: Emulator, model: str, aspect_ratio: str | None, resolution: str | None, size: tuple[int, int]
+    api: Api, emulator: Emulator, model: str, aspect_ratio: str | None, resolution: str | None, size: tuple[int, int]
 ) -> None:
     """The output served for a task is a real PNG of the size the ratio and resolution call for."""
     emulator.task_seconds = 0
@@ -66,14 +70,14 @@ def test_output_png_has_requested_size(
     assert (image.format, image.size, image.info["Description"]) == ("PNG", size, PLACEHOLDER_DESCRIPTION)
 
 
-def test_output_of_unfinished_task_is_404(api, emulator: Emulator) -> None:
+def test_output_of_unfinished_task_is_404(api: Api, emulator: Emulator) -> None:
     """An output URL guessed before the task succeeds is not found."""
     emulator.task_seconds = 10
     task_id = api.create()["id"]
     assert api.client.get(f"/files/outputs/{task_id}/0.png").status_code == 404
 
 
-def test_evicted_images_come_back_identical(api, client: httpx.Client, emulator: Emulator) -> None:
+def test_evicted_images_come_back_identical(api: Api, client: httpx.Client, emulator: Emulator) -> None:
     """Only recent images stay in memory; an older one is rendered again, byte for byte."""
     emulator.task_seconds = 0
     first = api.create(aspect_ratio="8:1")["id"]

@@ -46,7 +46,7 @@ async def test_serve_runs_until_cancelled() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(serve, emulator, "127.0.0.1", port)
         async with httpx.AsyncClient(headers={"Authorization": "Bearer monet_serve"}) as client:
-            with anyio.fail_after(5):
+            with anyio.fail_after(60):  # only against a hang
                 while True:
                     try:
                         response = await client.get(f"http://127.0.0.1:{port}/api/v1/tasks/list")

@@ -14,6 +14,8 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.mcp_server import http_app
 from nano_banana_mcp.mcp_server.http import bind
 
+ServeHttp = Callable[[Settings], AbstractContextManager[str]]
+
 
 @contextmanager
 def _serving(settings: Settings) -> Iterator[str]:
@@ -34,6 +36,6 @@ def _serving(settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def serve_http() -> Callable[[Settings], AbstractContextManager[str]]:
+def serve_http() -> ServeHttp:
     """``with serve_http(settings) as base:`` the real HTTP app on a free loopback port; ``base`` has no ``/mcp``."""
     return _serving

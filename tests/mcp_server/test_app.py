@@ -9,25 +9,31 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourceUpdated
+from mcp_types import TextResourceContents
 from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.mcp_server import StaticTokenVerifier, create_server
 
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.both_eras
 async def test_task_resource_reads_the_result(mcp_client: Client) -> None:
     """A task's resource is its structured result as JSON."""
     result = await mcp_client.call_tool("generate_image", {"prompt": "a lighthouse"})
     task_id = result.structured_content["task_id"]
-    read = await mcp_client.read_resource(f"nano-banana://tasks/{task_id}")
-    task = json.loads(read.contents[0].text)
+    [content] = (await mcp_client.read_resource(f"nano-banana://tasks/{task_id}")).contents
+    assert isinstance(content, TextResourceContents)
+    task = json.loads(content.text)
     assert task["task_id"] == task_id
     assert task["status"] == "success"
     assert task["images"] == result.structured_content["images"]
 
 
+@pytest.mark.both_eras
 @pytest.mark.parametrize(
     ("suffix", "expected"),
     [
@@ -47,13 +53,14 @@ async def test_image_resource_refuses_an_image_the_task_lacks(mcp_client: Client
         await mcp_client.read_resource(uri)
 
 
+@pytest.mark.both_eras
 async def test_unknown_task_resource_points_to_list_tasks(mcp_client: Client) -> None:
     """A resource for a task nobody knows is an error that points to list_tasks."""
     with pytest.raises(MCPError, match="list_tasks"):
         await mcp_client.read_resource("nano-banana://tasks/task_nope")
 
 
-async def test_background_finish_reaches_listeners(settings: Settings, emulator) -> None:
+async def test_background_finish_reaches_listeners(settings: Settings, emulator: Emulator) -> None:
     """A 2026 client listening on a task's resource hears when it finishes after the call returned."""
     emulator.task_seconds = 0.5
     heard: list[str] = []
@@ -63,11 +70,13 @@ async def test_background_finish_reaches_listeners(settings: Settings, emulator)
         with anyio.fail_after(10):
             async with client.listen(resource_subscriptions=[uri]) as sub:
                 async for event in sub:
+                    assert isinstance(event, ResourceUpdated)
                     heard.append(event.uri)
                     break
-        task = await client.read_resource(uri)
+        [task] = (await client.read_resource(uri)).contents
     assert heard == [uri]
-    assert '"status": "success"' in task.contents[0].text
+    assert isinstance(task, TextResourceContents)
+    assert '"status": "success"' in task.text
 
 
 async def test_static_token_verifier_accepts_only_its_token() -> None:
@@ -99,6 +108,7 @@ async def test_image_resource_serves_only_files_in_the_output_folder(mcp_client:
         await mcp_client.read_resource(uri)
 
 
+@pytest.mark.both_eras
 @pytest.mark.parametrize(("fmt", "mime"), [("png", "image/png"), ("jpeg", "image/jpeg"), ("webp", "image/webp")])
 async def test_image_resource_has_the_images_own_type(mcp_client: Client, fmt: str, mime: str) -> None:
     """A saved image read as a resource says what it is (PNG, JPEG or WebP), not the template's default."""

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from mcp import Client
 from mcp.client.extension import advertise
+from mcp_types import TextResourceContents
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.mcp_server import create_server
 from nano_banana_mcp.mcp_server.apps import REQUEST_META, VIEWER_URI
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_eras]  # capability negotiation: the protocol is the subject
 
 APP_MIME = "text/html;profile=mcp-app"
 APPS = advertise("io.modelcontextprotocol/ui", {"mimeTypes": [APP_MIME]})
@@ -64,6 +65,7 @@ async def test_view_is_one_small_self_contained_html_document(apps_client: Clien
     [resource] = (await apps_client.list_resources()).resources
     assert (resource.uri, resource.mime_type) == (VIEWER_URI, APP_MIME)
     [content] = (await apps_client.read_resource(VIEWER_URI)).contents
+    assert isinstance(content, TextResourceContents)
     assert content.mime_type == APP_MIME
     html = content.text
     assert html.lower().startswith("<!doctype html>")
@@ -89,11 +91,13 @@ async def test_a_client_with_apps_also_gets_the_request(apps_client: Client) -> 
     `_meta` out of the model's context) for the view's Variations, Edit and Retry; the rest is unchanged."""
     arguments = {"prompt": "two ships", "aspect_ratio": "16:9", "resolution": "2K", "count": 2}
     result = await apps_client.call_tool("generate_image", arguments)
-    expected = {"prompt": "two ships", "model": "nano-banana-2", "images": [], "aspect_ratio": "16:9"}
+    expected: dict[str, Any] = {"prompt": "two ships", "model": "nano-banana-2", "images": [], "aspect_ratio": "16:9"}
     expected |= {"resolution": "2K", "output_format": None, "count": 2}
+    assert result.meta is not None
     assert result.meta[REQUEST_META] == expected
     assert [block.type for block in result.content] == ["text"] + ["image", "resource_link"] * 2
     one = await apps_client.call_tool("get_task", {"task_id": result.structured_content["task_ids"][1]})
+    assert one.meta is not None
     assert one.meta[REQUEST_META] == expected | {"count": 1}
     listed_tasks = await apps_client.call_tool("list_tasks", {})
     assert REQUEST_META not in (listed_tasks.meta or {})

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import httpx2
@@ -24,9 +25,14 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.mcp_server import http_app
 from nano_banana_mcp.mcp_server.http import TOKEN_FILE, bind, http_auth
+
+if TYPE_CHECKING:
+    from tests.conftest import Hello, MakeSettings, S3Server
+    from tests.mcp_server.conftest import ServeHttp
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +56,9 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, make_settings, emulator_server) -> Iterator[Callable[..., Served]]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory, make_settings: MakeSettings, emulator_server: Emulator
+) -> Iterator[Callable[..., Served]]:
     """``served(host, token=True)``: the HTTP app built for ``host`` and a free port, with the bearer token TOKEN
     set (or none), served on 127.0.0.1; one server per (host, token) for this module, all stopped together."""
     running: dict[tuple[str, bool], tuple[Served, uvicorn.Server, threading.Thread]] = {}
@@ -78,7 +86,9 @@ def served(tmp_path_factory, make_settings, emulator_server) -> Iterator[Callabl
 
 
 @pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
-def test_every_loopback_spelling_refuses_foreign_host_and_origin(served, host: str, hello) -> None:
+def test_every_loopback_spelling_refuses_foreign_host_and_origin(
+    served: Callable[..., Served], host: str, hello: Hello
+) -> None:
     """On any spelling of loopback, a foreign Host is answered 421 and a foreign Origin 403, even with the token."""
     app = served(host)
     assert hello(app.base, bearer(TOKEN) | FOREIGN[0]).status_code == 421
@@ -95,20 +105,22 @@ def test_every_loopback_spelling_refuses_foreign_host_and_origin(served, host: s
         ("127.0.0.2", "localhost"),
     ],
 )
-def test_every_loopback_spelling_accepts_its_own_host_and_origin(served, host: str, named: str, hello) -> None:
+def test_every_loopback_spelling_accepts_its_own_host_and_origin(
+    served: Callable[..., Served], host: str, named: str, hello: Hello
+) -> None:
     """The host:port served (and the plain loopback names with that port) pass as Host and as http:// Origin."""
     app = served(host)
     headers = {"Host": f"{named}:{app.port}", "Origin": f"http://{named}:{app.port}"}
     assert hello(app.base, bearer(TOKEN) | headers).status_code == 200
 
 
-def test_another_port_is_a_foreign_host(served, hello) -> None:
+def test_another_port_is_a_foreign_host(served: Callable[..., Served], hello: Hello) -> None:
     """Loopback with another port is another server: its name is refused."""
     app = served("localhost")
     assert hello(app.base, bearer(TOKEN) | {"Host": f"localhost:{app.port + 1}"}).status_code == 421
 
 
-def test_missing_token_gets_401_pointing_to_the_resource_metadata(served, hello) -> None:
+def test_missing_token_gets_401_pointing_to_the_resource_metadata(served: Callable[..., Served], hello: Hello) -> None:
     """Without the token: 401 with a WWW-Authenticate naming the protected-resource metadata, which is served."""
     app = served("127.0.0.1")
     response = hello(app.base)
@@ -119,7 +131,7 @@ def test_missing_token_gets_401_pointing_to_the_resource_metadata(served, hello)
     assert metadata["resource"] == f"http://127.0.0.1:{app.port}/mcp"
 
 
-def test_app_without_a_configured_token_requires_the_one_it_keeps(served, hello) -> None:
+def test_app_without_a_configured_token_requires_the_one_it_keeps(served: Callable[..., Served], hello: Hello) -> None:
     """Built with no token set, the app still requires one: the token kept in the data dir."""
     app = served("127.0.0.1", token=False)
     kept = (app.settings.data_dir / TOKEN_FILE).read_text().strip()
@@ -172,7 +184,7 @@ def test_kept_token_others_can_read_is_refused(settings: Settings) -> None:
     ],
     ids=["empty", "whitespace", "inner-space", "blank-file"],
 )
-def test_blank_tokens_are_refused(settings: Settings, tmp_path: Path, update: dict) -> None:
+def test_blank_tokens_are_refused(settings: Settings, tmp_path: Path, update: dict[str, Any]) -> None:
     """An empty, blank or unsendable token is refused by name, never taken as 'no token'."""
     if "http_token_file" in update:
         (tmp_path / "blank").write_text("\n  \n")
@@ -230,7 +242,7 @@ def serving(command: str, env: dict[str, str], log: Path, *args: str) -> Iterato
 
 
 async def test_http_makes_a_token_and_prints_the_line_that_connects(
-    process_env: dict[str, str], command: str, tmp_path: Path, hello
+    process_env: dict[str, str], command: str, tmp_path: Path, hello: Hello
 ) -> None:
     """With no token set, the server makes one, prints the exact `claude mcp add` line, and requires it: no token
     or a wrong one is 401; an SDK client sending the printed one lists the tools and generates an image."""
@@ -250,7 +262,7 @@ async def test_http_makes_a_token_and_prints_the_line_that_connects(
 
 
 def test_cli_on_localhost_in_capitals_refuses_foreign_host_and_origin(
-    process_env: dict[str, str], command: str, tmp_path: Path, hello
+    process_env: dict[str, str], command: str, tmp_path: Path, hello: Hello
 ) -> None:
     """`serve --http --host LOCALHOST`: a foreign Host gets 421 and a foreign Origin 403; its own name gets 200."""
     with serving(command, process_env, tmp_path / "err.txt", "--host", "LOCALHOST") as server:
@@ -265,7 +277,7 @@ def test_cli_on_localhost_in_capitals_refuses_foreign_host_and_origin(
 
 @pytest.mark.parametrize("where", ["environment", "file"])
 def test_a_token_the_user_set_is_never_printed(
-    process_env: dict[str, str], command: str, tmp_path: Path, where: str, hello
+    process_env: dict[str, str], command: str, tmp_path: Path, where: str, hello: Hello
 ) -> None:
     """A token from NANO_BANANA_HTTP_TOKEN or a token file is required, named by where it is, and not printed."""
     env = process_env | {"NANO_BANANA_HTTP_TOKEN": TOKEN}
@@ -282,7 +294,7 @@ def test_a_token_the_user_set_is_never_printed(
 
 
 def test_auth_token_flag_warns_that_others_can_see_it(
-    process_env: dict[str, str], command: str, tmp_path: Path, hello
+    process_env: dict[str, str], command: str, tmp_path: Path, hello: Hello
 ) -> None:
     """--auth-token still works, with a warning that the process list shows it to other users."""
     with serving(command, process_env, tmp_path / "err.txt", "--auth-token", TOKEN) as server:
@@ -292,7 +304,7 @@ def test_auth_token_flag_warns_that_others_can_see_it(
 
 
 def test_no_auth_serves_loopback_without_a_token_and_warns(
-    process_env: dict[str, str], command: str, tmp_path: Path, hello
+    process_env: dict[str, str], command: str, tmp_path: Path, hello: Hello
 ) -> None:
     """--no-auth on loopback answers without a token (DNS-rebinding protection still on) and warns on stderr."""
     with serving(command, process_env, tmp_path / "err.txt", "--no-auth") as server:
@@ -311,7 +323,7 @@ def test_no_auth_serves_loopback_without_a_token_and_warns(
     ids=["no-auth-in-public", "blank-token"],
 )
 def test_cli_refuses_to_serve_publicly_without_a_token(
-    process_env: dict[str, str], command: str, args: list[str], env: dict, named: str
+    process_env: dict[str, str], command: str, args: list[str], env: dict[str, str], named: str
 ) -> None:
     """--no-auth off loopback, or a blank token: exit 3 at once, naming the setting."""
     proc = subprocess.run(
@@ -327,7 +339,7 @@ def test_cli_refuses_to_serve_publicly_without_a_token(
 
 
 def test_healthz_answers_without_a_token_and_names_no_secret(
-    process_env: dict[str, str], command: str, tmp_path: Path, hello
+    process_env: dict[str, str], command: str, tmp_path: Path, hello: Hello
 ) -> None:
     """`GET /healthz` needs no token and says whether the ledger answers and the image folder is writable: 200
     when both hold, 503 naming which does not; never the token, the key or a path."""
@@ -346,7 +358,9 @@ def test_healthz_answers_without_a_token_and_names_no_secret(
         assert str(tmp_path) not in answer
 
 
-def test_healthz_reports_an_unreachable_bucket(settings: Settings, storage_url: str, s3_server, serve_http) -> None:
+def test_healthz_reports_an_unreachable_bucket(
+    settings: Settings, storage_url: str, s3_server: S3Server, serve_http: ServeHttp
+) -> None:
     """With images in object storage, /healthz answers 503 while the bucket cannot be reached, and names nothing."""
     bucket = storage_url.split("/")[2]
     team = settings.model_copy(update={"storage_url": storage_url, "http_token": SecretStr("t" * 32)})

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx2
 import pytest
 from mcp import Client
+from mcp.client import ClientRequestContext
+from mcp.client.session import IncomingMessage, ListRootsFnT
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import ListRootsResult, Root
-from pydantic import SecretStr
+from mcp_types import ListRootsResult, Root, TextResourceContents
+from pydantic import FileUrl, SecretStr
 
 from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.mcp_server import create_server
+
+if TYPE_CHECKING:
+    from tests.conftest import MakePng, MakeSettings, TextOf
+    from tests.mcp_server.conftest import ServeHttp
 
 pytestmark = pytest.mark.anyio
 
@@ -22,13 +30,13 @@ TOKEN = "roots-test-token-0123456789"
 
 
 @pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
-async def test_background_finish_notifies_subscribers(settings: Settings, emulator) -> None:
+async def test_background_finish_notifies_subscribers(settings: Settings, emulator: Emulator) -> None:
     """A legacy client subscribed to a task's resource hears when it finishes after the call returned."""
     emulator.task_seconds = 0.5
     updates: list[str] = []
     updated = anyio.Event()
 
-    async def on_message(message) -> None:
+    async def on_message(message: IncomingMessage) -> None:
         uri = getattr(getattr(message, "params", None), "uri", None)
         if type(message).__name__ == "ResourceUpdatedNotification" and uri:
             updates.append(str(uri))
@@ -40,19 +48,20 @@ async def test_background_finish_notifies_subscribers(settings: Settings, emulat
         with anyio.fail_after(10):
             await client.subscribe_resource(uri)
             await updated.wait()
-        task = await client.read_resource(uri)
+        [task] = (await client.read_resource(uri)).contents
     assert updates == [uri]
-    assert '"status": "success"' in task.contents[0].text
+    assert isinstance(task, TextResourceContents)
+    assert '"status": "success"' in task.text
 
 
 async def test_upload_reference_reads_from_a_client_root(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory, emulator, png, text_of
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, emulator: Emulator, png: MakePng, text_of: TextOf
 ) -> None:
     """A folder a legacy client declares as a root is readable by upload_reference too."""
     project = tmp_path_factory.mktemp("project")
 
-    async def list_roots(context) -> ListRootsResult:
-        return ListRootsResult(roots=[Root(uri=project.as_uri(), name="project")])
+    async def list_roots(context: ClientRequestContext) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=FileUrl(project.as_uri()), name="project")])
 
     async with Client(create_server(settings), mode="legacy", list_roots_callback=list_roots) as client:
         result = await client.call_tool("upload_reference", {"path": str(png(project / "r.png"))})
@@ -62,7 +71,7 @@ async def test_upload_reference_reads_from_a_client_root(
 
 @pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
 @pytest.mark.filterwarnings("ignore:resources/unsubscribe is removed")
-async def test_subscriptions_only_to_known_tasks_and_capped_per_session(settings: Settings, emulator) -> None:
+async def test_subscriptions_only_to_known_tasks_and_capped_per_session(settings: Settings, emulator: Emulator) -> None:
     """Made-up URIs and unknown tasks are refused (a client cannot grow the server's memory by subscribing),
     and one session holds at most 100 subscriptions."""
     emulator.task_seconds = 0
@@ -86,15 +95,21 @@ async def test_subscriptions_only_to_known_tasks_and_capped_per_session(settings
 # -- the client's roots ----------------------------------------------------------------------------
 
 
-def _roots_callback(*folders: str):
-    async def list_roots(context) -> ListRootsResult:
-        return ListRootsResult(roots=[Root(uri=uri, name=f"root {n}") for n, uri in enumerate(folders)])
+def _roots_callback(*folders: str) -> ListRootsFnT:
+    async def list_roots(context: ClientRequestContext) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=FileUrl(uri), name=f"root {n}") for n, uri in enumerate(folders)])
 
     return list_roots
 
 
 async def test_roots_of_an_http_client_never_widen_what_the_server_reads(
-    make_settings, emulator_server, serve_http, tmp_path_factory: pytest.TempPathFactory, emulator, png, text_of
+    make_settings: MakeSettings,
+    emulator_server: Emulator,
+    serve_http: ServeHttp,
+    tmp_path_factory: pytest.TempPathFactory,
+    emulator: Emulator,
+    png: MakePng,
+    text_of: TextOf,
 ) -> None:
     """Over HTTP, a legacy client declaring ``file:///``, a hidden folder or any other folder as its roots reads
     nothing outside the server's allowed folders: a mode-600 image there is refused, and nothing is uploaded."""
@@ -124,7 +139,7 @@ async def test_roots_of_an_http_client_never_widen_what_the_server_reads(
 
 
 async def test_roots_on_stdio_keep_every_reading_rule(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory, emulator, png, text_of
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, emulator: Emulator, png: MakePng, text_of: TextOf
 ) -> None:
     """On stdio a root may name a folder, but each rule holds for the root itself as inside it: ``file:///`` (the
     whole disk), a hidden folder, a folder inside one, a link to one and a root that is not a folder name nothing

@@ -12,13 +12,13 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import httpx2
@@ -32,10 +32,15 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
 from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.mcp_server import http_app, oauth
 from nano_banana_mcp.mcp_server.http import http_auth
 from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
+
+if TYPE_CHECKING:
+    from tests.conftest import Hello, MakeSettings
+    from tests.mcp_server.conftest import ServeHttp
 
 pytestmark = pytest.mark.anyio
 
@@ -134,7 +139,13 @@ def _oauth_settings(settings: Settings, issuer: str, **more: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def served(idp: IdP, tmp_path_factory, make_settings, emulator_server, serve_http) -> Iterator[Served]:
+def served(
+    idp: IdP,
+    tmp_path_factory: pytest.TempPathFactory,
+    make_settings: MakeSettings,
+    emulator_server: Emulator,
+    serve_http: ServeHttp,
+) -> Iterator[Served]:
     settings = _oauth_settings(make_settings(emulator_server.base_url, tmp_path_factory.mktemp("oauth")), idp.issuer)
     with serve_http(settings) as base:
         yield Served(base, settings)
@@ -211,7 +222,7 @@ def _forged_known_kid(idp: IdP) -> str:
     return jwt.encode(idp.claims(), stranger, algorithm="ES256", headers={"kid": "ec-1"})
 
 
-BAD_TOKENS = {
+BAD_TOKENS: dict[str, Callable[[IdP], str]] = {
     "expired": lambda idp: idp.token(exp=int(time.time()) - 120),
     "not yet valid": lambda idp: idp.token(nbf=int(time.time()) + 120),
     "no expiry": lambda idp: jwt.encode(
@@ -251,7 +262,7 @@ REASONS = {
 
 @pytest.mark.parametrize("case", list(BAD_TOKENS))
 def test_bad_tokens_get_a_plain_401(
-    served: Served, idp: IdP, case: str, caplog: pytest.LogCaptureFixture, hello
+    served: Served, idp: IdP, case: str, caplog: pytest.LogCaptureFixture, hello: Hello
 ) -> None:
     """Each is refused for its own reason, named in the server's debug log only; the token is never logged."""
     assert hello(served.base, auth(idp.token())).status_code == 200  # the keys are fetched; the good token passes
@@ -269,7 +280,7 @@ def test_bad_tokens_get_a_plain_401(
     "subject", ["default", "DEFAULT", "bob\x00x", "alice\x1b[2J", "line\nbreak", "rtl\u202eflip", "\t"]
 )
 def test_a_reserved_or_unprintable_tenant_claim_gets_a_plain_401(
-    served: Served, idp: IdP, subject: str, caplog: pytest.LogCaptureFixture, hello
+    served: Served, idp: IdP, subject: str, caplog: pytest.LogCaptureFixture, hello: Hello
 ) -> None:
     """A validly signed token whose tenant claim is ``default`` (the tenant of stdio, the CLI and a single token: it
     would list and read what they made), or holds control characters (``bob\\0x`` would share bob's keys), is
@@ -282,7 +293,7 @@ def test_a_reserved_or_unprintable_tenant_claim_gets_a_plain_401(
     assert "'sub'" in reason and "tenant" in reason
 
 
-def test_unknown_kids_fetch_the_keys_at_most_once_a_minute(served: Served, idp: IdP, hello) -> None:
+def test_unknown_kids_fetch_the_keys_at_most_once_a_minute(served: Served, idp: IdP, hello: Hello) -> None:
     assert hello(served.base, auth(idp.token())).status_code == 200
     before = len(idp.jwks_fetches)
     for _ in range(5):
@@ -290,7 +301,7 @@ def test_unknown_kids_fetch_the_keys_at_most_once_a_minute(served: Served, idp: 
     assert len(idp.jwks_fetches) - before <= 1
 
 
-def test_protected_resource_metadata_names_the_issuer(served: Served, idp: IdP, hello) -> None:
+def test_protected_resource_metadata_names_the_issuer(served: Served, idp: IdP, hello: Hello) -> None:
     """A client without a token is pointed to the metadata, which names this resource and the issuer to sign in at."""
     response = hello(served.base, auth(None))
     assert response.status_code == 401
@@ -300,7 +311,7 @@ def test_protected_resource_metadata_names_the_issuer(served: Served, idp: IdP, 
     assert [url.rstrip("/") for url in metadata["authorization_servers"]] == [idp.issuer]
 
 
-def _settings(make_settings, tmp_path: Path, **values: Any) -> Settings:
+def _settings(make_settings: MakeSettings, tmp_path: Path, **values: Any) -> Settings:
     return make_settings("http://127.0.0.1:9", tmp_path).model_copy(update=values)
 
 
@@ -330,13 +341,13 @@ def _settings(make_settings, tmp_path: Path, **values: Any) -> Settings:
     ],
 )
 def test_misconfigured_identity_provider_is_refused(
-    make_settings, tmp_path: Path, values: dict[str, Any], no_auth: bool, named: str
+    make_settings: MakeSettings, tmp_path: Path, values: dict[str, Any], no_auth: bool, named: str
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(named)):
         http_auth(_settings(make_settings, tmp_path, **values), "127.0.0.1", no_auth=no_auth)
 
 
-def test_issuer_settings_are_taken(make_settings, tmp_path: Path) -> None:
+def test_issuer_settings_are_taken(make_settings: MakeSettings, tmp_path: Path) -> None:
     settings = _settings(
         make_settings, tmp_path, oauth_issuer="https://id.example/", oauth_audience="api", oauth_tenant_claim="email"
     )
@@ -374,7 +385,7 @@ async def test_a_new_key_is_fetched_once_the_minute_is_over(idp: IdP, monkeypatc
         idp.jwks = {"keys": old_keys}
 
 
-def test_public_url_is_the_resource_the_metadata_names(idp: IdP, make_settings, tmp_path: Path) -> None:
+def test_public_url_is_the_resource_the_metadata_names(idp: IdP, make_settings: MakeSettings, tmp_path: Path) -> None:
     """Behind a proxy, the metadata names the URL clients use (NANO_BANANA_PUBLIC_URL), not the address bound."""
     from starlette.testclient import TestClient  # noqa: PLC0415
 
@@ -388,7 +399,12 @@ def test_public_url_is_the_resource_the_metadata_names(idp: IdP, make_settings, 
 
 
 def test_a_stalling_key_set_has_a_deadline_and_other_sign_ins_do_not_wait_for_it(
-    idp: IdP, tmp_path: Path, make_settings, emulator_server, serve_http, hello
+    idp: IdP,
+    tmp_path: Path,
+    make_settings: MakeSettings,
+    emulator_server: Emulator,
+    serve_http: ServeHttp,
+    hello: Hello,
 ) -> None:
     """The issuer sends its JWKS one byte a second (httpx's per-read timeout never fires). The sign-in that fetches it
     is refused once the fetch's total deadline (10 s) is over, not after the whole document; sign-ins arriving while

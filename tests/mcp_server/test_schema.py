@@ -76,6 +76,7 @@ def test_nullable_is_written_the_short_way(node: dict[str, Any], expected: dict[
     assert shorten_nullable(node) == expected
 
 
+@pytest.mark.both_eras
 async def test_hosts_see_compact_schemas(mcp_client: Client) -> None:
     """No tool's input or output schema, as tools/list gives it, carries a pydantic title or a null default."""
     tools = await mcp_client.list_tools()
@@ -85,6 +86,7 @@ async def test_hosts_see_compact_schemas(mcp_client: Client) -> None:
             assert '"anyOf": [{"type": "string"}, {"type": "null"}]' not in json.dumps(schema)
 
 
+@pytest.mark.both_eras
 async def test_tool_list_costs_the_agent_little(mcp_client: Client) -> None:
     """Every connection pays for tools/list in context: the whole answer stays within 8.5 KB."""
     tools = await mcp_client.list_tools()

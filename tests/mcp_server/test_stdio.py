@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 import pytest
@@ -30,10 +31,10 @@ async def send(process: Process, line: str) -> None:
     await process.stdin.send((line + "\n").encode())
 
 
-async def answers(process: Process, last_id: int = 9) -> list[dict]:
+async def answers(process: Process, last_id: int = 9) -> list[dict[str, Any]]:
     """Every message the server writes, up to the answer to ``last_id`` (sent last: answers keep order)."""
     assert process.stdout is not None
-    lines: list[dict] = []
+    lines: list[dict[str, Any]] = []
     buffer = ""
     stream = TextReceiveStream(process.stdout)
     with anyio.fail_after(20):

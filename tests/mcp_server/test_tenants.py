@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx2
@@ -21,14 +21,20 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourceUpdated
 from pydantic import SecretStr
 
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.mcp_server.app import TenantTokenVerifier
 from nano_banana_mcp.mcp_server.http import http_auth, read_tokens_file
 from nano_banana_mcp.runtime import open_service
+
+if TYPE_CHECKING:
+    from tests.conftest import Hello, MakePng, MakeSettings
+    from tests.mcp_server.conftest import ServeHttp
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +61,12 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def tenants_server(tmp_path_factory, make_settings, emulator_server, serve_http) -> Iterator[Served]:
+def tenants_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    make_settings: MakeSettings,
+    emulator_server: Emulator,
+    serve_http: ServeHttp,
+) -> Iterator[Served]:
     """The HTTP app with a tokens file of two tenants: alice (plain token) and bob (``sha256:`` digest)."""
     root = tmp_path_factory.mktemp("tenants")
     tokens = root / "tokens"
@@ -87,7 +98,7 @@ def _same(text: str, task_id: str) -> str:
 
 
 async def test_each_tenant_is_blind_to_the_others_tasks_images_and_uploads(
-    tenants_server: Served, emulator, png
+    tenants_server: Served, emulator: Emulator, png: MakePng
 ) -> None:
     """Alice's task, its image and resources, and her upload do not exist for bob: by id (the same error text and
     code as an id nobody made), by list, as a reference; and bob's upload of the same file is his own."""
@@ -163,7 +174,7 @@ async def test_each_tenant_is_blind_to_the_others_tasks_images_and_uploads(
 
 
 @pytest.mark.filterwarnings("ignore:resources/subscribe is removed")
-async def test_subscriptions_are_per_tenant(tenants_server: Served, emulator) -> None:
+async def test_subscriptions_are_per_tenant(tenants_server: Served, emulator: Emulator) -> None:
     """A legacy subscribe to another tenant's task is refused like an unknown one, and so is a 2026 listen on it
     (``tests/mcp_server/test_watch.py``), while its own tenant hears it finish."""
     emulator.task_seconds = 0.5
@@ -188,13 +199,14 @@ async def test_subscriptions_are_per_tenant(tenants_server: Served, emulator) ->
         with anyio.fail_after(10):
             async with alice.listen(resource_subscriptions=[uri]) as sub:
                 async for event in sub:
+                    assert isinstance(event, ResourceUpdated)
                     heard.append(event.uri)
                     break
     assert heard == [uri]
 
 
 def test_tokens_map_to_their_tenant_and_sha256_entries_take_the_token_not_the_digest(
-    tenants_server: Served, hello
+    tenants_server: Served, hello: Hello
 ) -> None:
     """Each token (plain or by digest) is accepted; the digest itself, a guess or nothing is 401."""
     base = tenants_server.url.removesuffix("/mcp")
@@ -367,7 +379,7 @@ CAROL_KEY_VAR = "MONET_TEST_CAROL_KEY"
 
 
 @pytest.fixture
-def own_key(emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def own_key(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Carol's own Monet key: set in the environment, and accepted by the emulator as another account's key."""
     monkeypatch.setenv(CAROL_KEY_VAR, CAROL_KEY)
     emulator.add_key(CAROL_KEY)
@@ -383,7 +395,13 @@ def _own_key_settings(base: Settings, root: Path, **update: Any) -> Settings:
 
 
 async def test_each_tenant_pays_with_its_own_key_or_the_servers(
-    own_key: str, settings: Settings, serve_http, emulator, png, api_key: str, caplog: pytest.LogCaptureFixture
+    own_key: str,
+    settings: Settings,
+    serve_http: ServeHttp,
+    emulator: Emulator,
+    png: MakePng,
+    api_key: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Carol's creates and uploads go out on her own key, dave's on MONET_API_KEY; her key is in no log line."""
     caplog.set_level(logging.DEBUG)
@@ -411,7 +429,7 @@ async def test_each_tenant_pays_with_its_own_key_or_the_servers(
 
 
 async def test_without_monet_api_key_a_tenant_with_its_own_key_still_generates(
-    own_key: str, settings: Settings, serve_http, emulator
+    own_key: str, settings: Settings, serve_http: ServeHttp, emulator: Emulator
 ) -> None:
     """No MONET_API_KEY: carol creates, polls and downloads on her own key; dave is told to set MONET_API_KEY."""
     root = settings.allowed_dirs[0]

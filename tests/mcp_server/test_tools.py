@@ -6,23 +6,30 @@ import base64
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 from mcp import Client
+from mcp_types import BlobResourceContents
 from PIL import Image
+from PIL.PngImagePlugin import PngImageFile
 
 from nano_banana_mcp import catalog
+from nano_banana_mcp.catalog import Model
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.emulator import output_size
+from nano_banana_mcp.emulator import Emulator, RequestRecord, output_size
 from nano_banana_mcp.images import thumbnail
 from nano_banana_mcp.mcp_server import create_server
 from nano_banana_mcp.provenance import read_provenance
 
+if TYPE_CHECKING:
+    from tests.conftest import MakePng, TextOf
+
 pytestmark = pytest.mark.anyio
 
 
-def api_writes(emulator) -> list:
+def api_writes(emulator: Emulator) -> list[RequestRecord]:
     """Requests that could cost money or store data at the API: creates and uploads."""
     return [r for r in emulator.requests if r.method == "POST"]
 
@@ -32,7 +39,7 @@ def api_writes(emulator) -> list:
 
 @pytest.mark.parametrize("model", list(catalog.MODELS.values()), ids=lambda m: m.name)
 async def test_generate_saves_images_for_each_model(
-    mcp_client: Client, emulator, settings: Settings, model, text_of
+    mcp_client: Client, emulator: Emulator, settings: Settings, model: Model, text_of: TextOf
 ) -> None:
     """Each model's widest options produce a real image of the right size on disk, described in the result."""
     ratio = model.aspect_ratios[-1]
@@ -61,7 +68,8 @@ async def test_generate_saves_images_for_each_model(
     assert str(path) in text_of(result)
 
 
-async def test_result_carries_a_small_thumbnail_and_a_resource_link(mcp_client: Client, text_of) -> None:
+@pytest.mark.both_eras
+async def test_result_carries_a_small_thumbnail_and_a_resource_link(mcp_client: Client, text_of: TextOf) -> None:
     """A 4K result shows a ≤512 px, ≤100 KB preview and links the full image, which reads back whole."""
     result = await mcp_client.call_tool(
         "generate_image", {"prompt": "city at night", "aspect_ratio": "16:9", "resolution": "4K"}
@@ -76,7 +84,9 @@ async def test_result_carries_a_small_thumbnail_and_a_resource_link(mcp_client: 
     [link] = [c for c in result.content if c.type == "resource_link"]
     full = await mcp_client.read_resource(link.uri)
     path = Path(result.structured_content["images"][0]["path"])
-    assert base64.b64decode(full.contents[0].blob) == path.read_bytes()
+    [content] = full.contents
+    assert isinstance(content, BlobResourceContents)
+    assert base64.b64decode(content.blob) == path.read_bytes()
 
 
 async def test_offline_placeholder_is_labelled(tmp_path: Path, mode: str) -> None:
@@ -87,6 +97,7 @@ async def test_offline_placeholder_is_labelled(tmp_path: Path, mode: str) -> Non
     assert result.structured_content["offline"] is True
     path = Path(result.structured_content["images"][0]["path"])
     with Image.open(path) as im:
+        assert isinstance(im, PngImageFile)
         assert "placeholder" in im.text["Description"].lower()
     assert not read_provenance(path)["digital_source_type"].endswith("/trainedAlgorithmicMedia")
 
@@ -108,11 +119,17 @@ REFUSALS = [
 
 @pytest.mark.parametrize(("options", "expected"), REFUSALS)
 async def test_refused_before_any_upload_or_create(
-    mcp_client: Client, emulator, tmp_path: Path, options: dict, expected: str, png, text_of
+    mcp_client: Client,
+    emulator: Emulator,
+    tmp_path: Path,
+    options: dict[str, Any],
+    expected: str,
+    png: MakePng,
+    text_of: TextOf,
 ) -> None:
     """Each per-model rule refuses with what the model accepts; nothing is uploaded or created."""
     ref = png(tmp_path / "ref.png")
-    args = {"prompt": "a cat"} | options
+    args: dict[str, Any] = {"prompt": "a cat"} | options
     if isinstance(args.get("images"), int):
         args["images"] = [str(ref)] * args["images"]
     else:
@@ -126,7 +143,7 @@ async def test_refused_before_any_upload_or_create(
 
 
 async def test_bad_reference_refused_before_any_upload(
-    mcp_client: Client, emulator, tmp_path: Path, png, text_of
+    mcp_client: Client, emulator: Emulator, tmp_path: Path, png: MakePng, text_of: TextOf
 ) -> None:
     """A non-image among good references stops the call before the good ones are uploaded."""
     good = png(tmp_path / "good.png")
@@ -139,7 +156,7 @@ async def test_bad_reference_refused_before_any_upload(
     assert emulator.creates == 0
 
 
-async def test_plain_http_reference_refused(mcp_client: Client, emulator, text_of) -> None:
+async def test_plain_http_reference_refused(mcp_client: Client, emulator: Emulator, text_of: TextOf) -> None:
     """Remote references must be https."""
     result = await mcp_client.call_tool("generate_image", {"prompt": "x", "images": ["http://example.com/a.png"]})
     assert result.is_error
@@ -151,7 +168,7 @@ async def test_plain_http_reference_refused(mcp_client: Client, emulator, text_o
 
 
 async def test_local_reference_is_uploaded_once_and_used(
-    mcp_client: Client, emulator, tmp_path: Path, png, text_of
+    mcp_client: Client, emulator: Emulator, tmp_path: Path, png: MakePng, text_of: TextOf
 ) -> None:
     """A local path is uploaded, its URL goes into the task, and a second use reuses the upload."""
     ref = png(tmp_path / "me.png")
@@ -163,7 +180,7 @@ async def test_local_reference_is_uploaded_once_and_used(
 
 
 async def test_upload_reference_url_is_accepted_by_generate(
-    mcp_client: Client, emulator, tmp_path: Path, png, text_of
+    mcp_client: Client, emulator: Emulator, tmp_path: Path, png: MakePng, text_of: TextOf
 ) -> None:
     """upload_reference returns a URL and expiry; generate_image takes that URL without another upload."""
     up = await mcp_client.call_tool("upload_reference", {"path": str(png(tmp_path / "r.png"))})
@@ -178,7 +195,9 @@ async def test_upload_reference_url_is_accepted_by_generate(
 # -- long tasks, faults, failures ----------------------------------------------------------------
 
 
-async def test_long_task_returns_a_handle_then_get_task_collects(mcp_client: Client, emulator, text_of) -> None:
+async def test_long_task_returns_a_handle_then_get_task_collects(
+    mcp_client: Client, emulator: Emulator, text_of: TextOf
+) -> None:
     """A task that outlives wait_seconds comes back as a handle; get_task with a wait returns the files."""
     emulator.task_seconds = 1.0
     first = await mcp_client.call_tool("generate_image", {"prompt": "slow", "wait_seconds": 0.1})
@@ -195,7 +214,7 @@ async def test_long_task_returns_a_handle_then_get_task_collects(mcp_client: Cli
     assert emulator.creates == 1
 
 
-async def test_finished_in_background_without_anyone_waiting(mcp_client: Client, emulator) -> None:
+async def test_finished_in_background_without_anyone_waiting(mcp_client: Client, emulator: Emulator) -> None:
     """After the call returned, the server still downloads the result; get_task without waiting sees it."""
     emulator.task_seconds = 0.3
     first = await mcp_client.call_tool("generate_image", {"prompt": "later", "wait_seconds": 0})
@@ -209,7 +228,7 @@ async def test_finished_in_background_without_anyone_waiting(mcp_client: Client,
     assert Path(later.structured_content["images"][0]["path"]).is_file()
 
 
-async def test_dropped_stream_falls_back_to_polling(mcp_client: Client, emulator, text_of) -> None:
+async def test_dropped_stream_falls_back_to_polling(mcp_client: Client, emulator: Emulator, text_of: TextOf) -> None:
     """When the progress stream breaks, polling finishes the task; one task created."""
     emulator.task_seconds = 0.5
     emulator.faults.drop_streams = 5
@@ -220,7 +239,9 @@ async def test_dropped_stream_falls_back_to_polling(mcp_client: Client, emulator
 
 
 @pytest.mark.parametrize("fault", ["rate_limit", "server_errors", "lose_create_responses"])
-async def test_transient_faults_create_exactly_one_task(mcp_client: Client, emulator, fault: str, text_of) -> None:
+async def test_transient_faults_create_exactly_one_task(
+    mcp_client: Client, emulator: Emulator, fault: str, text_of: TextOf
+) -> None:
     """429s, 5xx and a lost create response are retried with the same key: one task, images saved."""
     setattr(emulator.faults, fault, 2)
     result = await mcp_client.call_tool("generate_image", {"prompt": "steady"})
@@ -228,7 +249,7 @@ async def test_transient_faults_create_exactly_one_task(mcp_client: Client, emul
     assert emulator.creates == 1
 
 
-async def test_failed_task_is_a_clear_failure(mcp_client: Client, emulator, text_of) -> None:
+async def test_failed_task_is_a_clear_failure(mcp_client: Client, emulator: Emulator, text_of: TextOf) -> None:
     """A task the API fails comes back failed, with the API's reason."""
     emulator.faults.fail_tasks = 1
     result = await mcp_client.call_tool("generate_image", {"prompt": "doomed"})
@@ -239,7 +260,8 @@ async def test_failed_task_is_a_clear_failure(mcp_client: Client, emulator, text
     assert "failed" in text_of(result)
 
 
-async def test_progress_notifications_arrive(mcp_client: Client, emulator) -> None:
+@pytest.mark.both_eras
+async def test_progress_notifications_arrive(mcp_client: Client, emulator: Emulator) -> None:
     """Waiting reports progress, rising to 100 when the images are saved."""
     emulator.task_seconds = 0.6
     seen: list[float] = []
@@ -254,7 +276,7 @@ async def test_progress_notifications_arrive(mcp_client: Client, emulator) -> No
     assert seen[-1] == 100
 
 
-async def test_unknown_task_id_is_a_clear_error(mcp_client: Client, text_of) -> None:
+async def test_unknown_task_id_is_a_clear_error(mcp_client: Client, text_of: TextOf) -> None:
     """get_task on an id nobody knows says so and points to list_tasks."""
     result = await mcp_client.call_tool("get_task", {"task_id": "task_nope"})
     assert result.is_error
@@ -286,7 +308,7 @@ async def test_list_models_matches_the_catalogue(mcp_client: Client) -> None:
 # -- no key --------------------------------------------------------------------------------------
 
 
-async def test_without_a_key_tools_list_and_calls_explain(tmp_path: Path, mode: str, text_of) -> None:
+async def test_without_a_key_tools_list_and_calls_explain(tmp_path: Path, mode: str, text_of: TextOf) -> None:
     """No key, no offline mode: the tools are listed, and a call says to set MONET_API_KEY or go offline."""
     settings = Settings(api_key=None, base_url="https://monet.vision", output_dir=tmp_path, data_dir=tmp_path)
     async with Client(create_server(settings), mode=mode) as client:
@@ -310,7 +332,9 @@ def test_thumbnail_of_a_busy_photo_fits_the_result_budget(tmp_path: Path) -> Non
         assert max(im.size) <= 512
 
 
-async def test_generate_image_with_a_request_id_sent_twice_makes_one_task(mcp_client: Client, emulator) -> None:
+async def test_generate_image_with_a_request_id_sent_twice_makes_one_task(
+    mcp_client: Client, emulator: Emulator
+) -> None:
     """An agent that lost the answer (a cut connection, a host timeout) calls again with the same request_id and gets
     the same task, not a second charge."""
     args = {"prompt": "once", "request_id": "agent-call-1", "wait_seconds": 10}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import pytest
@@ -15,9 +15,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.mcp_server import create_server
 from nano_banana_mcp.mcp_server.apps import VIEWER_URI
 from nano_banana_mcp.mcp_server.watch import MAX_STREAMS_PER_CONNECTION, MAX_STREAMS_PER_TENANT, MAX_WATCHED
+
+if TYPE_CHECKING:
+    from tests.conftest import MakeSettings
+    from tests.mcp_server.conftest import ServeHttp
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +31,12 @@ BOB = "bob-watch-token-9876543210"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, make_settings, emulator_server, serve_http) -> Iterator[str]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+    make_settings: MakeSettings,
+    emulator_server: Emulator,
+    serve_http: ServeHttp,
+) -> Iterator[str]:
     """The HTTP app with a tokens file of two tenants, alice and bob; its ``/mcp`` URL."""
     root = tmp_path_factory.mktemp("watch")
     tokens = root / "tokens"
@@ -54,7 +64,7 @@ async def _refused(client: Client, **names: Any) -> str:
     return caught.value.error.message
 
 
-async def test_listen_names_only_the_tenants_own_tasks_at_most_100(served: str, emulator) -> None:
+async def test_listen_names_only_the_tenants_own_tasks_at_most_100(served: str, emulator: Emulator) -> None:
     """A stream of 101 URIs, a made-up URI, another scheme, or another tenant's task (answered exactly like a
     made-up one) is refused before the stream opens; 100 of one's own task's URIs, and the static viewer, are heard.
     (Before: 200 streams of 5,000 made-up URIs each were all held, RSS 75 → 515 MB, 511 MB after they closed.)"""
@@ -76,7 +86,7 @@ async def test_listen_names_only_the_tenants_own_tasks_at_most_100(served: str, 
             assert sub.honored.resource_subscriptions == [*own[:-1], VIEWER_URI]
 
 
-async def test_listen_streams_per_tenant_are_capped_and_given_back(served: str, emulator) -> None:
+async def test_listen_streams_per_tenant_are_capped_and_given_back(served: str, emulator: Emulator) -> None:
     """One tenant holds at most 32 streams at once over any number of connections; another tenant is not held up,
     and a stream that ends gives its place back."""
     emulator.task_seconds = 0
@@ -94,7 +104,7 @@ async def test_listen_streams_per_tenant_are_capped_and_given_back(served: str, 
             pass
 
 
-async def test_listen_streams_per_connection_are_capped(settings: Settings, emulator) -> None:
+async def test_listen_streams_per_connection_are_capped(settings: Settings, emulator: Emulator) -> None:
     """One connection (a pipe, as stdio is) holds at most 4 streams at once; one that ends gives its place back."""
     emulator.task_seconds = 0
     async with Client(create_server(settings), mode="auto") as client:

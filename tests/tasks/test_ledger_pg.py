@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -22,13 +23,16 @@ from nano_banana_mcp.mcp_server import create_server
 from nano_banana_mcp.tasks import RowTaken, TaskRecord
 from nano_banana_mcp.tasks.ledger_pg import SCHEMA_VERSION, PostgresLedger
 
+if TYPE_CHECKING:
+    from tests.conftest import PostgresCluster, TextOf
+
 pytestmark = pytest.mark.anyio
 
 API = "https://monet.example"
 PASSWORD = "s3cret-Pa55word"  # must never appear in a message
 
 
-def record(key: str, **changes: object) -> TaskRecord:
+def record(key: str, **changes: Any) -> TaskRecord:
     return TaskRecord(key=key, request=GenerateRequest(prompt=f"prompt {key}"), **changes)
 
 
@@ -61,23 +65,22 @@ async def replica_c(database_url: str, replica_b: PostgresLedger) -> AsyncIterat
 
 
 async def test_a_cut_off_replicas_rows_are_taken_within_seconds(
-    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
+    postgres: PostgresCluster, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
 ) -> None:
-    """Replica A's session ends (its backend terminated): B sees A's rows free and claims them all within 2 s."""
+    """Replica A's session ends (its backend terminated): the moment it has, B sees A's rows free (no lease to wait
+    out) and claims them all."""
     keys = [f"k{i}" for i in range(5)]
     for key in keys:
         await replica_a.add(record(key))
     assert await replica_b.claimable() == []
     assert not await replica_b.claim("k0")
-    postgres.cut_off(database_url, replica_a.owner)
-    with anyio.fail_after(2):
-        while await replica_b.claimable() != keys:
-            await anyio.sleep(0.01)
-        assert [await replica_b.claim(key) for key in keys] == [True] * 5
+    postgres.cut_off(database_url, replica_a.owner)  # returns once the session has ended
+    assert await replica_b.claimable() == keys
+    assert [await replica_b.claim(key) for key in keys] == [True] * 5
 
 
 async def test_a_replica_that_lost_its_session_is_refused_rows_taken_meanwhile(
-    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
+    postgres: PostgresCluster, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
 ) -> None:
     """A replica whose session was cut while it worked a row: once B holds the row, A's next write of it is refused;
     A goes on under a new identity, and what nobody took is still its to resume."""
@@ -86,7 +89,7 @@ async def test_a_replica_that_lost_its_session_is_refused_rows_taken_meanwhile(
     await replica_a.add(untouched)
     old_identity = replica_a.owner
     postgres.cut_off(database_url, old_identity)
-    with anyio.fail_after(2):
+    with anyio.fail_after(60):  # only against a hang
         while not await replica_b.claim("working"):
             await anyio.sleep(0.01)
     working.phase, working.task_id = "created", "task_1"
@@ -103,7 +106,7 @@ async def test_a_replica_that_lost_its_session_is_refused_rows_taken_meanwhile(
 
 
 async def test_owners_are_sessions_holding_one_advisory_lock_each(
-    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
+    postgres: PostgresCluster, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
 ) -> None:
     """Each replica holds exactly one session-level advisory lock, on a connection apart from its pool."""
     rows = postgres.query(
@@ -126,13 +129,15 @@ async def test_owners_are_sessions_holding_one_advisory_lock_each(
 
 
 @asynccontextmanager
-async def watching(postgres, url: str, ledger: PostgresLedger) -> AsyncIterator[MemoryObjectReceiveStream[TaskRecord]]:
+async def watching(
+    postgres: PostgresCluster, url: str, ledger: PostgresLedger
+) -> AsyncIterator[MemoryObjectReceiveStream[TaskRecord]]:
     """``ledger.watch_finished`` running, its LISTEN done: what it tells, in order."""
     send, receive = anyio.create_memory_object_stream[TaskRecord](100)
     before = postgres.listeners(url)
     async with anyio.create_task_group() as tg:
         tg.start_soon(ledger.watch_finished, send.send)
-        with anyio.fail_after(2):
+        with anyio.fail_after(60):  # only against a hang
             while not postgres.listeners(url) - before:
                 await anyio.sleep(0.01)
         yield receive
@@ -151,12 +156,12 @@ async def finish(ledger: PostgresLedger, key: str, **changes: object) -> TaskRec
 
 
 async def next_told(told: MemoryObjectReceiveStream[TaskRecord]) -> TaskRecord:
-    with anyio.fail_after(2):
+    with anyio.fail_after(60):  # only against a hang
         return await told.receive()
 
 
 async def test_a_row_another_replica_finishes_is_told_once_with_its_tenant(
-    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
+    postgres: PostgresCluster, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
 ) -> None:
     """B finishes alice's row: A is told once (not of B's earlier writes), with the row as written."""
     async with watching(postgres, database_url, replica_a) as told:
@@ -174,7 +179,7 @@ async def test_a_row_another_replica_finishes_is_told_once_with_its_tenant(
 
 
 async def test_a_row_a_replica_finishes_itself_is_not_told_to_it(
-    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
+    postgres: PostgresCluster, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger
 ) -> None:
     """A's own finish is told by its runner, not by its watch: the next it hears of is B's."""
     async with watching(postgres, database_url, replica_a) as told:
@@ -184,14 +189,18 @@ async def test_a_row_a_replica_finishes_itself_is_not_told_to_it(
 
 
 async def test_a_refused_write_announces_nothing(
-    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger, replica_c: PostgresLedger
+    postgres: PostgresCluster,
+    database_url: str,
+    replica_a: PostgresLedger,
+    replica_b: PostgresLedger,
+    replica_c: PostgresLedger,
 ) -> None:
     """A, cut off, writes the end of a row that B took over and finished meanwhile: A is refused, and C, watching,
     hears of the row once (B's finish), then of the next."""
     working = record("working")
     await replica_a.add(working)
     postgres.cut_off(database_url, replica_a.owner)
-    with anyio.fail_after(2):
+    with anyio.fail_after(60):  # only against a hang
         while not await replica_b.claim("working"):
             await anyio.sleep(0.01)
     async with watching(postgres, database_url, replica_c) as told:
@@ -208,7 +217,11 @@ async def test_a_refused_write_announces_nothing(
 
 
 async def test_finishes_are_told_again_once_the_listening_connection_is_back(
-    postgres, database_url: str, replica_a: PostgresLedger, replica_b: PostgresLedger, caplog: pytest.LogCaptureFixture
+    postgres: PostgresCluster,
+    database_url: str,
+    replica_a: PostgresLedger,
+    replica_b: PostgresLedger,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A's listening session is ended (a cut network, a restarted database): A listens again on a new connection,
     with one warning, and hears of B's finishes as before."""
@@ -218,7 +231,7 @@ async def test_finishes_are_told_again_once_the_listening_connection_is_back(
         with caplog.at_level(logging.WARNING, logger="nano_banana_mcp"):
             cut = postgres.cut_listeners(database_url)
             assert len(cut) == 1
-            with anyio.fail_after(2):
+            with anyio.fail_after(60):  # only against a hang
                 while not postgres.listeners(database_url) - cut:
                     await anyio.sleep(0.01)
         await finish(replica_b, "after")
@@ -231,7 +244,7 @@ async def test_finishes_are_told_again_once_the_listening_connection_is_back(
 # -- the schema --------------------------------------------------------------------------------------------------
 
 
-async def test_replicas_starting_together_migrate_once(postgres, database_url: str) -> None:
+async def test_replicas_starting_together_migrate_once(postgres: PostgresCluster, database_url: str) -> None:
     """Six replicas opening an empty database at once: one migrates, every one starts, each version is applied once."""
     ledgers = [pg_ledger(database_url) for _ in range(6)]
     async with anyio.create_task_group() as tg:
@@ -248,7 +261,7 @@ async def test_replicas_starting_together_migrate_once(postgres, database_url: s
             await ledger.close()
 
 
-async def test_a_newer_schema_is_refused_with_advice(postgres, database_url: str) -> None:
+async def test_a_newer_schema_is_refused_with_advice(postgres: PostgresCluster, database_url: str) -> None:
     """A database migrated by a newer version is not touched; the error names it and says what to do."""
     await (await pg_ledger(database_url).open()).close()
     postgres.query(database_url, "INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
@@ -297,7 +310,7 @@ async def test_a_database_that_cannot_be_used_is_named_without_its_password(url:
     assert "s3cret" not in message
 
 
-async def test_a_missing_database_is_named(postgres) -> None:
+async def test_a_missing_database_is_named(postgres: PostgresCluster) -> None:
     """A database that does not exist: the error names it (user@host:port/dbname) and says what to check."""
     url = postgres.url("no_such_database")
     with pytest.raises(ConfigError) as info:
@@ -306,7 +319,9 @@ async def test_a_missing_database_is_named(postgres) -> None:
     assert "does not exist" in str(info.value)
 
 
-async def test_a_version_1_database_gets_tenants_and_keeps_its_rows_and_uploads(postgres, database_url: str) -> None:
+async def test_a_version_1_database_gets_tenants_and_keeps_its_rows_and_uploads(
+    postgres: PostgresCluster, database_url: str
+) -> None:
     """Migration 2 on a database of version 1: its rows and uploads belong to the tenant ``default``, and the
     upload cache is keyed by tenant from then on."""
     from nano_banana_mcp.tasks.ledger_pg import MIGRATIONS  # noqa: PLC0415
@@ -341,7 +356,7 @@ async def test_a_version_1_database_gets_tenants_and_keeps_its_rows_and_uploads(
 
 
 async def test_a_database_failure_tells_tenants_database_unavailable_and_the_operator_why(
-    postgres, database_url: str, settings: Settings, text_of, caplog: pytest.LogCaptureFixture
+    postgres: PostgresCluster, database_url: str, settings: Settings, text_of: TextOf, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The database fails while serving (here its table is gone for a moment): the tenant reads "database
     unavailable", never the database's user@host:port/dbname nor its password; the operator's log names the database,
@@ -366,7 +381,7 @@ async def test_a_database_failure_tells_tenants_database_unavailable_and_the_ope
 
 
 async def test_a_call_while_the_database_is_down_is_answered_within_seconds(
-    postgres, database_url: str, replica_a: PostgresLedger
+    postgres: PostgresCluster, database_url: str, replica_a: PostgresLedger
 ) -> None:
     """The database stops taking connections (every session ended, none let in): each kind of call a tool makes
     (a look-up, a new row, a list, a health check) fails within the issue's 5 s, saying the database is unavailable

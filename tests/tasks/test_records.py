@@ -173,10 +173,12 @@ def test_trouble_is_shown_without_ending_the_task() -> None:
 def test_an_api_listing_hundreds_of_outputs_gets_a_few_files() -> None:
     """A success that lists 300 image URLs keeps only MAX_OUTPUTS of them: a peer cannot make us write 300 files."""
     row = created()
-    many = Task(
-        id="task_1",
-        status="success",
-        outputs=[{"status": "success", "url": f"https://files.monet.vision/{i}.png"} for i in range(300)],
+    many = Task.model_validate(
+        {
+            "id": "task_1",
+            "status": "success",
+            "outputs": [{"status": "success", "url": f"https://files.monet.vision/{i}.png"} for i in range(300)],
+        }
     )
     row.observe(many)
     assert row.phase == "succeeded"

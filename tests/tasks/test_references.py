@@ -9,6 +9,7 @@ import base64
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -20,6 +21,9 @@ from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.mcp_server import create_server
 from nano_banana_mcp.provenance import read_provenance
 
+if TYPE_CHECKING:
+    from tests.conftest import MakePng, TextOf
+
 pytestmark = pytest.mark.anyio
 
 
@@ -30,14 +34,15 @@ def data_uri(fmt: str = "PNG", mime: str = "image/png", size: tuple[int, int] = 
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
-async def generate(client: Client, **args: object) -> dict:
+async def generate(client: Client, **args: object) -> dict[str, Any]:
     result = await client.call_tool("generate_image", {"prompt": "p", "wait_seconds": 20, **args})
     assert not result.is_error, result.content
-    return result.structured_content
+    structured: dict[str, Any] = result.structured_content
+    return structured
 
 
 async def test_every_reference_form_reaches_the_api_as_a_url(
-    mcp_client: Client, emulator: Emulator, tmp_path: Path, png
+    mcp_client: Client, emulator: Emulator, tmp_path: Path, png: MakePng
 ) -> None:
     """A path, an https URL, a data: URI and an earlier result's nano-banana:// URI all end as URLs in the create."""
     first = await generate(mcp_client)
@@ -67,7 +72,9 @@ async def test_a_chain_of_three_edits(mcp_client: Client, emulator: Emulator) ->
     assert emulator.uploads == 3
 
 
-async def test_a_batch_with_one_failure_returns_the_others(mcp_client: Client, emulator: Emulator, text_of) -> None:
+async def test_a_batch_with_one_failure_returns_the_others(
+    mcp_client: Client, emulator: Emulator, text_of: TextOf
+) -> None:
     """count=3 with one task failing at the API: three creates, two images, the failure named, each id usable."""
     emulator.faults.fail_tasks = 1
     made = await mcp_client.call_tool("generate_image", {"prompt": "three takes", "count": 3, "wait_seconds": 20})
@@ -100,7 +107,7 @@ async def test_a_batch_with_one_failure_returns_the_others(mcp_client: Client, e
     ],
 )
 async def test_bad_references_are_refused_before_anything_is_paid(
-    mcp_client: Client, emulator: Emulator, reference: str, expected: str, text_of
+    mcp_client: Client, emulator: Emulator, reference: str, expected: str, text_of: TextOf
 ) -> None:
     """A data: URI that is not an image or of another type, a result URI of another server or malformed: refused
     with what is allowed, and no create sent."""
@@ -110,7 +117,9 @@ async def test_bad_references_are_refused_before_anything_is_paid(
     assert emulator.creates == 0
 
 
-async def test_a_data_uri_over_the_size_limit_is_refused(settings: Settings, emulator: Emulator, text_of) -> None:
+async def test_a_data_uri_over_the_size_limit_is_refused(
+    settings: Settings, emulator: Emulator, text_of: TextOf
+) -> None:
     """A data: URI larger than the reference limit is refused before it is decoded."""
     small = settings.model_copy(update={"max_reference_bytes": 2_000})
     async with Client(create_server(small)) as client:
@@ -121,7 +130,7 @@ async def test_a_data_uri_over_the_size_limit_is_refused(settings: Settings, emu
 
 
 async def test_result_uris_of_unfinished_tasks_or_missing_images_are_refused(
-    mcp_client: Client, emulator: Emulator, text_of
+    mcp_client: Client, emulator: Emulator, text_of: TextOf
 ) -> None:
     """An image index past the end, or a task not finished yet, is refused with what to do; no create."""
     done = await generate(mcp_client)
@@ -133,7 +142,7 @@ async def test_result_uris_of_unfinished_tasks_or_missing_images_are_refused(
     early = f"nano-banana://tasks/{running['task_id']}/images/0"
     refused = await mcp_client.call_tool("generate_image", {"prompt": "p", "images": [early]})
     assert "only a finished task's image can be used" in text_of(refused)
-    with anyio.fail_after(5):  # the running task's own create is sent in the background: wait for it
+    with anyio.fail_after(60):  # the running task's own create is sent in the background: wait for it
         while emulator.creates < 2:
             await anyio.sleep(0.01)
     assert emulator.creates == 2
@@ -149,7 +158,7 @@ async def test_result_uris_of_unfinished_tasks_or_missing_images_are_refused(
     ],
     ids=["count-0", "count-5", "format-bmp", "too-many-references"],
 )
-async def test_out_of_range_options_are_refused(mcp_client: Client, emulator: Emulator, args: dict) -> None:
+async def test_out_of_range_options_are_refused(mcp_client: Client, emulator: Emulator, args: dict[str, Any]) -> None:
     """count outside 1-4, an unknown output_format, more references than the model takes: refused, no create."""
     result = await mcp_client.call_tool("generate_image", {"prompt": "p", **args})
     assert result.is_error

@@ -9,7 +9,7 @@ import struct
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -17,7 +17,11 @@ from mcp import Client
 from PIL import Image
 
 from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.mcp_server import create_server
+
+if TYPE_CHECKING:
+    from tests.conftest import TextOf
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +56,7 @@ def saved(settings: Settings) -> list[Path]:
 
 
 @pytest.fixture
-async def client(settings: Settings, emulator) -> AsyncIterator[Client]:
+async def client(settings: Settings, emulator: Emulator) -> AsyncIterator[Client]:
     emulator.task_seconds = 0.05
     async with Client(create_server(settings), read_timeout_seconds=30) as client:
         yield client
@@ -60,8 +64,9 @@ async def client(settings: Settings, emulator) -> AsyncIterator[Client]:
 
 async def generate(client: Client) -> dict[str, Any]:
     result = await client.call_tool("generate_image", {"prompt": "p", "wait_seconds": 10})
-    assert result.structured_content is not None, result.content
-    return result.structured_content
+    structured: dict[str, Any] = result.structured_content
+    assert structured is not None, result.content
+    return structured
 
 
 async def settle(client: Client, task_id: str) -> None:
@@ -76,7 +81,7 @@ async def settle(client: Client, task_id: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["EPS", "BMP", "TIFF", "ICO", "PCX", "TGA"])
 async def test_a_result_in_another_format_fails_the_task_and_is_never_saved(
-    client: Client, settings: Settings, emulator, fmt: str
+    client: Client, settings: Settings, emulator: Emulator, fmt: str
 ) -> None:
     """PostScript, BMP, TIFF and the like served as the output fail the task at once: nothing saved, one download."""
     emulator.faults.output_bytes = encoded(fmt)
@@ -93,7 +98,7 @@ async def test_a_result_in_another_format_fails_the_task_and_is_never_saved(
     [("JPEG", ".jpg", "image/jpeg"), ("WEBP", ".webp", "image/webp"), ("GIF", ".gif", "image/gif")],
 )
 async def test_a_result_is_named_after_its_format(
-    client: Client, settings: Settings, emulator, fmt: str, suffix: str, mime: str
+    client: Client, settings: Settings, emulator: Emulator, fmt: str, suffix: str, mime: str
 ) -> None:
     """The allowed case: a JPEG, WebP or GIF output (served as image/png) is saved under its own extension."""
     emulator.faults.output_bytes = encoded(fmt)
@@ -109,7 +114,7 @@ async def test_a_result_is_named_after_its_format(
 
 @pytest.mark.parametrize("side", [13000, 20000], ids=["under-pillows-limit", "over-pillows-limit"])
 async def test_a_decompression_bomb_fails_the_task_once(
-    client: Client, settings: Settings, emulator, side: int
+    client: Client, settings: Settings, emulator: Emulator, side: int
 ) -> None:
     """A small PNG of 169 or 400 million pixels is refused from its header: the task fails, one download, no file."""
     emulator.faults.output_bytes = flat_png(side, side)
@@ -122,7 +127,7 @@ async def test_a_decompression_bomb_fails_the_task_once(
 
 
 async def test_a_result_with_a_giant_text_chunk_fails_the_task_once(
-    client: Client, settings: Settings, emulator
+    client: Client, settings: Settings, emulator: Emulator
 ) -> None:
     """A PNG whose pixels are fine but which carries 50 MB of text after them is not a result; it is fetched once."""
     emulator.faults.output_bytes = text_chunk_png()
@@ -137,7 +142,7 @@ async def test_a_result_with_a_giant_text_chunk_fails_the_task_once(
 # -- previews ------------------------------------------------------------------------------------
 
 
-async def test_a_result_whose_preview_fails_still_comes_back(client: Client, text_of) -> None:
+async def test_a_result_whose_preview_fails_still_comes_back(client: Client, text_of: TextOf) -> None:
     """A saved image that no longer previews (replaced on disk) leaves the preview out, with a note; the rest stays."""
     data = await generate(client)
     path = Path(data["images"][0]["path"])
@@ -151,7 +156,7 @@ async def test_a_result_whose_preview_fails_still_comes_back(client: Client, tex
 
 
 async def test_concurrent_calls_make_one_preview_per_image(
-    client: Client, monkeypatch: pytest.MonkeyPatch, text_of
+    client: Client, monkeypatch: pytest.MonkeyPatch, text_of: TextOf
 ) -> None:
     """Three get_task at once and two after them decode the saved image once: its preview is kept."""
     opened: list[str] = []

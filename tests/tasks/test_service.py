@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from collections.abc import Callable, Coroutine
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -14,8 +18,31 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import InvalidRequest, MonetError, TaskNotFound
 from nano_banana_mcp.runtime import open_service
+from nano_banana_mcp.tasks import LEDGER_FILE, Status
 
 pytestmark = pytest.mark.anyio
+
+
+def rows_in_ledger(settings: Settings) -> int:
+    """The rows in the ledger file, read as another process would (0 before the file or its table exists)."""
+    path = settings.data_dir / LEDGER_FILE
+    if not path.exists():
+        return 0
+    with closing(sqlite3.connect(path)) as db:
+        try:
+            return int(db.execute("SELECT count(*) FROM tasks").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+async def cancelled_once_submitted(settings: Settings, call: Callable[[], Coroutine[Any, Any, object]]) -> None:
+    """Run ``call`` and cancel it as soon as its row is in the ledger: a caller that walks away right after submit."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        with anyio.fail_after(60):  # only against a hang
+            while not rows_in_ledger(settings):
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
 
 
 async def test_submit_returns_at_once_and_wait_collects(settings: Settings, emulator: Emulator) -> None:
@@ -36,8 +63,9 @@ async def test_a_cancelled_wait_loses_nothing(settings: Settings, emulator: Emul
     emulator.task_seconds = 0.2
     emulator.faults.latency = 0.3
     async with open_service(settings) as service:
-        with anyio.move_on_after(0.05):
-            await service.generate(GenerateRequest(prompt="walk away"), wait_seconds=30)
+        await cancelled_once_submitted(
+            settings, lambda: service.generate(GenerateRequest(prompt="walk away"), wait_seconds=30)
+        )
         [row] = (await service.list_tasks()).tasks
         done = await service.wait(row.task_id, 10)
     assert done.status == "success"
@@ -54,7 +82,8 @@ async def test_status_filter_and_totals_agree(settings: Settings, emulator: Emul
         await service.generate(GenerateRequest(prompt="three"), 10)
         emulator.task_seconds = 60  # still pending at the API (its first 6 s) when the call returns
         await service.generate(GenerateRequest(prompt="four"), 0.2)
-        for status, expected in (("success", 2), ("failed", 1), ("pending", 1), ("running", 0)):
+        expectations: list[tuple[Status, int]] = [("success", 2), ("failed", 1), ("pending", 1), ("running", 0)]
+        for status, expected in expectations:
             listed = await service.list_tasks(page_size=1, status=status)
             assert listed.total_local == expected, status
             assert len([t for t in listed.tasks if t.task_id.startswith("task_")]) == min(expected, 1), status
@@ -96,8 +125,8 @@ async def test_a_request_sent_again_with_its_request_id_is_made_once(settings: S
     emulator.task_seconds = 0.3
     request = GenerateRequest(prompt="only once, please")
     async with open_service(settings) as service:
-        with anyio.move_on_after(0.01):  # the caller's connection is cut before it learns the task id
-            await service.generate(request, wait_seconds=30, request_id="job-7")
+        # the caller's connection is cut once the request is submitted, before it learns the outcome
+        await cancelled_once_submitted(settings, lambda: service.generate(request, wait_seconds=30, request_id="job-7"))
     async with open_service(settings) as again:  # a new process on the same ledger (another replica)
         results: list[str] = []
 
