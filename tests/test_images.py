@@ -20,13 +20,8 @@ from mcp import Client, StdioServerParameters
 from PIL import Image
 
 from nano_banana_mcp.errors import ReferenceImageError
-from nano_banana_mcp.images import (
-    DECODE_BUDGET,
-    MAX_PIXELS,
-    check_reference,
-    image_meta,
-    thumbnail,
-)
+from nano_banana_mcp.images.decoding import DECODE_BUDGET, MAX_PIXELS, image_meta, thumbnail
+from nano_banana_mcp.images.reading import check_reference
 
 pytestmark = pytest.mark.anyio
 

@@ -15,9 +15,9 @@ from PIL import Image
 from nano_banana_mcp import catalog
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import output_size
-from nano_banana_mcp.images import thumbnail
+from nano_banana_mcp.images.decoding import thumbnail
+from nano_banana_mcp.images.provenance import read_provenance
 from nano_banana_mcp.mcp_server import create_server
-from nano_banana_mcp.provenance import read_provenance
 
 pytestmark = pytest.mark.anyio
 

@@ -53,10 +53,12 @@ from nano_banana_mcp.errors import (
     NotFound,
     UnsavableImage,
 )
-from nano_banana_mcp.images import ImageMeta, image_meta, output_path
+from nano_banana_mcp.images.decoding import ImageMeta, image_meta
+from nano_banana_mcp.images.finishing import finish_image
+from nano_banana_mcp.images.naming import output_path
+from nano_banana_mcp.images.provenance import Provenance
 from nano_banana_mcp.monet import CreateWindow, MonetClient, MonetClients, Task, is_transient, worth_a_few_tries
 from nano_banana_mcp.monet.client import UNKNOWN_CLOCK_SLACK
-from nano_banana_mcp.provenance import Provenance, finish_image
 from nano_banana_mcp.storage import ImageStore, StorageError
 from nano_banana_mcp.tasks.create_path import CreatePath
 from nano_banana_mcp.tasks.records import MAX_STREAMS_PER_KEY, SavedImage, TaskRecord, now
@@ -515,7 +517,7 @@ def _verified_meta(path: Path) -> ImageMeta:
     """The image's type and size (run on the part file, before the rename).
 
     Raises UnsavableImage unless it is a whole image of an allowed format that decodes within the pixel cap
-    (``images.image_meta``): the same bytes would fail again, so the task ends instead of downloading them forever.
+    (``image_meta``): the same bytes would fail again, so the task ends instead of downloading them forever.
     """
     try:
         return image_meta(path, verify=True)
