@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from nano_banana_mcp.images.formats import PILLOW_ERRORS, open_image
+from nano_banana_mcp.images.formats import PILLOW_ERRORS, SNIFF_BYTES, mime_type, open_image
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -152,8 +152,8 @@ def checked_meta(fp: BinaryIO) -> ImageMeta:
 
     ValueError (saying why) unless it is an image of an allowed format that decodes whole within the pixel cap.
     """
-    from PIL import Image  # noqa: PLC0415
-
+    head = fp.read(SNIFF_BYTES)
+    fp.seek(0)
     with open_image(fp) as im:
         try:
             im.verify()  # a spliced or truncated download fails its checksums here
@@ -161,7 +161,12 @@ def checked_meta(fp: BinaryIO) -> ImageMeta:
             raise ValueError(f"it is damaged ({err})") from err
     fp.seek(0)  # after verify() an image must be opened again
     with _decoded(fp, THUMBNAIL_MAX_SIDE) as (im, (width, height)):
-        mime = Image.MIME.get(im.format or "")
+        return _meta(head, im, width, height)
+
+
+def _meta(head: bytes, im: Image, width: int, height: int) -> ImageMeta:
+    """The meta of an image Pillow opened, its type told from its first bytes (``head``)."""
+    mime = mime_type(head)
     if mime is None:
         raise ValueError(f"its type ({im.format}) has no known MIME type")
     return ImageMeta(mime_type=mime, width=width, height=height)
@@ -178,14 +183,10 @@ def image_meta(path: Path, *, verify: bool = False) -> ImageMeta:
     with path.open("rb") as fp:
         if verify:
             return checked_meta(fp)
-        from PIL import Image  # noqa: PLC0415
-
+        head = fp.read(SNIFF_BYTES)
+        fp.seek(0)
         with open_image(fp) as im:
-            width, height = _sized(im, THUMBNAIL_MAX_SIDE)
-            mime = Image.MIME.get(im.format or "")
-    if mime is None:
-        raise ValueError(f"its type ({im.format}) has no known MIME type")
-    return ImageMeta(mime_type=mime, width=width, height=height)
+            return _meta(head, im, *_sized(im, THUMBNAIL_MAX_SIDE))
 
 
 def thumbnail(

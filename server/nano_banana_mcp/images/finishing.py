@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from nano_banana_mcp.catalog import OUTPUT_FORMATS
 from nano_banana_mcp.images.decoding import DECODING, MAX_PIXELS, ImageMeta, decoded_bytes
-from nano_banana_mcp.images.formats import EXTENSIONS, PILLOW_ERRORS, open_image
+from nano_banana_mcp.images.formats import EXTENSIONS, PILLOW_ERRORS, mime_type, open_image
 from nano_banana_mcp.images.provenance import Provenance, stamped
 
 if TYPE_CHECKING:
@@ -59,9 +59,9 @@ def finish_image(path: Path, *, output_format: str | None, provenance: Provenanc
     except (IndexError, ValueError) as err:
         reason = "it ends too early" if isinstance(err, IndexError) else str(err)
         raise ValueError(f"its {kind} structure could not be read to add metadata: {reason}") from err
-    from PIL import Image  # noqa: PLC0415
-
-    mime = Image.MIME[kind]
+    mime = mime_type(data)
+    if mime is None:  # never: every kind finished here has its signature
+        raise ValueError(f"its {kind} form has no known MIME type")
     extension = EXTENSIONS[mime]
     keep = path.suffix.lower() == extension or (extension == ".jpg" and path.suffix.lower() == ".jpeg")
     final = path if keep else path.with_suffix(extension)

@@ -1,4 +1,5 @@
-"""What an image may be: the formats any image is opened as, their file extensions, and the one way to open one.
+"""What an image may be: the formats any image is opened as, how its type is told from its bytes, the extension of
+each type, and the one way to open one.
 
 Whoever sent it, an image is opened only as one of :data:`FORMATS` (PNG, JPEG, WebP, GIF; HEIF too when the
 optional pillow-heif plugin is installed), so no other decoder Pillow carries (PostScript through Ghostscript,
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["EXTENSIONS", "FORMATS", "PILLOW_ERRORS", "open_image"]
+__all__ = ["EXTENSIONS", "FORMATS", "PILLOW_ERRORS", "SNIFF_BYTES", "mime_type", "open_image"]
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 """What any image is opened as (Pillow's names); HEIF is added when pillow-heif is installed."""
@@ -31,6 +32,32 @@ EXTENSIONS = {
     "image/heif": ".heif",
 }
 """The extension a file of each MIME type is saved or uploaded under."""
+SNIFF_BYTES = 12
+"""How many first bytes :func:`mime_type` reads."""
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+_HEIF_BRANDS = dict.fromkeys((b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"), "image/heic")
+_HEIF_BRANDS |= dict.fromkeys((b"mif1", b"msf1"), "image/heif")
+"""The major brands of an ISO media file (its ``ftyp`` box) that pillow-heif opens, and what each is."""
+
+
+def mime_type(head: bytes) -> str | None:
+    """The MIME type of an image from its first :data:`SNIFF_BYTES` bytes: PNG, JPEG, WebP, GIF, or HEIC/HEIF; None
+    for anything else.
+
+    The one place a type is told from content: the same signatures Pillow's openers accept, so an image that
+    :func:`open_image` opened has the type this names. Only the signature is read: whether the rest is a whole image
+    is for the decoder to say.
+    """
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp":
+        return _HEIF_BRANDS.get(head[8:12])
+    return next((mime for signature, mime in _SIGNATURES if head.startswith(signature)), None)
 
 
 @functools.cache
