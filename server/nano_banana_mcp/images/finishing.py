@@ -1,7 +1,9 @@
 """The finished file: in the output format asked for, with what made it written into its own metadata.
 
 Runs after a download was verified (:func:`nano_banana_mcp.images.decoding.image_meta`); blocking, for a worker
-thread. Pillow is imported only when an image is actually converted.
+thread. A download is finished under its temporary name (:func:`finish_in_place`) and then renamed once, to its
+final name; :func:`finish_image` finishes a file already saved. Pillow is imported only when an image is actually
+converted.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from nano_banana_mcp.images.provenance import Provenance, stamped
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["finish_image"]
+__all__ = ["finish_image", "finish_in_place", "finished"]
 
 _OUTPUTS: dict[str, str] = {name: name.upper() for name in OUTPUT_FORMATS}
 """Each ``output_format`` (``None`` keeps what the API delivered) as Pillow's format name."""
@@ -29,24 +31,54 @@ _KEPT = ("PNG", "JPEG", "WEBP", "GIF")
 _QUALITY = 92
 
 
+def finish_in_place(path: Path, *, output_format: str | None, provenance: Provenance) -> ImageMeta:
+    """Finish a verified image that is not yet under its final name (a download's part file): its content is
+    replaced by the finished image (see :func:`finished`), written through no link, and its meta returned.
+
+    The caller then renames it once, to the name for :attr:`ImageMeta.mime_type`
+    (:func:`~nano_banana_mcp.images.naming.output_path`): the image is written once under its final name.
+    ValueError as :func:`finished`; OSError when the file cannot be read or written.
+    """
+    data, meta = finished(path.read_bytes(), output_format=output_format, provenance=provenance)
+    flags = os.O_WRONLY | os.O_TRUNC | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(path, flags), "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    return meta
+
+
 def finish_image(path: Path, *, output_format: str | None, provenance: Provenance) -> tuple[Path, ImageMeta]:
-    """Rewrite a saved, verified image in place: in ``output_format`` when given, with ``provenance`` embedded.
+    """Rewrite a saved, verified image in place: in ``output_format`` when given, with ``provenance`` embedded
+    (see :func:`finished`).
 
     The new file is written beside the old one (a hidden ``.name.tmp``, removed if anything fails) and renamed over
     it; its extension follows its content (``x.png`` asked as JPEG becomes ``x.jpg``, and ``x.png`` is removed).
     Returns the final path and its meta. Nothing is written outside ``path``'s folder.
 
+    ValueError as :func:`finished`; OSError when the file cannot be read or written.
+    """
+    data, meta = finished(path.read_bytes(), output_format=output_format, provenance=provenance)
+    extension = EXTENSIONS[meta.mime_type]
+    keep = path.suffix.lower() == extension or (extension == ".jpg" and path.suffix.lower() == ".jpeg")
+    final = path if keep else path.with_suffix(extension)
+    _replace(path, final, data)
+    return final, meta
+
+
+def finished(data: bytes, *, output_format: str | None, provenance: Provenance) -> tuple[bytes, ImageMeta]:
+    """The image in ``data`` in ``output_format`` when given, with ``provenance`` embedded; and its meta.
+
     A file that keeps its format is not re-encoded: the metadata is spliced into its container and its pixel data
     stays byte for byte what the API sent. A conversion decodes at most :data:`MAX_PIXELS` pixels (more is a
     ValueError), keeps the pixel size and the ICC profile, and takes the first frame of an animation; JPEG has no
-    alpha, so transparency is flattened onto white; JPEG and WebP are written at quality 92.
+    alpha, so transparency is flattened onto white; JPEG and WebP are written at quality 92. Anything kept in no
+    output format (HEIF) becomes PNG, so it can carry provenance.
 
-    ValueError for an unknown ``output_format`` (naming the allowed ones) or an image that cannot be rewritten;
-    OSError when the file cannot be read or written.
+    ValueError for an unknown ``output_format`` (naming the allowed ones) or an image that cannot be rewritten.
     """
     target = _output_format(output_format)
     fields = provenance.fields()
-    data = path.read_bytes()
     with open_image(io.BytesIO(data)) as im:
         kind = target or (im.format if im.format in _KEPT else "PNG")
         size = im.size
@@ -62,11 +94,7 @@ def finish_image(path: Path, *, output_format: str | None, provenance: Provenanc
     mime = mime_type(data)
     if mime is None:  # never: every kind finished here has its signature
         raise ValueError(f"its {kind} form has no known MIME type")
-    extension = EXTENSIONS[mime]
-    keep = path.suffix.lower() == extension or (extension == ".jpg" and path.suffix.lower() == ".jpeg")
-    final = path if keep else path.with_suffix(extension)
-    _replace(path, final, data)
-    return final, ImageMeta(mime_type=mime, width=size[0], height=size[1])
+    return data, ImageMeta(mime_type=mime, width=size[0], height=size[1])
 
 
 def _output_format(output_format: str | None) -> str | None:
