@@ -21,7 +21,7 @@ from nano_banana_mcp import catalog
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ReferenceImageError
-from nano_banana_mcp.images import check_reference
+from nano_banana_mcp.images.reading import check_reference
 from nano_banana_mcp.mcp_server import create_server
 
 if TYPE_CHECKING:

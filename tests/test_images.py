@@ -22,13 +22,8 @@ from PIL import Image
 
 from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ReferenceImageError
-from nano_banana_mcp.images import (
-    DECODE_BUDGET,
-    MAX_PIXELS,
-    check_reference,
-    image_meta,
-    thumbnail,
-)
+from nano_banana_mcp.images.decoding import DECODE_BUDGET, MAX_PIXELS, image_meta, thumbnail
+from nano_banana_mcp.images.reading import check_reference
 
 if TYPE_CHECKING:
     from tests.conftest import MakePng, MakeUndecodablePng, TextOf

@@ -13,15 +13,9 @@ from PIL.PngImagePlugin import PngImageFile
 
 from nano_banana_mcp import __version__
 from nano_banana_mcp.emulator.render import render_placeholder
-from nano_banana_mcp.images import (
-    MAX_PIXELS,
-    image_meta,
-)
-from nano_banana_mcp.provenance import (
-    Provenance,
-    finish_image,
-    read_provenance,
-)
+from nano_banana_mcp.images.decoding import MAX_PIXELS, image_meta
+from nano_banana_mcp.images.finishing import finish_image
+from nano_banana_mcp.images.provenance import Provenance, read_provenance
 
 if TYPE_CHECKING:
     from tests.conftest import MakeUndecodablePng

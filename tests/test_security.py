@@ -24,7 +24,7 @@ from pydantic import FileUrl, SecretStr
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import DownloadError
-from nano_banana_mcp.images import output_path
+from nano_banana_mcp.images.naming import output_path
 from nano_banana_mcp.mcp_server import create_server, http_app
 from nano_banana_mcp.monet import MonetClient
 

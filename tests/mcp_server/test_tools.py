@@ -19,9 +19,9 @@ from nano_banana_mcp import catalog
 from nano_banana_mcp.catalog import Model
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator, RequestRecord, output_size
-from nano_banana_mcp.images import thumbnail
+from nano_banana_mcp.images.decoding import thumbnail
+from nano_banana_mcp.images.provenance import read_provenance
 from nano_banana_mcp.mcp_server import create_server
-from nano_banana_mcp.provenance import read_provenance
 
 if TYPE_CHECKING:
     from tests.conftest import MakePng, TextOf

@@ -18,8 +18,8 @@ from PIL import Image
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
+from nano_banana_mcp.images.provenance import read_provenance
 from nano_banana_mcp.mcp_server import create_server
-from nano_banana_mcp.provenance import read_provenance
 
 if TYPE_CHECKING:
     from tests.conftest import MakePng, TextOf

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 from nano_banana_mcp import __version__, catalog
 from nano_banana_mcp.config import Settings, is_loopback, normal_host
 from nano_banana_mcp.errors import ConfigError, NanoBananaError
+from nano_banana_mcp.images.formats import mime_type
 from nano_banana_mcp.mcp_server.apps import ViewerApps, apps_only
 from nano_banana_mcp.mcp_server.http import HttpAuth, TenantToken, http_auth, transport_security
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
@@ -57,16 +58,6 @@ Models:
 {catalog.summary()}"""
 
 
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
-
-
-def image_type(data: bytes) -> str | None:
-    """The MIME type of a saved image from its first bytes (PNG, JPEG, WebP, GIF), else None."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return next((mime for magic, mime in _MAGIC if data.startswith(magic)), None)
-
-
 async def image_types(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
     """Server middleware: an image resource read is answered with the image's own MIME type.
 
@@ -87,7 +78,7 @@ def _typed(item: Any) -> Any:
         isinstance(item, dict) and isinstance(blob := item.get("blob"), str) and "/images/" in str(item.get("uri"))
     ):
         return item
-    mime = image_type(base64.b64decode(blob[:64]))  # 64 base64 characters: the first 48 bytes
+    mime = mime_type(base64.b64decode(blob[:64]))  # 64 base64 characters: the first 48 bytes
     return item | {"mimeType": mime} if mime else item
 
 

@@ -151,7 +151,7 @@ class MonetClient:
         return await self.retry.run(self._request, UploadedFile, "POST", "/files", files=files)
 
     async def download(
-        self, url: str, dest: Path, *, max_bytes: int, check: Callable[[Path], None] | None = None
+        self, url: str, dest: Path, *, max_bytes: int, check: Callable[[Path], Path | None] | None = None
     ) -> Downloaded:
         """Save an output image to ``dest`` (see :meth:`Downloader.download`)."""
         return await self.downloads.download(url, dest, max_bytes=max_bytes, check=check)

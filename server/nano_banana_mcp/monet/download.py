@@ -86,13 +86,14 @@ class Downloader:
             )
 
     async def download(
-        self, url: str, dest: Path, *, max_bytes: int, check: Callable[[Path], None] | None = None
+        self, url: str, dest: Path, *, max_bytes: int, check: Callable[[Path], Path | None] | None = None
     ) -> Downloaded:
-        """Stream ``url`` into ``dest`` atomically: a ``.part`` file beside it, checked, then renamed.
+        """Stream ``url`` into ``dest`` atomically: a ``.part`` file beside it, checked, then renamed once.
 
         A download that breaks off is resumed where it stopped (HTTP Range, only while the ETag still
         matches) and started over otherwise; ``check`` (run in a thread) vets the complete file before
-        the rename.
+        the rename, and may finish it in place: the path it returns (in ``dest``'s folder) is the name the
+        file is renamed to instead of ``dest``.
         """
         tmp = dest.with_name(f".{dest.name}.part")
         await anyio.Path(tmp).unlink(missing_ok=True)  # a part file of unknown origin is never resumed
@@ -107,7 +108,8 @@ class Downloader:
             raise DownloadError(f"Could not download the finished image: {err}") from err
         try:
             if check is not None:
-                await anyio.to_thread.run_sync(check, tmp)
+                named = await anyio.to_thread.run_sync(check, tmp)
+                dest = named or dest
             await anyio.Path(tmp).replace(dest)
         finally:
             await anyio.Path(tmp).unlink(missing_ok=True)

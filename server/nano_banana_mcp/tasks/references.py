@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, ReferenceImageError
-from nano_banana_mcp.images import ReferenceFile, check_reference, client_root, reference_from_bytes
+from nano_banana_mcp.images.reading import ReferenceFile, check_reference, client_root, reference_from_bytes
 from nano_banana_mcp.monet import MonetClient, MonetClients
 from nano_banana_mcp.tasks.records import TaskRecord, now
 from nano_banana_mcp.tasks.store import LedgerStore
@@ -56,7 +56,7 @@ _DATA_URI = re.compile(r"(?i:data:image/(png|jpeg|jpg|webp|gif);base64),(.*)", r
 
 
 def _usable_roots(declared: Sequence[Path]) -> list[Path]:
-    """The client's roots that the reading rules allow as a whole (:func:`~nano_banana_mcp.images.client_root`),
+    """The client's roots that the reading rules allow as a whole (:func:`~nano_banana_mcp.images.reading.client_root`),
     resolved; each other one is logged and not read from."""
     usable = []
     for root in declared:

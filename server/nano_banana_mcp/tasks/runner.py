@@ -34,7 +34,6 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 
 import anyio
@@ -53,10 +52,12 @@ from nano_banana_mcp.errors import (
     NotFound,
     UnsavableImage,
 )
-from nano_banana_mcp.images import ImageMeta, image_meta, output_path
+from nano_banana_mcp.images.decoding import ImageMeta, image_meta
+from nano_banana_mcp.images.finishing import finish_in_place
+from nano_banana_mcp.images.naming import output_path
+from nano_banana_mcp.images.provenance import Provenance
 from nano_banana_mcp.monet import CreateWindow, MonetClient, MonetClients, Task, is_transient, worth_a_few_tries
 from nano_banana_mcp.monet.client import UNKNOWN_CLOCK_SLACK
-from nano_banana_mcp.provenance import Provenance, finish_image
 from nano_banana_mcp.storage import ImageStore, StorageError
 from nano_banana_mcp.tasks.create_path import CreatePath
 from nano_banana_mcp.tasks.records import MAX_STREAMS_PER_KEY, SavedImage, TaskRecord, now
@@ -446,18 +447,9 @@ class Runner:
             await self._save(record)
 
     async def _fetch(self, record: TaskRecord, index: int, url: str, out_dir: Path) -> tuple[Path, ImageMeta]:
-        """Download output ``index``, check it is a whole image, and finish it (format, provenance) in ``out_dir``."""
-        dest = output_path(out_dir, record.key, index, "image/png", record.created_at)
-        checked: list[ImageMeta] = []  # filled by the check of the part file: the image is read once
-
-        def check(path: Path, checked: list[ImageMeta] = checked) -> None:
-            checked.append(_verified_meta(path))
-
-        got = await self._client(record).download(url, dest, max_bytes=self._settings.max_download_bytes, check=check)
-        [meta] = checked
-        final = output_path(out_dir, record.key, index, meta.mime_type, record.created_at)
-        if final != got.path:
-            await anyio.Path(got.path).replace(final)
+        """Download output ``index`` into ``out_dir``, check it is a whole image and finish it (format, provenance)
+        under its temporary name, then rename it once: written once under its final name."""
+        dest = output_path(out_dir, record.key, index, "image/png", record.created_at)  # names the part file
         provenance = Provenance(
             prompt=record.request.prompt,
             model=record.request.model,
@@ -465,13 +457,20 @@ class Runner:
             created_at=record.created_at,
             offline=record.offline,
         )
-        try:  # the request's output format, and what made the image written into the file
-            final, meta = await anyio.to_thread.run_sync(
-                partial(finish_image, final, output_format=record.request.output_format, provenance=provenance)
-            )
-        except ValueError as err:
-            raise UnsavableImage(f"The image could not be finished ({err}).") from err
-        return final, meta
+        finished: list[ImageMeta] = []  # filled by the finish of the part file, in a worker thread
+
+        def finish(part: Path, finished: list[ImageMeta] = finished) -> Path:
+            _verified_meta(part)
+            try:  # the request's output format, and what made the image written into the file
+                meta = finish_in_place(part, output_format=record.request.output_format, provenance=provenance)
+            except ValueError as err:
+                raise UnsavableImage(f"The image could not be finished ({err}).") from err
+            finished.append(meta)
+            return output_path(out_dir, record.key, index, meta.mime_type, record.created_at)
+
+        got = await self._client(record).download(url, dest, max_bytes=self._settings.max_download_bytes, check=finish)
+        [meta] = finished
+        return got.path, meta
 
     def _client(self, record: TaskRecord) -> MonetClient:
         """The client of the row's tenant; a ConfigError (recorded on the row, retried) when it has no key here."""
@@ -512,10 +511,10 @@ class Runner:
 
 
 def _verified_meta(path: Path) -> ImageMeta:
-    """The image's type and size (run on the part file, before the rename).
+    """The image's type and size (run on the part file, before it is finished and renamed).
 
     Raises UnsavableImage unless it is a whole image of an allowed format that decodes within the pixel cap
-    (``images.image_meta``): the same bytes would fail again, so the task ends instead of downloading them forever.
+    (``image_meta``): the same bytes would fail again, so the task ends instead of downloading them forever.
     """
     try:
         return image_meta(path, verify=True)

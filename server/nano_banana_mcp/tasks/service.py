@@ -23,7 +23,7 @@ from nano_banana_mcp import catalog
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, MonetError, NotFound, TaskNotFound
-from nano_banana_mcp.images import thumbnail
+from nano_banana_mcp.images.decoding import thumbnail
 from nano_banana_mcp.monet import MonetClient, MonetClients, Task
 from nano_banana_mcp.storage import ImageStore, StorageError
 from nano_banana_mcp.tasks.records import DEFAULT_TENANT, SavedImage, Status, TaskRecord, status_at_api

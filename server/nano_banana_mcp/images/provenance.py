@@ -1,29 +1,34 @@
-"""The finished file: the output format asked for, and what made the image written into its own metadata.
+"""What made an image, written into the file's own metadata and read back from it.
 
-Runs after a download was verified (:func:`nano_banana_mcp.images.image_meta`); blocking, for a worker thread.
-Pillow is imported only when an image is actually converted or read.
+What :func:`stamped` writes (:func:`read_provenance` reads the XMP back; every format carries the same packet):
+
+- XMP, all: dc:description (the prompt; a placeholder's starts with PLACEHOLDER_LABEL), xmp:CreatorTool
+  ("nano-banana-mcp VERSION"), xmp:CreateDate (ISO 8601, UTC), photoshop:TransmissionReference (the task id, IPTC's
+  "Job Id"), Iptc4xmpExt:DigitalSourceType (AI_GENERATED, or PLACEHOLDER_SOURCE for a placeholder),
+  Iptc4xmpExt:AISystemUsed (the model), Iptc4xmpExt:AIPromptInformation (the prompt).
+- PNG: iTXt chunks (UTF-8, uncompressed) Description, Software, Creation Time (ISO 8601), Source (the model), and the
+  XMP as the iTXt chunk XML:com.adobe.xmp; all before the image data.
+- JPEG, WebP: EXIF ImageDescription (UTF-8, as ExifTool writes it), Software, DateTime (UTC, OffsetTime +00:00), and
+  the XMP: APP1 segments after the JFIF header (JPEG); EXIF and XMP chunks announced in VP8X (WebP).
+- GIF: a comment extension (the description) and the XMP application extension, before the first frame.
+
+Each replaces whatever the API or an earlier run put in the same place (the same PNG keywords, EXIF, XMP, GIF
+comments), so stamping a file twice leaves one record; everything else in the file is left as it was.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import re
-import stat
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from nano_banana_mcp import __version__
-from nano_banana_mcp.catalog import OUTPUT_FORMATS
-from nano_banana_mcp.images import DECODING, EXTENSIONS, MAX_PIXELS, PILLOW_ERRORS, ImageMeta, decoded_bytes, open_image
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
+from nano_banana_mcp.images.formats import open_image
 
 __all__ = [
     "AI_GENERATED",
@@ -31,24 +36,9 @@ __all__ = [
     "PLACEHOLDER_SOURCE",
     "PROMPT_MAX_CHARS",
     "Provenance",
-    "finish_image",
     "read_provenance",
+    "stamped",
 ]
-
-# -- finished files: the output format, and provenance in the file's own metadata -------------------
-#
-# What finish_image writes (read_provenance reads the XMP back; every format carries the same packet):
-#   XMP, all   dc:description (the prompt; a placeholder's starts with PLACEHOLDER_LABEL), xmp:CreatorTool
-#              ("nano-banana-mcp VERSION"), xmp:CreateDate (ISO 8601, UTC), photoshop:TransmissionReference (the task
-#              id, IPTC's "Job Id"), Iptc4xmpExt:DigitalSourceType (AI_GENERATED, or PLACEHOLDER_SOURCE for a
-#              placeholder), Iptc4xmpExt:AISystemUsed (the model), Iptc4xmpExt:AIPromptInformation (the prompt).
-#   PNG        iTXt chunks (UTF-8, uncompressed) Description, Software, Creation Time (ISO 8601), Source (the model),
-#              and the XMP as the iTXt chunk XML:com.adobe.xmp; all before the image data.
-#   JPEG, WebP EXIF ImageDescription (UTF-8, as ExifTool writes it), Software, DateTime (UTC, OffsetTime +00:00), and
-#              the XMP: APP1 segments after the JFIF header (JPEG); EXIF and XMP chunks announced in VP8X (WebP).
-#   GIF        a comment extension (the description) and the XMP application extension, before the first frame.
-# Each replaces whatever the API or an earlier run put in the same place (the same PNG keywords, EXIF, XMP, GIF
-# comments), so finishing a file twice leaves one record; everything else in the file is left as it was.
 
 PROMPT_MAX_CHARS = 4_000
 """The most characters of a prompt stored in a file; a longer one is cut and ends with an ellipsis."""
@@ -59,10 +49,6 @@ PLACEHOLDER_SOURCE = "http://cv.iptc.org/newscodes/digitalsourcetype/algorithmic
 PLACEHOLDER_LABEL = "OFFLINE PLACEHOLDER (not a generated image)"
 """How the description of an offline placeholder starts."""
 
-_OUTPUTS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-_KEPT = ("PNG", "JPEG", "WEBP", "GIF")
-"""Formats a file keeps when no output format is asked; anything else (HEIF) becomes PNG, so it can carry provenance."""
-_QUALITY = 92
 _FIELD_MAX_CHARS = 200
 _NOT_IN_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 """Characters XML 1.0 cannot hold (NUL and other C0 controls, lone surrogates, non-characters): left out."""
@@ -94,7 +80,7 @@ _GIF_XMP_TRAILER = bytes([1, *range(255, -1, -1), 0])
 
 @dataclass(frozen=True, slots=True)
 class Provenance:
-    """What made an image; :func:`finish_image` writes it into the file. ``created_at`` must carry its time zone."""
+    """What made an image, as :func:`stamped` writes it into the file. ``created_at`` must carry its time zone."""
 
     prompt: str
     model: str
@@ -132,99 +118,11 @@ def _storable(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def finish_image(path: Path, *, output_format: str | None, provenance: Provenance) -> tuple[Path, ImageMeta]:
-    """Rewrite a saved, verified image in place: in ``output_format`` when given, with ``provenance`` embedded.
+def stamped(kind: str, data: bytes, fields: dict[str, str], *, size: tuple[int, int], alpha: bool) -> bytes:
+    """``data`` (a whole image of Pillow's format ``kind``) with ``fields`` written into its container, replacing what
+    an earlier run wrote. ``size`` and ``alpha`` describe the image (a simple WebP gets a header announcing them).
 
-    The new file is written beside the old one (a hidden ``.name.tmp``, removed if anything fails) and renamed over
-    it; its extension follows its content (``x.png`` asked as JPEG becomes ``x.jpg``, and ``x.png`` is removed).
-    Returns the final path and its meta. Nothing is written outside ``path``'s folder.
-
-    A file that keeps its format is not re-encoded: the metadata is spliced into its container and its pixel data
-    stays byte for byte what the API sent. A conversion decodes at most :data:`MAX_PIXELS` pixels (more is a
-    ValueError), keeps the pixel size and the ICC profile, and takes the first frame of an animation; JPEG has no
-    alpha, so transparency is flattened onto white; JPEG and WebP are written at quality 92.
-
-    ValueError for an unknown ``output_format`` (naming the allowed ones) or an image that cannot be rewritten;
-    OSError when the file cannot be read or written.
-    """
-    target = _output_format(output_format)
-    fields = provenance.fields()
-    data = path.read_bytes()
-    with open_image(io.BytesIO(data)) as im:
-        kind = target or (im.format if im.format in _KEPT else "PNG")
-        size = im.size
-        if kind == im.format:
-            alpha = im.mode in ("RGBA", "LA", "PA")  # a simple WebP that gets a VP8X header must say so
-        else:
-            data, alpha = _converted(im, kind)
-    try:
-        data = _stamped(kind, data, fields, size=size, alpha=alpha)
-    except (IndexError, ValueError) as err:
-        reason = "it ends too early" if isinstance(err, IndexError) else str(err)
-        raise ValueError(f"its {kind} structure could not be read to add metadata: {reason}") from err
-    from PIL import Image  # noqa: PLC0415
-
-    mime = Image.MIME[kind]
-    extension = EXTENSIONS[mime]
-    keep = path.suffix.lower() == extension or (extension == ".jpg" and path.suffix.lower() == ".jpeg")
-    final = path if keep else path.with_suffix(extension)
-    _replace(path, final, data)
-    return final, ImageMeta(mime_type=mime, width=size[0], height=size[1])
-
-
-def _output_format(output_format: str | None) -> str | None:
-    if output_format is None:
-        return None
-    try:
-        return _OUTPUTS[output_format]
-    except KeyError:
-        raise ValueError(
-            f"Unknown output_format {output_format!r}: use one of {', '.join(OUTPUT_FORMATS)}, "
-            "or none to keep the format the API delivered."
-        ) from None
-
-
-def _converted(im: Image, kind: str) -> tuple[bytes, bool]:
-    """``im`` encoded as ``kind`` (no metadata yet but its ICC profile), and whether the result has alpha."""
-    from PIL import Image  # noqa: PLC0415
-
-    width, height = im.size
-    if width * height > MAX_PIXELS:
-        raise ValueError(
-            f"it is {width}x{height} pixels, more than the {MAX_PIXELS // 1_000_000} million ever decoded from one "
-            "image, so it cannot be converted; ask for no output format to keep it as delivered"
-        )
-    icc = None if im.mode == "CMYK" else im.info.get("icc_profile")  # a CMYK profile does not fit RGB pixels
-    options: dict[str, int | bool] = {}
-    with DECODING.reserve(2 * decoded_bytes(im.size)):  # the pixels, and the converted copy beside them
-        try:
-            im.load()
-        except PILLOW_ERRORS as err:
-            raise ValueError(f"it does not decode as a whole image ({err})") from err
-        alpha = im.has_transparency_data
-        out = im
-        if kind == "JPEG":
-            if alpha:
-                rgba = im.convert("RGBA")
-                out = Image.new("RGB", im.size, (255, 255, 255))
-                out.paste(rgba, mask=rgba.getchannel("A"))
-            elif im.mode not in ("RGB", "L"):
-                out = im.convert("RGB")
-            alpha = False
-            options = {"quality": _QUALITY, "optimize": True}
-        elif kind == "WEBP":
-            mode = "RGBA" if alpha else "RGB"
-            out = im if im.mode == mode else im.convert(mode)
-            options = {"quality": _QUALITY, "method": 4}
-        elif im.mode == "CMYK":  # PNG holds every other mode Pillow opens from the allowed formats
-            out = im.convert("RGB")
-        buffer = io.BytesIO()
-        out.save(buffer, kind, icc_profile=icc, **options)
-    return buffer.getvalue(), alpha
-
-
-def _stamped(kind: str, data: bytes, fields: dict[str, str], *, size: tuple[int, int], alpha: bool) -> bytes:
-    """``data`` with ``fields`` written into its container, replacing what an earlier run wrote."""
+    ValueError or IndexError when the container cannot be read."""
     xmp = _xmp(fields)
     if kind == "PNG":
         return _png_with(data, fields, xmp)
@@ -399,7 +297,7 @@ def _colour_table(flags: int) -> int:
 
 
 def _is_ours(data: bytes, start: int) -> bool:
-    """A GIF block that :func:`finish_image` writes (and so replaces): a comment, or XMP."""
+    """A GIF block that :func:`stamped` writes (and so replaces): a comment, or XMP."""
     return data[start] == 0x21 and (data[start + 1] == 0xFE or data[start + 1 : start + 14] == b"\xff" + _GIF_XMP)
 
 
@@ -425,29 +323,8 @@ def _gif_xmp(data: bytes) -> bytes | None:
     return None
 
 
-def _replace(path: Path, final: Path, data: bytes) -> None:
-    """Write ``data`` to a hidden temporary file beside ``path``, then rename it to ``final`` (same folder) and
-    remove ``path`` if that is another file. The temporary file never follows a link and is removed on failure."""
-    temp = final.with_name(f".{final.name}.tmp")
-    temp.unlink(missing_ok=True)  # left by a crash: removed, never written through
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
-    renamed = final != path and not (final.exists() and path.samefile(final))  # x.PNG vs x.png
-    try:
-        fd = os.open(temp, flags, stat.S_IMODE(path.stat().st_mode))
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        temp.replace(final)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    if renamed:
-        path.unlink(missing_ok=True)
-
-
 def read_provenance(path: Path) -> dict[str, str]:
-    """The provenance :func:`finish_image` wrote, read from the file's XMP: prompt, model, task_id, created_at,
+    """The provenance :func:`stamped` wrote, read from the file's XMP: prompt, model, task_id, created_at,
     software, digital_source_type, description (those present; empty when the file has no XMP).
 
     ValueError when the file is not an image of an allowed format; OSError when it cannot be read.
