@@ -17,18 +17,30 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 async def sse_data(response: httpx.Response, limit: int) -> AsyncIterator[str]:
     """The ``data`` of each server-sent event, refusing any line or event over ``limit`` characters.
 
-    httpx-sse buffers a line without limit, so a hostile stream could exhaust memory; this does not.
+    httpx-sse buffers a line without limit, so a hostile stream could exhaust memory; this does not. Each chunk is
+    searched for line breaks once: a long line arriving in many chunks costs time in proportion to its length, not to
+    its square.
     """
-    pending = ""
+    pieces: list[str] = []  # the line not ended yet, in the chunks it came in
+    pending = 0  # their length
+    held = ""  # a CR at the end of a chunk may be the first half of a CRLF: kept until the next chunk says
     data: list[str] = []
     size = 0
-    async for text in response.aiter_text():
-        pending += text
-        # A CR at the end of a chunk may be the first half of a CRLF: keep it until the next chunk says.
-        held = "\r" if pending.endswith("\r") else ""
-        *lines, pending = _LINE_BREAK.split(pending[: len(pending) - len(held)])
-        pending += held
-        if len(pending) > limit:
+    async for chunk in response.aiter_text():
+        text, held = held + chunk, ""
+        if text.endswith("\r"):
+            text, held = text[:-1], "\r"
+        if not _LINE_BREAK.search(text):
+            pieces.append(text)
+            pending += len(text)
+            if pending > limit:
+                raise MalformedResponse(f"The Monet API sent a stream line over {limit / 1e6:.0f} MB; it was not read.")
+            continue
+        first, *lines = _LINE_BREAK.split(text)
+        rest = lines.pop()
+        lines.insert(0, "".join(pieces) + first)
+        pieces, pending = [rest], len(rest)
+        if pending > limit:
             raise MalformedResponse(f"The Monet API sent a stream line over {limit / 1e6:.0f} MB; it was not read.")
         for line in lines:
             if not line:
