@@ -18,13 +18,7 @@ if TYPE_CHECKING:
 
 @pytest.mark.parametrize(
     ("aspect_ratio", "resolution", "size"),
-    [
-        (None, None, (1024, 1024)),
-        ("9:16", None, (576, 1024)),
-        ("21:9", "2K", (2048, 878)),
-        ("8:1", "4K", (4096, 512)),
-        ("1:8", "1K", (128, 1024)),
-    ],
+    [("9:16", None, (576, 1024)), ("1:8", "1K", (128, 1024))],  # more in test_output_png_has_requested_size
 )
 def test_output_size_follows_ratio_and_resolution(
     aspect_ratio: str | None, resolution: str | None, size: tuple[int, int]
@@ -61,6 +55,7 @@ def test_output_png_has_requested_size(
     api: Api, emulator: Emulator, model: str, aspect_ratio: str | None, resolution: str | None, size: tuple[int, int]
 ) -> None:
     """The output served for a task is a real PNG of the size the ratio and resolution call for."""
+    assert output_size(aspect_ratio, resolution) == size
     emulator.task_seconds = 0
     options = {k: v for k, v in {"aspect_ratio": aspect_ratio, "resolution": resolution}.items() if v}
     task = api.get(api.create(model=model, **options)["id"])

@@ -1,8 +1,10 @@
-"""Switchable misbehaviour of the emulator: counting faults, chaos, hostile answers and the control endpoints.
+"""Switchable misbehaviour of the emulator: the :class:`Faults` a test sets, and the :class:`FaultInjector` that
+decides when each fires (counting faults, chaos, hostile answers) and counts what fired.
 
-The contract calls a :class:`FaultInjector` at a few points (the gate, a create, a stream, a download,
-every JSON answer); with every :class:`Faults` field at its default each call lets the request be answered
-normally. Nothing here fires unless a test, a benchmark or ``POST /_emulator/faults`` switched it on.
+The gate and the endpoints call the injector at a few points (every ``/api/v1`` request, a create, a stream, a
+download, every JSON answer); with every :class:`Faults` field at its default each call lets the request be answered
+normally. Nothing here fires unless a test, a benchmark or ``POST /_emulator/faults`` switched it on. What a hostile
+answer sends is in :mod:`.hostile`; the control endpoints are in :mod:`.control`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -19,56 +21,21 @@ import anyio
 import anyio.lowlevel
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from nano_banana_mcp.emulator import hostile
 from nano_banana_mcp.emulator.streams import STREAM_FORMATS
-from nano_banana_mcp.emulator.wire import (
-    API_PREFIX,
-    ApiError,
-    ConnectionAborted,
-    error,
-    invalid,
-    sse,
-    sse_response,
-)
+from nano_banana_mcp.emulator.wire import API_PREFIX, ApiError, ConnectionAborted, error, invalid, sse_response
 
-__all__ = [
-    "CHAOS_KINDS",
-    "CONTROL_PREFIX",
-    "HOSTILE_KINDS",
-    "CutResponse",
-    "FaultInjector",
-    "Faults",
-]
+__all__ = ["CHAOS_KINDS", "ECHO_KINDS", "CutResponse", "FaultInjector", "Faults"]
 
-CONTROL_PREFIX = "/_emulator"
-"""Path prefix of the control endpoints (served only by ``Emulator(control=True)``)."""
 CHAOS_KINDS = ("rate_limit", "server_error", "lost_create", "dropped_stream", "cut_download")
 """The faults chaos mode picks from (never a failed task: that is a legitimate result, not a fault)."""
 _CHAOS_SCOPE_KEY = "nano_banana.chaos"
 """Where the gate leaves a chaos fault that only the handler can apply (``lost_create``, ``dropped_stream``)."""
-_HOSTILE_API = ("malformed_json", "missing_fields", "wrong_types", "huge_body", "html_error")
-"""Hostile kinds for the JSON endpoints: create async, get task, list, upload."""
-_HOSTILE_STREAM = ("endless_stream", "garbage_stream", "huge_event")
-"""Hostile kinds for the SSE stream of ``POST /api/v1/tasks/sync``."""
-_HOSTILE_CREATE = ("bad_gzip", "redirect_data_url", "nested_error")
-"""Hostile kinds for both create endpoints, sent after the task is made: a body that claims gzip but is not,
-a redirect to a ``data:`` URL, and an error body nested too deep for a JSON parser."""
-_HOSTILE_DOWNLOAD = (
-    "not_image",
-    "endless_download",
-    "redirect_offsite",
-    "redirect_loopback",
-    "redirect_loop",
-    "redirect_data",
-)
-"""Hostile kinds for ``GET /files/outputs/...`` (``redirect_data``: a 302 to a ``data:`` URL of a PNG)."""
 ECHO_KINDS = ("401", "400", "422", "403", "failed_task")
 """The values of :attr:`Faults.echo_key_kind`."""
-HOSTILE_KINDS = _HOSTILE_API + _HOSTILE_STREAM + _HOSTILE_CREATE + _HOSTILE_DOWNLOAD
-"""The values of :attr:`Faults.hostile_kind`; each applies only to the requests named above."""
 
 
 @dataclass
@@ -266,33 +233,15 @@ class FaultInjector:
 
     def api_answer(self, request: Request, shape: str, body: dict[str, Any]) -> Response:
         """``body`` as JSON, unless a hostile fault replaces it (``shape``: task, list or upload)."""
-        kind = self._take_hostile(request, _HOSTILE_API)
+        kind = self._take_hostile(request, hostile.HOSTILE_API)
         if kind is None:
             return JSONResponse(body)
-        if kind == "malformed_json":
-            return Response(b'{"id": "task_', media_type="application/json")
-        if kind == "missing_fields":
-            return JSONResponse(_MISSING_FIELDS[shape])
-        if kind == "wrong_types":
-            return JSONResponse(_WRONG_TYPES[shape])
-        if kind == "huge_body":
-            return StreamingResponse(self._streaming(_huge_body()), media_type="application/json")
-        return Response(_BAD_GATEWAY_HTML, status_code=502, media_type="text/html")
+        return hostile.api_answer(kind, shape, self._streaming)
 
     def hostile_create(self, request: Request) -> Response | None:
-        """A hostile answer to a create whose task is already made (see ``_HOSTILE_CREATE``), or None."""
-        kind = self._take_hostile(request, _HOSTILE_CREATE)
-        if kind == "bad_gzip":
-            return Response(
-                b'{"id": "plain, not gzip"}', media_type="application/json", headers={"Content-Encoding": "gzip"}
-            )
-        if kind == "redirect_data_url":
-            return Response(status_code=302, headers={"Location": "data:text/plain;base64,Z290Y2hh"})
-        if kind == "nested_error":
-            depth = 100_000
-            body = b'{"error":' * depth + b"1" + b"}" * depth
-            return Response(body, status_code=500, media_type="application/json")
-        return None
+        """A hostile answer to a create whose task is already made (see ``HOSTILE_CREATE``), or None."""
+        kind = self._take_hostile(request, hostile.HOSTILE_CREATE)
+        return None if kind is None else hostile.create_answer(kind)
 
     def sync_stream(
         self,
@@ -305,37 +254,19 @@ class FaultInjector:
         interval: float,
     ) -> Response:
         """The SSE answer of a sync create: ``events``, dropped after the first one, or a hostile stream."""
-        kind = self._take_hostile(request, _HOSTILE_STREAM)
-        if kind == "endless_stream":
-            return sse_response(self._streaming(_endless_events(task_id, model, created_at, interval)))
-        if kind == "garbage_stream":
-            return sse_response(self._streaming(_garbage_events()))
-        if kind == "huge_event":
-            return sse_response(self._streaming(_huge_event(task_id)))
+        kind = self._take_hostile(request, hostile.HOSTILE_STREAM)
+        if kind is not None:
+            return hostile.stream_answer(
+                kind, task_id=task_id, model=model, created_at=created_at, interval=interval, streaming=self._streaming
+            )
         if self._take("drop_streams") or self._chaos_hit(request, "dropped_stream"):
             return sse_response(_first_only(events))
         return sse_response(events)
 
     def hostile_download(self, request: Request, base: str) -> Response | None:
         """A hostile answer to an output download (``base``: this emulator's URL), or None."""
-        kind = self._take_hostile(request, _HOSTILE_DOWNLOAD)
-        if kind is None:
-            return None
-        if kind == "not_image":
-            return Response(_NOT_IMAGE_HTML, media_type="image/png")
-        if kind == "endless_download":
-            return StreamingResponse(self._streaming(_endless_png()), media_type="image/png")
-        if kind == "redirect_offsite":
-            location = _OFFSITE_URL
-        elif kind == "redirect_data":
-            location = "data:image/png;base64,iVBORw0KGgo="
-        elif kind == "redirect_loopback":
-            task_id, name = request.path_params["task_id"], request.path_params["name"]
-            location = f"{base}/files/mirror/outputs/{task_id}/{name}"
-        else:  # redirect_loop: this very URL again
-            query = request.url.query
-            location = f"{base}{request.url.path}{'?' + query if query else ''}"
-        return Response(status_code=302, headers={"Location": location})
+        kind = self._take_hostile(request, hostile.HOSTILE_DOWNLOAD)
+        return None if kind is None else hostile.download_answer(kind, request, base, self._streaming)
 
     def output_file(self) -> bytes | None:
         """The bytes to serve for an output instead of its rendered image (:attr:`Faults.output_bytes`), or None."""
@@ -347,31 +278,7 @@ class FaultInjector:
             return CutResponse(body, status_code=status, headers=headers, media_type=media_type)
         return None
 
-    # --- control ---------------------------------------------------------------------------------
-
-    def control_routes(self, snapshot: Callable[[], dict[str, Any]]) -> list[Route]:
-        """``GET /_emulator/state`` (answers ``snapshot()``) and ``POST /_emulator/faults`` (sets faults)."""
-
-        async def state(_request: Request) -> Response:
-            return JSONResponse(snapshot())
-
-        async def set_faults(request: Request) -> Response:
-            try:
-                changes = await request.json()
-            except ValueError:
-                raise invalid("The request body must be a JSON object of Faults fields.") from None
-            if not isinstance(changes, dict):
-                raise invalid("The request body must be a JSON object of Faults fields.")
-            try:
-                self.configure(changes)
-            except ValueError as e:
-                raise invalid(str(e)) from None
-            return JSONResponse(snapshot())
-
-        return [
-            Route(f"{CONTROL_PREFIX}/state", state, methods=["GET"]),
-            Route(f"{CONTROL_PREFIX}/faults", set_faults, methods=["POST"]),
-        ]
+    # --- state ---------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         """What fired and the current faults, for ``GET /_emulator/state``."""
@@ -449,7 +356,7 @@ def _chaos_kinds(method: str, path: str) -> tuple[str, ...]:
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "hostile_kind": HOSTILE_KINDS,
+    "hostile_kind": hostile.HOSTILE_KINDS,
     "echo_key_kind": ECHO_KINDS,
     "stream_format": STREAM_FORMATS,
 }
@@ -507,82 +414,3 @@ async def _first_only(events: AsyncGenerator[bytes, None]) -> AsyncIterator[byte
         async for chunk in events:
             yield chunk
             raise ConnectionAborted
-
-
-# --- hostile payloads ------------------------------------------------------------------------------
-
-_HOSTILE_CHUNK = 64 * 1024
-_HUGE_BODY_BYTES = 64 * 1024 * 1024
-_HUGE_EVENT_BYTES = 16 * 1024 * 1024
-_OFFSITE_URL = "https://evil.example.invalid/steal.png"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_MISSING_FIELDS: dict[str, dict[str, Any]] = {"task": {}, "list": {"page": 1}, "upload": {"id": "file_x"}}
-_WRONG_TYPES: dict[str, dict[str, Any]] = {
-    "task": {"id": 12345, "status": ["success"], "outputs": "nope", "created_at": 7},
-    "list": {"tasks": "many", "total": "lots"},
-    "upload": {"url": 42},
-}
-_BAD_GATEWAY_HTML = (
-    b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>"
-    b"<p>The proxy server received an invalid response from an upstream server.</p><hr>"
-    b"<address>nginx (emulated)</address></body></html>"
-)
-_NOT_IMAGE_HTML = (
-    b"<!DOCTYPE html><html><head><title>Sign in</title></head><body><h1>Please sign in</h1>"
-    b"<p>This HTML page is served as image/png by the emulator's not_image fault.</p></body></html>"
-)
-_GARBAGE_DATA = (
-    b"this is not JSON",
-    b'{"id": "task_',
-    b"[1, 2, 3]",
-    b'["success"]',
-    b'{"status": "processing", "outputs": [{"progress": 50}]}',
-    b'{"progress": 60}',
-)
-
-
-async def _padded(head: bytes, tail: bytes, total: int) -> AsyncIterator[bytes]:
-    """``head``, then ``x`` up to ``total`` bytes in all, then ``tail``: 64 KB at a time, never all at once."""
-    pad = b"x" * _HOSTILE_CHUNK
-    yield head
-    left = total - len(head) - len(tail)
-    while left > 0:
-        yield pad if left >= len(pad) else pad[:left]
-        left -= len(pad)
-    yield tail
-
-
-def _huge_body() -> AsyncIterator[bytes]:
-    """A valid JSON object of 64 MiB."""
-    return _padded(b'{"id":"task_x","pad":"', b'"}', _HUGE_BODY_BYTES)
-
-
-def _huge_event(task_id: str) -> AsyncIterator[bytes]:
-    """An event line, then one ``data:`` line of 16 MiB that never ends in a newline."""
-    event = b"event: progress\n"
-    data = f'data: {{"id":"{task_id}","status":"processing","pad":"'.encode()
-    return _padded(event + data, b'"}', len(event) + _HUGE_EVENT_BYTES)
-
-
-async def _garbage_events() -> AsyncIterator[bytes]:
-    """Events whose data is not JSON, a JSON array, or an object without an id; then the end, untimely."""
-    for data in _GARBAGE_DATA:
-        yield b"event: progress\ndata: " + data + b"\n\n"
-
-
-async def _endless_events(task_id: str, model: str, created_at: str, interval: float) -> AsyncIterator[bytes]:
-    """A ``progress`` event stuck at 50% every ``interval`` seconds, until the client goes away."""
-    output = {"model": model, "status": "processing", "progress": 50}
-    body = {"id": task_id, "status": "processing", "type": "image", "outputs": [output], "created_at": created_at}
-    event = sse("progress", body | {"updated_at": created_at})
-    while True:
-        yield event
-        await anyio.sleep(interval)
-
-
-async def _endless_png() -> AsyncIterator[bytes]:
-    """A PNG signature, then zeros, 64 KB at a time, forever."""
-    yield _PNG_SIGNATURE + bytes(_HOSTILE_CHUNK - len(_PNG_SIGNATURE))
-    zeros = bytes(_HOSTILE_CHUNK)
-    while True:
-        yield zeros

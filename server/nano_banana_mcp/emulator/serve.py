@@ -14,7 +14,7 @@ import anyio
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from nano_banana_mcp.emulator.contract import Emulator
+from nano_banana_mcp.emulator.app import Emulator
 from nano_banana_mcp.emulator.wire import error, is_abort
 
 __all__ = ["serve", "serve_in_thread"]

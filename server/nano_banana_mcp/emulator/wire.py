@@ -1,4 +1,4 @@
-"""What the contract and the faults both put on the wire: paths, statuses, JSON errors, SSE, broken connections."""
+"""What the endpoints and the faults all put on the wire: paths, statuses, JSON errors, SSE, broken connections."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 __all__ = [
     "API_PREFIX",
+    "EXCEPTION_HANDLERS",
     "TERMINAL",
     "ApiError",
     "ConnectionAborted",
+    "base_url",
     "error",
     "invalid",
     "is_abort",
@@ -25,6 +29,7 @@ __all__ = [
 API_PREFIX = "/api/v1"
 TERMINAL = frozenset({"success", "failed"})
 """The statuses after which a task never changes."""
+_HTTP_CODES = {400: "VALIDATION_ERROR", 404: "not_found", 405: "method_not_allowed"}
 
 
 class ApiError(Exception):
@@ -56,6 +61,11 @@ def error(status: int, code: str, message: str, headers: Mapping[str, str] | Non
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+def base_url(request: Request, served_at: str | None) -> str:
+    """The URL the emulator's files are linked under: where it is served (``served_at``), else the request's own."""
+    return served_at or str(request.base_url).rstrip("/")
+
+
 def iso(moment: datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``."""
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -72,3 +82,23 @@ def sse_response(events: AsyncIterator[bytes]) -> StreamingResponse:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _api_error_response(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error(exc.status, exc.code, str(exc))
+
+
+def _http_error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"No such endpoint: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), message, exc.headers)
+
+
+EXCEPTION_HANDLERS = {ApiError: _api_error_response, HTTPException: _http_error_response}
+"""Starlette exception handlers: an :class:`ApiError`, an unknown path or a wrong method answers a JSON error."""
