@@ -112,3 +112,17 @@ async def test_streams_that_always_break_end_in_a_search_not_a_third_post(
     assert emulator.creates == 1
     assert any(r.path == "/api/v1/tasks/list" for r in emulator.requests)
     assert CreatePath.load(settings.data_dir, settings.base_url).endpoint == "sync"  # a broken network, not a format
+
+
+async def test_a_create_answered_already_finished_is_read_again_for_its_image(
+    settings: Settings, emulator: Emulator
+) -> None:
+    """A /tasks/async create whose answer already says success but lists no output (a create's answer need not) is
+    followed with GET /tasks/{id} for the image, not failed as a success without one."""
+    emulator.task_seconds = 0
+    polled = settings.model_copy(update={"max_streams": 0})
+    async with open_service(polled) as service:
+        result = await service.generate(GenerateRequest(prompt="instant"), wait_seconds=30)
+    assert result.status == "success", result.error
+    assert Path(result.images[0].path or "").is_file()
+    assert emulator.creates == 1

@@ -79,7 +79,7 @@ async def test_a_bug_fails_the_row_after_a_few_tries_with_one_traceback(
         tries += 1
         raise RuntimeError("a programming error")
 
-    monkeypatch.setattr("nano_banana_mcp.tasks.runner.finish_in_place", broken)
+    monkeypatch.setattr("nano_banana_mcp.tasks.saving.finish_in_place", broken)
     caplog.set_level(logging.WARNING, logger="nano_banana_mcp")
     async with open_service(settings) as service:
         result = await service.generate(GenerateRequest(prompt="buggy"), wait_seconds=30)

@@ -103,6 +103,8 @@ class CreateLog(BaseModel):
 
     streams: int = 0
     """Creates of this key answered with a stream (the API took them): at most ``MAX_STREAMS_PER_KEY``."""
+    first_sent: datetime | None = None
+    """When the first create of this key was sent, on this machine's clock (its answer may have been lost)."""
     earliest: datetime | None = None
     latest: datetime | None = None
 

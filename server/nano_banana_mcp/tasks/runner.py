@@ -28,12 +28,10 @@ Everything runs in the task group of :func:`nano_banana_mcp.runtime.open_service
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -43,8 +41,6 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import (
     AuthError,
     ConfigError,
-    DatabaseUnavailable,
-    DownloadError,
     HostNotAllowed,
     MalformedResponse,
     MonetError,
@@ -52,15 +48,21 @@ from nano_banana_mcp.errors import (
     NotFound,
     UnsavableImage,
 )
-from nano_banana_mcp.images.decoding import ImageMeta, image_meta
-from nano_banana_mcp.images.finishing import finish_in_place
-from nano_banana_mcp.images.naming import output_path
-from nano_banana_mcp.images.provenance import Provenance
-from nano_banana_mcp.monet import CreateWindow, MonetClient, MonetClients, Task, is_transient, worth_a_few_tries
-from nano_banana_mcp.monet.client import UNKNOWN_CLOCK_SLACK
-from nano_banana_mcp.storage import ImageStore, StorageError
+from nano_banana_mcp.images.decoding import ImageMeta
+from nano_banana_mcp.monet import MonetClient, MonetClients, Task, is_transient, worth_a_few_tries
+from nano_banana_mcp.storage import ImageStore
 from nano_banana_mcp.tasks.create_path import CreatePath
+from nano_banana_mcp.tasks.failures import (
+    FEW_TRIES,
+    NotListedYet,
+    describe,
+    disk_error,
+    gave_up,
+    plainly_transient,
+)
+from nano_banana_mcp.tasks.finding import candidates, local_window
 from nano_banana_mcp.tasks.records import MAX_STREAMS_PER_KEY, SavedImage, TaskRecord, now
+from nano_banana_mcp.tasks.saving import fetch
 from nano_banana_mcp.tasks.store import LedgerStore, RowTaken
 
 __all__ = ["Listener", "Runner"]
@@ -68,13 +70,6 @@ __all__ = ["Listener", "Runner"]
 log = logging.getLogger(__name__)
 
 Listener = Callable[[TaskRecord], Awaitable[None]]
-
-FEW_TRIES = 3
-"""Tries of a row's step that failed in a way the page does not describe (or by a bug here) before the row ends."""
-LIST_PAGES = 5
-"""``GET /tasks/list`` pages read (newest first) when looking for a task no answer named."""
-LIST_PAGE_SIZE = 20
-"""The page's own example size."""
 
 
 @dataclass(slots=True)
@@ -84,10 +79,6 @@ class _Work:
     began: float  # anyio time when it began following the task at the API (task_timeout runs from here)
     strikes: int = 0  # failures of the FEW_TRIES kind since the last good answer
     searches: int = 0  # looks at the task list for a task no answer named
-
-
-class _NotListedYet(MonetError):
-    """The task a create made is not (yet) in ``GET /tasks/list``: looked for again, until ``task_timeout``."""
 
 
 class Runner:
@@ -226,12 +217,12 @@ class Runner:
         except TimeoutError:
             if self._following_left(record) > 0:  # not the bound of task_timeout: a step that timed out
                 raise
-            record.gave_up(self._gave_up(record))
+            record.gave_up(gave_up(record, self._settings.task_timeout))
             log.warning("task %s: %s", record.handle, record.error)
             await self._save(record)
         except Exception as err:  # the one broad catch: whatever went wrong is recorded on the row
             if await self._again(record, err):
-                reason = self._describe(err)
+                reason = describe(err, self._store.staging)
                 log.warning("task %s: %s; trying again", record.handle, reason)
                 record.trouble(reason)
                 await self._save(record)
@@ -239,14 +230,14 @@ class Runner:
 
     async def _again(self, record: TaskRecord, err: Exception) -> bool:
         """Whether the failed step is tried again; if not, the row is ended or parked here."""
-        if _plainly_transient(err):
+        if plainly_transient(err):
             return True  # plainly transient: no count (a paid task's images wait for the disk or the bucket)
         if record.phase == "submitting" and isinstance(err, MonetError) and not worth_a_few_tries(err):
             record.refused(str(err))  # a refusal of the create: nothing was made, nothing charged
             await self._save(record)
             return False
         if isinstance(err, ConfigError | AuthError | HostNotAllowed | OSError):  # only a setting mends these: park
-            why = _disk_error(self._store.staging, err) if isinstance(err, OSError) else str(err)
+            why = disk_error(self._store.staging, err) if isinstance(err, OSError) else str(err)
             self._parked[record.key] = why
             log.warning("task %s: waits for a setting: %s", record.handle, why)
             record.trouble(why)
@@ -264,7 +255,7 @@ class Runner:
             work.strikes = 0
             await self._save(record)
             return True
-        record.refused(f"{self._describe(err)} (tried {strikes} times; the task was given up)")
+        record.refused(f"{describe(err, self._store.staging)} (tried {strikes} times; the task was given up)")
         log.warning("task %s: %s", record.handle, record.error)
         await self._save(record)
         return False
@@ -283,18 +274,6 @@ class Runner:
             return math.inf
         return self._settings.task_timeout - (anyio.current_time() - self._work_on(record).began)
 
-    def _gave_up(self, record: TaskRecord) -> str:
-        minutes = f"{self._settings.task_timeout / 60:g} min"
-        if record.task_id is None:
-            return (
-                f"Gave up after {minutes}: the API never confirmed this task, and none matching it appeared in its "
-                "task list, so no image was received. Check the account's task list before generating again."
-            )
-        return (
-            f"Gave up after {minutes}: the API had not finished task {record.task_id} (its status: "
-            f"{record.api_status or 'unknown'}). If it finishes later, it is in the API's task list (list_tasks)."
-        )
-
     async def _create(self, record: TaskRecord) -> None:
         """Send the create (again), with the row's own key, to the row's own endpoint; or, when its answers never
         named the task, find it in the task list."""
@@ -303,14 +282,15 @@ class Runner:
             if record.endpoint is None:
                 streaming = self.create_path.endpoint == "sync" and self._take_stream_slot()
                 record.send_to("sync" if streaming else "async")
+                record.create_log.first_sent = now()
                 await self._save(record)  # fixed before the first send: every resend goes to the same endpoint
             if record.create_log.streams >= MAX_STREAMS_PER_KEY:
                 await self._find(record)
             elif record.endpoint == "async":
-                window = _local_window()
+                window = local_window()
                 task = await self._client(record).create_async(record.request, record.key)
                 record.create_log.took(window.earliest, window.latest, stream=False)
-                await self._observe(record, task)
+                await self._observe(record, task, partial=True)  # a create's answer need not list the outputs
             else:
                 if not streaming:
                     await self._streams.acquire()  # a resend of a streamed create must stream again
@@ -324,8 +304,12 @@ class Runner:
         """One ``/tasks/sync`` create and its events; when they never name the task, find it in the task list."""
         unnamed = False  # the stream said things, never which task
         try:
+            sent = now()
             async with self._client(record).create_stream(record.request, record.key) as stream:
-                record.create_log.took(stream.window.earliest, stream.window.latest, stream=True)
+                # The task was made by the first send of this key, which may be earlier than this one (its answer
+                # lost): the window reaches back that far, on the API's clock.
+                back = sent - (record.create_log.first_sent or sent)
+                record.create_log.took(stream.window.earliest - back, stream.window.latest, stream=True)
                 await self._save(record)
                 async for event in stream.events:
                     if event.task is not None:
@@ -353,38 +337,16 @@ class Runner:
     async def _find(self, record: TaskRecord) -> None:
         """Find the task the row's create made in ``GET /tasks/list`` (newest first), by the creation window and the
         model, never one another row has; then follow it. ``_NotListedYet`` when it is not there (yet)."""
-        log_ = record.create_log
-        if log_.earliest is None or log_.latest is None:  # rows from before the log: no window, look at the last hour
-            window = _local_window(3600)
-            log_.earliest, log_.latest = window.earliest, window.latest
         work = self._work_on(record)
         work.searches += 1
-        slack = timedelta(0) if work.searches == 1 else UNKNOWN_CLOCK_SLACK  # missed once: the clocks may differ
-        earliest, latest = log_.earliest - slack, log_.latest + slack
-        middle = log_.earliest + (log_.latest - log_.earliest) / 2
-        client = self._client(record)
-        candidates: list[tuple[timedelta, Task]] = []
-        for page in range(1, LIST_PAGES + 1):
-            listed = await client.list_tasks(page, LIST_PAGE_SIZE)
-            older = False
-            for task in listed.tasks[:LIST_PAGE_SIZE]:
-                made = _when(task.created_at)
-                if made is None or made > latest:
-                    continue
-                if made < earliest:
-                    older = True
-                    break
-                if _may_be(task, record):
-                    candidates.append((abs(made - middle), task))
-            if older or len(listed.tasks) < LIST_PAGE_SIZE:
-                break
+        found = await candidates(self._client(record), record, wide=work.searches > 1)
         async with self._finding:
-            for _, task in sorted(candidates, key=lambda c: c[0]):  # the nearest to when the create was answered first
+            for task in found:  # the nearest to when the create was answered first
                 if await self._ledger.bind_task(record.key, task.id):
                     log.info("task %s: found in the task list as %s", record.key, task.id)
                     await self._observe(record, task)
                     return
-        raise _NotListedYet(
+        raise NotListedYet(
             "The API took the create, but its answer never named the task, and it is not in the task list yet; "
             "looking again."
         )
@@ -428,7 +390,9 @@ class Runner:
             if staged is not None and await anyio.Path(staged[0]).is_file():
                 final, meta = staged  # made on an earlier try whose upload failed: the API's URL is not needed again
             else:
-                final, meta = await self._fetch(record, index, image.url, out_dir)
+                final, meta = await fetch(
+                    self._client(record), record, index, image.url, out_dir, max_bytes=self._settings.max_download_bytes
+                )
                 self._staged[record.key, index] = (final, meta)
             size = (await anyio.Path(final).stat()).st_size
             location = await self._store.put(final, meta.mime_type)
@@ -445,32 +409,6 @@ class Runner:
                 ),
             )
             await self._save(record)
-
-    async def _fetch(self, record: TaskRecord, index: int, url: str, out_dir: Path) -> tuple[Path, ImageMeta]:
-        """Download output ``index`` into ``out_dir``, check it is a whole image and finish it (format, provenance)
-        under its temporary name, then rename it once: written once under its final name."""
-        dest = output_path(out_dir, record.key, index, "image/png", record.created_at)  # names the part file
-        provenance = Provenance(
-            prompt=record.request.prompt,
-            model=record.request.model,
-            task_id=record.handle,
-            created_at=record.created_at,
-            offline=record.offline,
-        )
-        finished: list[ImageMeta] = []  # filled by the finish of the part file, in a worker thread
-
-        def finish(part: Path, finished: list[ImageMeta] = finished) -> Path:
-            _verified_meta(part)
-            try:  # the request's output format, and what made the image written into the file
-                meta = finish_in_place(part, output_format=record.request.output_format, provenance=provenance)
-            except ValueError as err:
-                raise UnsavableImage(f"The image could not be finished ({err}).") from err
-            finished.append(meta)
-            return output_path(out_dir, record.key, index, meta.mime_type, record.created_at)
-
-        got = await self._client(record).download(url, dest, max_bytes=self._settings.max_download_bytes, check=finish)
-        [meta] = finished
-        return got.path, meta
 
     def _client(self, record: TaskRecord) -> MonetClient:
         """The client of the row's tenant; a ConfigError (recorded on the row, retried) when it has no key here."""
@@ -499,77 +437,3 @@ class Runner:
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
-
-    def _describe(self, err: Exception) -> str:
-        if isinstance(err, TimeoutError):
-            return "A step timed out"
-        if isinstance(err, OSError):
-            return _disk_error(self._store.staging, err)
-        if isinstance(err, NanoBananaError):
-            return str(err)
-        return f"Unexpected {type(err).__name__}: {err}"[:500]
-
-
-def _verified_meta(path: Path) -> ImageMeta:
-    """The image's type and size (run on the part file, before it is finished and renamed).
-
-    Raises UnsavableImage unless it is a whole image of an allowed format that decodes within the pixel cap
-    (``image_meta``): the same bytes would fail again, so the task ends instead of downloading them forever.
-    """
-    try:
-        return image_meta(path, verify=True)
-    except ValueError as err:
-        raise UnsavableImage(f"The API sent a file that is not an image this server accepts: {err}.") from err
-
-
-def _disk_error(out_dir: Path, err: OSError) -> str:
-    if err.errno == errno.ENOSPC:
-        reason = "the disk is full"
-    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        reason = "the folder is not writable"
-    else:
-        reason = err.strerror or type(err).__name__
-    return (
-        f"The image could not be saved in {out_dir}: {reason}. Free space or set NANO_BANANA_OUTPUT_DIR to a "
-        "writable folder; the task is kept, and the download is retried automatically."
-    )
-
-
-def _plainly_transient(err: Exception) -> bool:
-    """Failures tried again without a count: the API or a file host unreachable (429, 5xx, cut), a task not listed
-    yet, a bucket or the team database down, a full disk: a paid task's images wait for them to pass."""
-    if isinstance(err, DownloadError) and isinstance(err.__cause__, Exception):
-        return _plainly_transient(err.__cause__)
-    if isinstance(err, OSError):
-        return err.errno == errno.ENOSPC
-    return is_transient(err) or isinstance(err, _NotListedYet | StorageError | DatabaseUnavailable)
-
-
-def _local_window(seconds: float = UNKNOWN_CLOCK_SLACK.total_seconds()) -> CreateWindow:
-    """A create window on this machine's clock, wide enough for the API's clock to differ."""
-    moment = now()
-    return CreateWindow(moment - timedelta(seconds=seconds), moment + timedelta(seconds=seconds))
-
-
-def _when(value: str | None) -> datetime | None:
-    """An API time (ISO 8601, ``Z`` or an offset) as an aware datetime; None if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _may_be(task: Task, record: TaskRecord) -> bool:
-    """Whether a listed task may be the row's: the same model, and the same prompt where the API lists one."""
-    models = {o.model for o in task.outputs if o.model}
-    listed_input = (task.model_extra or {}).get("input")
-    if isinstance(listed_input, dict):
-        if isinstance(listed_input.get("model"), str):
-            models.add(listed_input["model"])
-        prompt = listed_input.get("prompt")
-        if isinstance(prompt, str) and prompt != record.request.prompt:
-            return False
-    return not models or record.request.model in models
