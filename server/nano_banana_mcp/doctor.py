@@ -356,7 +356,7 @@ async def _bucket(settings: Settings) -> list[Check]:
 
 
 async def _tokens(path: Path | None) -> list[Check]:
-    from nano_banana_mcp.mcp_server.http import read_tokens_file  # noqa: PLC0415
+    from nano_banana_mcp.mcp_server.tokens import read_tokens_file  # noqa: PLC0415
 
     assert path is not None
     tenants = read_tokens_file(path)  # its errors name the file and the line, never a token or a key

@@ -28,7 +28,8 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.mcp_server import http_app
-from nano_banana_mcp.mcp_server.http import TOKEN_FILE, bind, http_auth
+from nano_banana_mcp.mcp_server.http import bind, http_auth
+from nano_banana_mcp.mcp_server.tokens import TOKEN_FILE
 
 if TYPE_CHECKING:
     from tests.conftest import Hello, MakeSettings, S3Server

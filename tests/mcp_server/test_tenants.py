@@ -29,7 +29,8 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.mcp_server.app import TenantTokenVerifier
-from nano_banana_mcp.mcp_server.http import http_auth, read_tokens_file
+from nano_banana_mcp.mcp_server.http import http_auth
+from nano_banana_mcp.mcp_server.tokens import read_tokens_file
 from nano_banana_mcp.runtime import open_service
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 
 from nano_banana_mcp.config import Settings, is_loopback
 from nano_banana_mcp.errors import ConfigError
-from nano_banana_mcp.mcp_server.http import reserved_tenant
+from nano_banana_mcp.mcp_server.tokens import reserved_tenant
 
 if TYPE_CHECKING:
     from jwt import PyJWK
