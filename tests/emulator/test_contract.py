@@ -272,6 +272,7 @@ def test_reset_forgets_keys_and_restores_the_mode(api: Api, emulator: Emulator) 
 
 def test_task_goes_pending_processing_success(api: Api, emulator: Emulator) -> None:
     """Status advances with time, progress only rises, and success carries an absolute output URL."""
+    emulator.task_seconds = 2  # 0.2 s pending: wide enough for the first read on a loaded machine (0.3 s gave 30 ms)
     task_id = api.create()["id"]
     seen = api.wait_done(task_id)
     statuses = list(dict.fromkeys(t["status"] for t in seen))
