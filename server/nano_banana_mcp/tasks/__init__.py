@@ -1,13 +1,14 @@
 """A task's life: its records and state machine, the ledger, the runner (the one create path) and the service."""
 
 from nano_banana_mcp.tasks.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
-from nano_banana_mcp.tasks.records import STATUSES, Endpoint, Phase, SavedImage, Status, TaskRecord, status_of
+from nano_banana_mcp.tasks.records import STATUSES, Call, Endpoint, Phase, SavedImage, Status, TaskRecord, status_of
 from nano_banana_mcp.tasks.references import RootsProvider, UploadedReference
 from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.service import (
     COLLECT_WAIT,
     DEFAULT_TENANT,
     OFFLINE_NOTE,
+    CallState,
     ProgressCallback,
     Service,
     TaskList,
@@ -23,6 +24,8 @@ __all__ = [
     "OFFLINE_NOTE",
     "SCHEMA_VERSION",
     "STATUSES",
+    "Call",
+    "CallState",
     "Endpoint",
     "Ledger",
     "LedgerStore",

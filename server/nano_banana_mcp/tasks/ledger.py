@@ -15,6 +15,7 @@ migrate, read or write the file is a :class:`ConfigError` that names the file an
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ import anyio.to_thread
 
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.tasks.owners import OwnerLocks
-from nano_banana_mcp.tasks.records import UNFINISHED_PHASES, Status, TaskRecord, now
+from nano_banana_mcp.tasks.records import UNFINISHED_PHASES, Call, Status, TaskRecord, now
 from nano_banana_mcp.tasks.store import RowTaken, record_from_row
 
 __all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "Ledger"]
@@ -103,6 +104,16 @@ MIGRATIONS: Sequence[str] = (
     """
     ALTER TABLE tasks ADD COLUMN create_log TEXT NOT NULL DEFAULT '{}';
     """,
+    # 5: calls answered with an MCP task (tasks/records.py Call): the task's id, its tenant, its rows' keys (JSON).
+    """
+    CREATE TABLE calls (
+        id           TEXT PRIMARY KEY,
+        tenant       TEXT NOT NULL,
+        keys         TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        cancelled_at TEXT
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -110,6 +121,8 @@ _COLUMNS = (
     "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at, "
     "create_log, tenant"
 )
+_CALL_ROW = "c.created_at, c.cancelled_at, c.keys, " + ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
+"""A call and one of its rows, as :meth:`Ledger.find_call` selects them."""
 DEFAULT_TENANT = "default"
 _UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
 
@@ -296,6 +309,57 @@ class Ledger:
         where, args = ("WHERE tenant=? AND status=?", (tenant, status)) if status else ("WHERE tenant=?", (tenant,))
         count: int = await self._run(lambda db: db.execute(f"SELECT count(*) FROM tasks {where}", args).fetchone()[0])
         return count
+
+    # -- calls answered with a task ----------------------------------------------------------------
+
+    async def add_call(self, call: Call) -> None:
+        """Write a call's id, tenant and rows (committed when this returns: any process on the file finds it)."""
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO calls (id, tenant, keys, created_at, cancelled_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    call.id,
+                    call.tenant,
+                    json.dumps(call.keys),
+                    _iso(call.created_at),
+                    _iso(call.cancelled_at) if call.cancelled_at else None,
+                ),
+            )
+        )
+
+    async def find_call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> tuple[Call, list[TaskRecord]] | None:
+        """This tenant's call and its rows in the call's order, in one query; None if unknown or another tenant's."""
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_CALL_ROW} FROM calls c JOIN json_each(c.keys) k JOIN tasks t ON t.key = k.value "
+                "AND t.tenant = c.tenant WHERE c.id = ? AND c.tenant = ? ORDER BY k.key",
+                (call_id, tenant),
+            ).fetchall()
+        )
+        if not rows:
+            return None
+        created, cancelled, keys = rows[0][:3]
+        call = Call(
+            id=call_id,
+            tenant=tenant,
+            keys=json.loads(keys),
+            created_at=datetime.fromisoformat(created),
+            cancelled_at=datetime.fromisoformat(cancelled) if cancelled else None,
+        )
+        return call, [self._record(row[3:]) for row in rows]
+
+    async def cancel_call(self, call_id: str, at: datetime, *, tenant: str = DEFAULT_TENANT) -> bool:
+        """Mark this tenant's call cancelled at ``at``, unless it was already; False for an unknown id."""
+
+        def cancel(db: sqlite3.Connection) -> bool:
+            db.execute(
+                "UPDATE calls SET cancelled_at = ? WHERE id = ? AND tenant = ? AND cancelled_at IS NULL",
+                (_iso(at), call_id, tenant),
+            )
+            found = db.execute("SELECT 1 FROM calls WHERE id = ? AND tenant = ?", (call_id, tenant)).fetchone()
+            return found is not None
+
+        return await self._run(cancel)
 
     # -- owners --------------------------------------------------------------------------------
 
