@@ -462,7 +462,7 @@ class Service:
         if found is None:
             return None
         call, records = found
-        return CallState(call, [self._fresh(r) for r in records])
+        return CallState(call, [self._fresh(r, deep=False) for r in records])
 
     async def cancel_call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> CallState | None:
         """Cancel the tenant's call, as far as anything can be: the API has no cancel, so its rows go on, and their
@@ -671,9 +671,10 @@ class Service:
             update["url"], update["url_expires_at"] = link
         return image.model_copy(update=update)
 
-    def _fresh(self, record: TaskRecord) -> TaskRecord:
-        """A row just read from the ledger, with the runner's fresher working copy when this process works on it."""
-        live = self.runner.live(record.key) if self.runner is not None else None
+    def _fresh(self, record: TaskRecord, *, deep: bool = True) -> TaskRecord:
+        """A row just read from the ledger, with the runner's fresher working copy when this process works on it
+        (``deep=False``: a shallow copy, for a reader that changes nothing)."""
+        live = self.runner.live(record.key, deep=deep) if self.runner is not None else None
         return live or record
 
     async def _current(self, key: str) -> TaskRecord | None:
