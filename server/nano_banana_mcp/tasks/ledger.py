@@ -9,8 +9,13 @@ share one data dir (Claude Desktop and the CLI at once): a row is worked on only
 process that is alive; each process holds an OS lock for its lifetime (:class:`OwnerLocks`), so a dead
 owner's rows are taken over at once, and no clock is trusted. Uploads are cached by content hash.
 
-All SQLite work runs in one worker thread at a time, never on the event loop. Any failure to open,
-migrate, read or write the file is a :class:`ConfigError` that names the file and ``NANO_BANANA_DATA_DIR``.
+All SQLite work runs in one worker thread at a time, never on the event loop, but one read: the look-up of a
+call answered with an MCP task (:meth:`Ledger.find_call`), which a host repeats every second or so for every task
+it carries. It reads a few rows by key on a connection of its own that never waits for a lock (a WAL reader is
+not blocked by writers; should it be busy, the worker thread reads instead): ~20 us, where a round trip to the
+worker costs ~100 us of CPU and, on a busy event loop, queues behind the GIL (bench/tasks_poll.py). Any failure
+to open, migrate, read or write the file is a :class:`ConfigError` that names the file and
+``NANO_BANANA_DATA_DIR``.
 """
 
 from __future__ import annotations
@@ -152,6 +157,7 @@ class Ledger:
         self.upload_scope = upload_scope or api_scope
         self.owners = OwnerLocks(path.parent / OWNERS_DIR)
         self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None  # find_call's, on the event loop (see the module docstring)
         self._limiter = anyio.CapacityLimiter(1)
 
     @property
@@ -165,6 +171,9 @@ class Ledger:
         return self
 
     async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            reader.close()
         if self._db is not None:
             db, self._db = self._db, None
             await anyio.to_thread.run_sync(db.close, limiter=self._limiter)
@@ -182,6 +191,7 @@ class Ledger:
 
     def _open_sync(self) -> None:
         db: sqlite3.Connection | None = None
+        reader: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
@@ -190,11 +200,15 @@ class Ledger:
             db.execute("PRAGMA synchronous=NORMAL")
             self._migrate(db)
             self.owners.acquire()
+            reader = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            reader.execute("PRAGMA busy_timeout=0")
+            reader.execute("PRAGMA query_only=ON")
         except (OSError, sqlite3.Error) as err:
-            if db is not None:
-                db.close()
+            for connection in (db, reader):
+                if connection is not None:
+                    connection.close()
             raise self._problem(err) from err
-        self._db = db
+        self._db, self._reader = db, reader
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -329,13 +343,18 @@ class Ledger:
 
     async def find_call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> tuple[Call, list[TaskRecord]] | None:
         """This tenant's call and its rows in the call's order, in one query; None if unknown or another tenant's."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_CALL_ROW} FROM calls c JOIN json_each(c.keys) k JOIN tasks t ON t.key = k.value "
-                "AND t.tenant = c.tenant WHERE c.id = ? AND c.tenant = ? ORDER BY k.key",
-                (call_id, tenant),
-            ).fetchall()
+        query = (
+            f"SELECT {_CALL_ROW} FROM calls c JOIN json_each(c.keys) k JOIN tasks t ON t.key = k.value "
+            "AND t.tenant = c.tenant WHERE c.id = ? AND c.tenant = ? ORDER BY k.key"
         )
+        rows: list[Any] | None = None
+        if self._reader is not None:
+            try:  # on the event loop: a few rows by key, and no lock is ever waited for (see the module docstring)
+                rows = self._reader.execute(query, (call_id, tenant)).fetchall()
+            except sqlite3.Error:  # busy (a checkpoint or a recovery holds the file), or worse: the worker reads,
+                rows = None  # waiting as every ledger call does, and says what is wrong
+        if rows is None:
+            rows = await self._run(lambda db: db.execute(query, (call_id, tenant)).fetchall())
         if not rows:
             return None
         created, cancelled, keys = rows[0][:3]
