@@ -24,6 +24,9 @@ PostgreSQL the cluster's own CPU. A server that cannot keep up stretches the pol
 the CPU of one poll (the polling window's CPU less the idle share, divided by the polls) and what N polls a second
 then cost (idle share + N x that) are given too; they do not depend on whether the machine let it keep up.
 Goal: p99 <= 10 ms and <= 25% of a core on SQLite.
+
+``--per-request --tasks 50`` measures instead what one request costs the server
+(``results/tasks_poll_per_request.json``).
 """
 
 from __future__ import annotations
@@ -322,6 +325,22 @@ async def measured(
             figures.cpu["server_core_share_at_one_poll_per_task_per_second"] = idle + per_poll * len(ids)
 
 
+async def per_request(client: Any, ids: list[str], figures: Figures, rounds: int = 40) -> None:
+    """CPU of one request, ``len(ids)`` at a time for ``rounds`` rounds, after 2 s of quiet: a method the server does
+    not have (the SDK's and the transport's own cost), ``tasks/get`` of an unknown id (one ledger read), of a task."""
+    await asyncio.sleep(2)
+    kinds: tuple[tuple[str, str, Callable[[str], dict[str, Any]]], ...] = (
+        ("unknown_method", "ping", lambda _: {}),
+        ("tasks_get_unknown_id", "tasks/get", lambda i: {"taskId": f"x{i}"}),
+        ("tasks_get", "tasks/get", lambda i: {"taskId": i}),
+    )
+    for label, method, params in kinds:
+        before = cpu_seconds(client.pids)
+        for _ in range(rounds):
+            await asyncio.gather(*(client.call(method, params(i)) for i in ids), return_exceptions=True)
+        figures.cpu[f"cpu_us_per_{label}"] = (cpu_seconds(client.pids) - before) / (rounds * len(ids)) * 1e6
+
+
 def emulator(task_seconds: float) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
@@ -386,7 +405,10 @@ async def run_transport(transport: str, args: argparse.Namespace, base_url: str)
         started = time.perf_counter()
         ids = await create_tasks(creator, args.tasks)
         figures.cpu["create_seconds"] = time.perf_counter() - started
-        await measured(client, ids, args.seconds, figures, extra)
+        if args.per_request:
+            await per_request(client, ids, figures)
+        else:
+            await measured(client, ids, args.seconds, figures, extra)
         for c in {id(creator): creator, id(client): client}.values():
             await c.stop()
     finally:
@@ -431,9 +453,15 @@ def main() -> None:
         help="how often the server's runner asks the API about each task in flight (NANO_BANANA_POLL_MAX_INTERVAL)",
     )
     parser.add_argument("--max-streams", type=int, default=0, help="NANO_BANANA_MAX_STREAMS for the servers")
+    parser.add_argument(
+        "--per-request",
+        action="store_true",
+        help="instead of the windows: the CPU of one request (use with --tasks 50): a method the server does not "
+        "have, tasks/get of an unknown id, tasks/get",
+    )
     args = parser.parse_args()
     figures = asyncio.run(main_async(args))
-    write("tasks_poll", figures)
+    write("tasks_poll_per_request" if args.per_request else "tasks_poll", figures)
 
 
 if __name__ == "__main__":
