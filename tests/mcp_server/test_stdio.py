@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 import pytest
@@ -44,10 +45,10 @@ async def answers(process: Process, last_id: int = 9) -> list[dict]:
     return lines
 
 
-async def answers_to(process: Process, ids: set[int]) -> list[dict]:
+async def answers_to(process: Process, ids: set[int]) -> list[dict[str, Any]]:
     """Every message the server writes until it has answered each of ``ids``."""
     assert process.stdout is not None
-    lines: list[dict] = []
+    lines: list[dict[str, Any]] = []
     buffer = ""
     stream = TextReceiveStream(process.stdout)
     with anyio.fail_after(30):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from tests.test_replicas import replicas
 
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.mcp_server.tasks_extension import (
     MAX_TASK_IDS,
     NOT_FOUND,
@@ -100,7 +101,7 @@ async def stdio(command: str, env: dict[str, str]) -> AsyncIterator[StdioWire]:
 
 
 async def test_a_declared_call_becomes_a_task_that_completes_with_the_plain_calls_result(
-    command: str, process_env: dict[str, str], emulator
+    command: str, process_env: dict[str, str], emulator: Emulator
 ) -> None:
     """Over stdio: discover advertises the extension; a 2 s image is answered at once with a task (an id of 192 random
     bits, not the API's); ``tasks/get`` resolves at once, says what it waits on, then ``completed`` with the very
@@ -140,7 +141,7 @@ async def test_a_declared_call_becomes_a_task_that_completes_with_the_plain_call
 
 
 async def test_a_task_survives_a_sigkill_and_finishes_after_the_restart_with_one_create(
-    command: str, process_env: dict[str, str], emulator
+    command: str, process_env: dict[str, str], emulator: Emulator
 ) -> None:
     """The server is SIGKILLed while the task runs at the API; a new process on the same data dir answers
     ``tasks/get`` for it, and its sweep finishes it: completed, the image saved, one create."""
@@ -161,7 +162,7 @@ async def test_a_task_survives_a_sigkill_and_finishes_after_the_restart_with_one
 
 
 async def test_without_the_extension_a_2026_client_gets_todays_answer(
-    command: str, process_env: dict[str, str], emulator
+    command: str, process_env: dict[str, str], emulator: Emulator
 ) -> None:
     """A 2026-07-28 request that does not declare the extension waits ``wait_seconds`` and gets the plain result,
     task id and ``get_task`` advice included, as before; its ``tasks/*`` calls are refused with -32021."""
@@ -188,7 +189,12 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def tasks_server(tmp_path_factory, make_settings, emulator_server, serve_http) -> Iterator[Served]:
+def tasks_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    make_settings: Callable[[str | None, Path], Settings],
+    emulator_server: Emulator,
+    serve_http: Callable[[Settings], AbstractContextManager[str]],
+) -> Iterator[Served]:
     """The HTTP app with two tenants, alice and bob."""
     root = tmp_path_factory.mktemp("tasks")
     tokens = root / "tokens"
@@ -214,14 +220,21 @@ async def _error(call: Any) -> WireError:
     return caught.value
 
 
-async def test_another_tenants_task_answers_exactly_like_an_unknown_one(tasks_server: Served, emulator) -> None:
+async def test_another_tenants_task_answers_exactly_like_an_unknown_one(
+    tasks_server: Served, emulator: Emulator
+) -> None:
     """Bob's ``tasks/get``, ``tasks/update`` and ``tasks/cancel`` of alice's task get the unknown id's -32602, word
     for word; his listen for it is acknowledged without it; alice's task goes on, uncancelled, to completed."""
     emulator.task_seconds = 2.0
     async with http(tasks_server, ALICE) as alice, http(tasks_server, BOB) as bob:
         created = await alice.call_tool("generate_image", {"prompt": "alice's secret"})
         task_id = created["taskId"]
-        for method, extra in (("tasks/get", {}), ("tasks/update", {"inputResponses": {}}), ("tasks/cancel", {})):
+        extras: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("tasks/get", {}),
+            ("tasks/update", {"inputResponses": {}}),
+            ("tasks/cancel", {}),
+        )
+        for method, extra in extras:
             theirs = await _error(bob.request(method, {"taskId": task_id, **extra}))
             unknown = await _error(bob.request(method, {"taskId": UNKNOWN, **extra}))
             assert (theirs.code, theirs.message, theirs.data) == (unknown.code, unknown.message, unknown.data)
@@ -234,7 +247,7 @@ async def test_another_tenants_task_answers_exactly_like_an_unknown_one(tasks_se
 
 
 async def test_cancel_is_acknowledged_and_the_paid_image_is_still_saved_and_listed(
-    tasks_server: Served, emulator
+    tasks_server: Served, emulator: Emulator
 ) -> None:
     """``tasks/cancel`` answers an empty result; the task reports ``cancelled`` (saying the image is still made and
     where); the API has no cancel, so the image is saved and ``list_tasks`` lists it. A finished task stays
@@ -283,7 +296,9 @@ async def test_tasks_calls_without_the_extension_get_32021_and_unknown_ids_32602
         assert too_many.value.code == -32602 and str(MAX_TASK_IDS) in too_many.value.message
 
 
-async def test_a_listener_hears_each_change_up_to_the_completed_result(tasks_server: Served, emulator) -> None:
+async def test_a_listener_hears_each_change_up_to_the_completed_result(
+    tasks_server: Served, emulator: Emulator
+) -> None:
     """``subscriptions/listen`` with ``taskIds``: the ack names the caller's task (not an unknown id), then one
     ``notifications/tasks`` with its state, one per change (progress included), the last ``completed`` with what
     ``tasks/get`` answers."""
@@ -305,7 +320,7 @@ async def test_a_listener_hears_each_change_up_to_the_completed_result(tasks_ser
     assert _task_fields(heard[-1]["params"]) == _task_fields(final)
 
 
-async def test_a_batch_is_one_task_with_every_image(tasks_server: Served, emulator) -> None:
+async def test_a_batch_is_one_task_with_every_image(tasks_server: Served, emulator: Emulator) -> None:
     """``count=2``: one task; while working it speaks of both images; completed, its result names both tasks and
     both saved images, as the plain call's does."""
     emulator.task_seconds = 2.0
@@ -321,7 +336,9 @@ async def test_a_batch_is_one_task_with_every_image(tasks_server: Served, emulat
     assert emulator.creates == 2
 
 
-async def test_a_2025_session_sees_no_tasks(tasks_server: Served, hello, emulator) -> None:
+async def test_a_2025_session_sees_no_tasks(
+    tasks_server: Served, hello: Callable[..., httpx.Response], emulator: Emulator
+) -> None:
     """A 2025-11-25 session (the handshake most hosts speak): initialize names no tasks extension, generate_image
     answers as before (``wait_seconds``, then the task id and ``get_task`` advice), ``tasks/get`` does not exist."""
     emulator.task_seconds = 2.0
@@ -354,15 +371,17 @@ async def test_a_2025_session_sees_no_tasks(tasks_server: Served, hello, emulato
 def _sse_or_json(response: httpx.Response) -> dict[str, Any]:
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         data = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
-        return json.loads(data[-1])
-    return response.json()  # type: ignore[no-any-return]
+        answer: dict[str, Any] = json.loads(data[-1])
+        return answer
+    body: dict[str, Any] = response.json()
+    return body
 
 
 # -- replicas on one PostgreSQL ledger -------------------------------------------------------------------------
 
 
 async def test_any_replica_answers_for_a_task_and_hears_it_finish(
-    process_env: dict[str, str], database_url: str, command: str, emulator, tmp_path: Path
+    process_env: dict[str, str], database_url: str, command: str, emulator: Emulator, tmp_path: Path
 ) -> None:
     """Two ``serve --http`` processes on one PostgreSQL ledger: a task made through A resolves through B at once;
     B's listener hears it finish (A works it; the ledger announces the finish); B's ``tasks/get`` gives the completed
