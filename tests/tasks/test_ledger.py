@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.tasks import LEDGER_FILE, STATUSES, Ledger, LedgerStore, RowTaken, SavedImage, Status, TaskRecord
-from nano_banana_mcp.tasks.records import now
+from nano_banana_mcp.tasks.records import Call, now
 
 pytestmark = pytest.mark.anyio
 
@@ -456,6 +456,45 @@ async def test_the_upload_cache_is_per_tenant(ledger: LedgerStore) -> None:
     await ledger.remember_upload("abc", "https://files/bob.png", expires, tenant="bob")
     assert await ledger.cached_upload("abc", tenant="bob") == ("https://files/bob.png", expires)
     assert await ledger.cached_upload("abc", tenant="alice") == ("https://files/alice.png", expires)
+
+
+# -- calls answered with a task -------------------------------------------------------------------
+
+
+async def test_a_call_is_found_by_any_process_with_its_rows_in_order_and_only_by_its_tenant(
+    ledger: LedgerStore, other: LedgerStore
+) -> None:
+    """A call written by one process is read back whole by another, its rows in the call's order (not the rows'),
+    with their current state; another tenant's look-up, or an unknown id, finds nothing alike."""
+    await ledger.add(record("r2", tenant="alice"))
+    await ledger.add(record("r1", tenant="alice", phase="downloaded", task_id="t1"))
+    call = Call(id="call-1", keys=["r2", "r1"], tenant="alice", created_at=now())
+    await ledger.add_call(call)
+    found = await other.find_call("call-1", tenant="alice")
+    assert found is not None
+    read, rows = found
+    assert read == call
+    assert [(r.key, r.phase, r.tenant) for r in rows] == [("r2", "submitting", "alice"), ("r1", "downloaded", "alice")]
+    assert await other.find_call("call-1", tenant="bob") is None
+    assert await other.find_call("call-1") is None
+    assert await other.find_call("nobody's", tenant="alice") is None
+
+
+async def test_a_cancel_is_kept_once_and_only_for_its_tenant(ledger: LedgerStore, other: LedgerStore) -> None:
+    """The first cancel's time is kept (a second changes nothing); another tenant cannot cancel (False, as for an
+    unknown id); the rows are untouched."""
+    await ledger.add(record("r1", tenant="alice"))
+    await ledger.add_call(Call(id="call-1", keys=["r1"], tenant="alice"))
+    first = now()
+    assert not await other.cancel_call("call-1", first, tenant="bob")
+    assert not await other.cancel_call("unknown", first, tenant="alice")
+    found = await ledger.find_call("call-1", tenant="alice")
+    assert found is not None and found[0].cancelled_at is None
+    assert await other.cancel_call("call-1", first, tenant="alice")
+    assert await other.cancel_call("call-1", first + timedelta(seconds=5), tenant="alice")
+    found = await ledger.find_call("call-1", tenant="alice")
+    assert found is not None and found[0].cancelled_at == first
+    assert found[1][0].phase == "submitting"
 
 
 # -- concurrency -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.tasks import LEDGER_FILE, SCHEMA_VERSION, STATUSES, Ledger, Phase, TaskRecord, status_of
 from nano_banana_mcp.tasks.ledger import MIGRATIONS
-from nano_banana_mcp.tasks.records import now
+from nano_banana_mcp.tasks.records import Call, now
 
 pytestmark = pytest.mark.anyio
 
@@ -72,6 +72,22 @@ async def test_a_write_waits_for_another_writer(ledger: Ledger) -> None:
         await ledger.add(record("k1"))
     blocker.close()
     assert await ledger.get("k1") is not None
+
+
+async def test_a_call_is_read_at_once_while_another_process_writes(ledger: Ledger) -> None:
+    """``find_call`` (a host polls it every second per task) reads on a connection of its own that waits for no lock:
+    while another process holds a write transaction, it answers at once, with the committed state."""
+    await ledger.add(record("k1"))
+    await ledger.add_call(Call(id="c1", keys=["k1"]))
+    other = sqlite3.connect(ledger.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE tasks SET error = 'not committed' WHERE key = 'k1'")
+    try:
+        found = await ledger.find_call("c1")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert found is not None and found[1][0].error is None
 
 
 async def test_newer_schema_is_refused_with_advice(path: Path) -> None:

@@ -29,6 +29,7 @@ from nano_banana_mcp.mcp_server.apps import ViewerApps, apps_only
 from nano_banana_mcp.mcp_server.http import HttpAuth, TenantToken, http_auth, transport_security
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
 from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
+from nano_banana_mcp.mcp_server.tasks_extension import BackgroundTasks
 from nano_banana_mcp.mcp_server.tools import IMAGE_URI, App, build_tools, service_of, tenant_of
 from nano_banana_mcp.mcp_server.watch import ListenLimits
 from nano_banana_mcp.runtime import open_service
@@ -135,6 +136,7 @@ def create_server(
     tenant_keys = {entry.tenant: entry.key for entry in tenants if entry.key is not None}
 
     bus = TenantBus()
+    tasks = BackgroundTasks(bus)  # the MCP Tasks extension: the host carries the long wait
 
     async def known(app: App, task_id: str) -> bool:
         return await app.service.ledger.find(task_id, tenant=tenant_of()) is not None
@@ -146,6 +148,7 @@ def create_server(
 
         A call that returned before the API named the task gave the request's own id: both names are told.
         """
+        await tasks.finished(record)
         for handle in dict.fromkeys(h for h in (record.task_id, record.key) if h):
             uri = TASK_URI.format(task_id=handle)
             await bus.publish(ResourceUpdated(uri=uri), tenant=record.tenant)
@@ -171,8 +174,9 @@ def create_server(
         website_url="https://monet.vision",
         lifespan=lifespan,
         tools=build_tools(),
-        extensions=[ViewerApps()],  # MCP Apps: the viewer, bound to the tools that show images
-        middleware=[apps_only, image_types],  # ... offered only to clients that negotiated it; images typed
+        extensions=[ViewerApps(), tasks],  # MCP Apps: the viewer, bound to the tools that show images
+        # Apps offered only to clients that negotiated it; images typed; listens for task notifications served
+        middleware=[apps_only, image_types, tasks.listen],
         subscriptions=bus,
         **_auth(token, tenants, public_url, oauth),
     )

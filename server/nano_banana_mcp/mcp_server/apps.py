@@ -36,6 +36,7 @@ __all__ = [
     "apps_only",
     "ui_binding",
     "viewer_html",
+    "with_request",
 ]
 
 VIEWER_URI = "ui://nano-banana/viewer"
@@ -81,17 +82,19 @@ class ViewerApps(Apps):
         self, params: CallToolRequestParams, ctx: ServerRequestContext[Any, Any], call_next: CallNext
     ) -> HandlerResult:
         result = await call_next(ctx)
-        if (
-            params.name in _REQUEST_TOOLS
-            and isinstance(result, CallToolResult)
-            and not result.is_error
-            and isinstance(result.structured_content, dict)
-            and client_supports_apps(ctx)
-        ):
-            request = await _request_of(ctx.lifespan_context.service, result.structured_content)
-            if request is not None:
-                result.meta = {**(result.meta or {}), REQUEST_META: request}
+        if params.name in _REQUEST_TOOLS and isinstance(result, CallToolResult):
+            await with_request(result, ctx)
         return result
+
+
+async def with_request(result: CallToolResult, ctx: ServerRequestContext[Any, Any]) -> CallToolResult:
+    """A tool's successful result with its request in ``_meta``, for a client that negotiated the extension (also what
+    a completed MCP task of ``generate_image`` carries, in ``tasks_extension``)."""
+    if not result.is_error and isinstance(result.structured_content, dict) and client_supports_apps(ctx):
+        request = await _request_of(ctx.lifespan_context.service, result.structured_content)
+        if request is not None:
+            result.meta = {**(result.meta or {}), REQUEST_META: request}
+    return result
 
 
 async def _request_of(service: Service, structured: dict[str, Any]) -> dict[str, Any] | None:

@@ -12,10 +12,17 @@ line with no id (a stray log line on the other side) can start an error storm be
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import stat
+import sys
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -23,6 +30,9 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
 from pydantic import ValidationError
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = ["answer_unreadable", "request_id_of", "serve_stdio"]
 
@@ -107,12 +117,111 @@ class _Answering:
         return None
 
 
+class _PipeLines:
+    """The lines of a pipe, read on the event loop as it becomes readable: no worker thread per line."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._parts: list[bytes] = []  # the line being read
+        self._lines: deque[str] = deque()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self._lines:
+            try:
+                chunk = os.read(self._fd, _CHUNK)
+            except BlockingIOError:
+                await anyio.wait_readable(self._fd)
+                continue
+            if not chunk:  # end of input: a last line without its newline, then the end
+                if not self._parts:
+                    raise StopAsyncIteration
+                self._lines.append(b"".join(self._parts).decode("utf-8", errors="replace"))
+                self._parts = []
+                break
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                self._parts.append(chunk[start : end + 1])
+                self._lines.append(b"".join(self._parts).decode("utf-8", errors="replace"))
+                self._parts, start = [], end + 1
+            if start < len(chunk):
+                self._parts.append(chunk[start:])
+        return self._lines.popleft()
+
+
+class _PipeWriter:
+    """Writes to a pipe on the event loop, waiting while it is full: no worker thread per message."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def write(self, text: str) -> None:
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            try:
+                written = os.write(self._fd, data)
+            except BlockingIOError:
+                await anyio.wait_writable(self._fd)
+                continue
+            data = data[written:]
+
+    async def flush(self) -> None:
+        """Nothing is buffered here."""
+
+
+_CHUNK = 1 << 16
+
+
+@contextmanager
+def _pipes() -> Iterator[tuple[_PipeLines, _PipeWriter] | None]:
+    """stdin and stdout as pipes served on the event loop, when both are pipes or sockets (as hosts start servers)
+    on a POSIX system; None otherwise (a terminal, a file, Windows: the SDK's own threaded streams then).
+
+    As the SDK's transport does, fds 0 and 1 are pointed elsewhere while serving (0 at the null device, 1 at
+    stderr), so a stray ``print`` or a child process never writes into the wire; they are restored on the way out.
+    """
+    if sys.platform == "win32" or not all(_is_pipe(fd) for fd in (0, 1)):
+        yield None
+        return
+    sys.stdout.flush()
+    wire_in = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+    wire_out = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(null, 0)
+        os.dup2(2, 1)
+        for fd in (wire_in, wire_out):
+            os.set_blocking(fd, False)
+        yield _PipeLines(wire_in), _PipeWriter(wire_out)
+    finally:
+        os.close(null)
+        for fd, wire in ((0, wire_in), (1, wire_out)):
+            with contextlib.suppress(OSError):
+                os.set_blocking(wire, True)
+                os.dup2(wire, fd)
+            os.close(wire)
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
 async def serve_stdio(mcp: MCPServer[Any]) -> None:
-    """``mcp.run()`` over stdio, with unreadable requests answered (see the module docstring)."""
+    """``mcp.run()`` over stdio, with unreadable requests answered (see the module docstring), and the pipes read and
+    written on the event loop (:func:`_pipes`): the SDK's streams use a worker thread for every line read and two
+    for every message written, which capped a server at ~1,000 messages a second on 2 cores (bench/tasks_poll.py)."""
     # MCPServer.run_stdio_async does the same with the SDK's own streams; its low-level server is the
     # documented way in: https://github.com/modelcontextprotocol/python-sdk/blob/main/docs/migration.md
     lowlevel = mcp._lowlevel_server  # pyright: ignore[reportPrivateUsage]
-    async with stdio_server() as (read_stream, write_stream):
-        await lowlevel.run(
-            _Answering(read_stream, write_stream), write_stream, lowlevel.create_initialization_options()
-        )
+    with _pipes() as pipes:
+        stdin, stdout = pipes if pipes is not None else (None, None)
+        async with stdio_server(cast(Any, stdin), cast(Any, stdout)) as (read_stream, write_stream):
+            await lowlevel.run(
+                _Answering(read_stream, write_stream), write_stream, lowlevel.create_initialization_options()
+            )

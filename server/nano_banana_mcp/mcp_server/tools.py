@@ -6,7 +6,8 @@ import base64
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from mcp.server.mcpserver import Context
@@ -30,14 +31,17 @@ from nano_banana_mcp.tasks import (
     Service,
     Status,
     TaskList,
+    TaskRecord,
     TaskResult,
     UploadedReference,
 )
 
 __all__ = [
+    "DEFERRAL",
     "IMAGE_URI",
     "MAX_WAIT",
     "App",
+    "Deferral",
     "ModelList",
     "agent_errors",
     "build_tools",
@@ -48,6 +52,7 @@ __all__ = [
     "roots_of",
     "service_of",
     "tenant_of",
+    "tool_result",
     "upload_reference",
 ]
 
@@ -55,6 +60,18 @@ log = logging.getLogger(__name__)
 
 IMAGE_URI = "nano-banana://tasks/{task_id}/images/{index}"
 MAX_WAIT = 600.0
+
+
+@dataclass
+class Deferral:
+    """Set (by ``tasks_extension``) around a ``generate_image`` call that may be answered with a task: the call
+    waits at most ``seconds`` for its images and leaves the rows it wrote here, for the task to follow."""
+
+    seconds: float
+    records: list[TaskRecord] = field(default_factory=list)
+
+
+DEFERRAL: ContextVar[Deferral | None] = ContextVar("nano_banana_deferral", default=None)
 
 
 @dataclass
@@ -92,9 +109,9 @@ def service_of(ctx: Context[App]) -> Service:
     return ctx.request_context.lifespan_context.service
 
 
-async def _tool_result(service: Service, result: TaskResult) -> Annotated[CallToolResult, TaskResult]:
-    """Summary line, a small thumbnail per saved image (or a note saying why there is none), a resource link per
-    image, structured content."""
+async def tool_result(service: Service, result: TaskResult) -> Annotated[CallToolResult, TaskResult]:
+    """What ``generate_image`` and ``get_task`` return (and a completed MCP task carries): summary line, a small
+    thumbnail per saved image (or a note saying why there is none), a resource link per image, structured content."""
     content: list[ContentBlock] = [TextContent(type="text", text=result.summary())]
     for index, image in enumerate(result.images):
         if image.path is None:
@@ -160,16 +177,12 @@ async def generate_image(
             output_format=output_format,
         )
         service = service_of(ctx)
-        result = await service.generate(
-            request,
-            wait_seconds,
-            ctx.report_progress,
-            client_roots=roots_of(ctx),
-            count=count,
-            tenant=tenant_of(),
-            request_id=request_id,
-        )
-        return await _tool_result(service, result)
+        records = await service.submit(request, roots_of(ctx), count, tenant=tenant_of(), request_id=request_id)
+        deferral = DEFERRAL.get()
+        if deferral is not None:  # the host may carry the wait (the MCP Tasks extension): a short one here
+            deferral.records, wait_seconds = records, min(wait_seconds, deferral.seconds)
+        result = await service.collect(records, wait_seconds, ctx.report_progress, tenant=tenant_of())
+        return await tool_result(service, result)
 
 
 async def get_task(
@@ -183,7 +196,7 @@ async def get_task(
     with agent_errors():
         service = service_of(ctx)
         result = await service.wait(task_id, wait_seconds, ctx.report_progress, tenant=tenant_of())
-        return await _tool_result(service, result)
+        return await tool_result(service, result)
 
 
 async def list_tasks(

@@ -4,6 +4,7 @@ from nano_banana_mcp.tasks.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
 from nano_banana_mcp.tasks.records import (
     DEFAULT_TENANT,
     STATUSES,
+    Call,
     Endpoint,
     Phase,
     SavedImage,
@@ -16,6 +17,7 @@ from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.service import (
     COLLECT_WAIT,
     OFFLINE_NOTE,
+    CallState,
     ProgressCallback,
     Service,
     TaskList,
@@ -31,6 +33,8 @@ __all__ = [
     "OFFLINE_NOTE",
     "SCHEMA_VERSION",
     "STATUSES",
+    "Call",
+    "CallState",
     "Endpoint",
     "Ledger",
     "LedgerStore",

@@ -9,12 +9,18 @@ share one data dir (Claude Desktop and the CLI at once): a row is worked on only
 process that is alive; each process holds an OS lock for its lifetime (:class:`OwnerLocks`), so a dead
 owner's rows are taken over at once, and no clock is trusted. Uploads are cached by content hash.
 
-All SQLite work runs in one worker thread at a time, never on the event loop. Any failure to open,
-migrate, read or write the file is a :class:`ConfigError` that names the file and ``NANO_BANANA_DATA_DIR``.
+All SQLite work runs in one worker thread at a time, never on the event loop, but one read: the look-up of a
+call answered with an MCP task (:meth:`Ledger.find_call`), which a host repeats every second or so for every task
+it carries. It reads a few rows by key on a connection of its own that never waits for a lock (a WAL reader is
+not blocked by writers; should it be busy, the worker thread reads instead): ~20 us, where a round trip to the
+worker costs ~100 us of CPU and, on a busy event loop, queues behind the GIL (bench/tasks_poll.py). Any failure
+to open, migrate, read or write the file is a :class:`ConfigError` that names the file and
+``NANO_BANANA_DATA_DIR``.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -26,7 +32,7 @@ import anyio.to_thread
 
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.tasks.owners import OwnerLocks
-from nano_banana_mcp.tasks.records import DEFAULT_TENANT, UNFINISHED_PHASES, Status, TaskRecord, now
+from nano_banana_mcp.tasks.records import DEFAULT_TENANT, UNFINISHED_PHASES, Call, Status, TaskRecord, now
 from nano_banana_mcp.tasks.store import RowTaken, record_from_row
 
 __all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "Ledger"]
@@ -103,6 +109,16 @@ MIGRATIONS: Sequence[str] = (
     """
     ALTER TABLE tasks ADD COLUMN create_log TEXT NOT NULL DEFAULT '{}';
     """,
+    # 5: calls answered with an MCP task (tasks/records.py Call): the task's id, its tenant, its rows' keys (JSON).
+    """
+    CREATE TABLE calls (
+        id           TEXT PRIMARY KEY,
+        tenant       TEXT NOT NULL,
+        keys         TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        cancelled_at TEXT
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -110,6 +126,8 @@ _COLUMNS = (
     "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at, "
     "create_log, tenant"
 )
+_CALL_ROW = "c.created_at, c.cancelled_at, c.keys, " + ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
+"""A call and one of its rows, as :meth:`Ledger.find_call` selects them."""
 _UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
 
 
@@ -147,6 +165,7 @@ class Ledger:
         self.upload_scope = upload_scope or api_scope
         self.owners = OwnerLocks(path.parent / OWNERS_DIR)
         self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None  # find_call's, on the event loop (see the module docstring)
         self._limiter = anyio.CapacityLimiter(1)
 
     @property
@@ -160,6 +179,9 @@ class Ledger:
         return self
 
     async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            reader.close()
         if self._db is not None:
             db, self._db = self._db, None
             await anyio.to_thread.run_sync(db.close, limiter=self._limiter)
@@ -177,6 +199,7 @@ class Ledger:
 
     def _open_sync(self) -> None:
         db: sqlite3.Connection | None = None
+        reader: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
@@ -186,11 +209,15 @@ class Ledger:
             _check_intact(db)
             self._migrate(db)
             self.owners.acquire()
+            reader = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            reader.execute("PRAGMA busy_timeout=0")
+            reader.execute("PRAGMA query_only=ON")
         except (OSError, sqlite3.Error) as err:
-            if db is not None:
-                db.close()
+            for connection in (db, reader):
+                if connection is not None:
+                    connection.close()
             raise self._problem(err) from err
-        self._db = db
+        self._db, self._reader = db, reader
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -305,6 +332,62 @@ class Ledger:
         where, args = ("WHERE tenant=? AND status=?", (tenant, status)) if status else ("WHERE tenant=?", (tenant,))
         count: int = await self._run(lambda db: db.execute(f"SELECT count(*) FROM tasks {where}", args).fetchone()[0])
         return count
+
+    # -- calls answered with a task ----------------------------------------------------------------
+
+    async def add_call(self, call: Call) -> None:
+        """Write a call's id, tenant and rows (committed when this returns: any process on the file finds it)."""
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO calls (id, tenant, keys, created_at, cancelled_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    call.id,
+                    call.tenant,
+                    json.dumps(call.keys),
+                    _iso(call.created_at),
+                    _iso(call.cancelled_at) if call.cancelled_at else None,
+                ),
+            )
+        )
+
+    async def find_call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> tuple[Call, list[TaskRecord]] | None:
+        """This tenant's call and its rows in the call's order, in one query; None if unknown or another tenant's."""
+        query = (
+            f"SELECT {_CALL_ROW} FROM calls c JOIN json_each(c.keys) k JOIN tasks t ON t.key = k.value "
+            "AND t.tenant = c.tenant WHERE c.id = ? AND c.tenant = ? ORDER BY k.key"
+        )
+        rows: list[Any] | None = None
+        if self._reader is not None:
+            try:  # on the event loop: a few rows by key, and no lock is ever waited for (see the module docstring)
+                rows = self._reader.execute(query, (call_id, tenant)).fetchall()
+            except sqlite3.Error:  # busy (a checkpoint or a recovery holds the file), or worse: the worker reads,
+                rows = None  # waiting as every ledger call does, and says what is wrong
+        if rows is None:
+            rows = await self._run(lambda db: db.execute(query, (call_id, tenant)).fetchall())
+        if not rows:
+            return None
+        created, cancelled, keys = rows[0][:3]
+        call = Call(
+            id=call_id,
+            tenant=tenant,
+            keys=json.loads(keys),
+            created_at=datetime.fromisoformat(created),
+            cancelled_at=datetime.fromisoformat(cancelled) if cancelled else None,
+        )
+        return call, [self._record(row[3:]) for row in rows]
+
+    async def cancel_call(self, call_id: str, at: datetime, *, tenant: str = DEFAULT_TENANT) -> bool:
+        """Mark this tenant's call cancelled at ``at``, unless it was already; False for an unknown id."""
+
+        def cancel(db: sqlite3.Connection) -> bool:
+            db.execute(
+                "UPDATE calls SET cancelled_at = ? WHERE id = ? AND tenant = ? AND cancelled_at IS NULL",
+                (_iso(at), call_id, tenant),
+            )
+            found = db.execute("SELECT 1 FROM calls WHERE id = ? AND tenant = ?", (call_id, tenant)).fetchone()
+            return found is not None
+
+        return await self._run(cancel)
 
     # -- owners --------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ whose text (a tenant may read it) names no database: the log has the same detail
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -48,7 +49,15 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
 from nano_banana_mcp.errors import ConfigError, DatabaseUnavailable, NanoBananaError
-from nano_banana_mcp.tasks.records import DEFAULT_TENANT, FINISHED_PHASES, UNFINISHED_PHASES, Status, TaskRecord, now
+from nano_banana_mcp.tasks.records import (
+    DEFAULT_TENANT,
+    FINISHED_PHASES,
+    UNFINISHED_PHASES,
+    Call,
+    Status,
+    TaskRecord,
+    now,
+)
 from nano_banana_mcp.tasks.store import RowTaken, record_from_row
 
 __all__ = ["FINISHED_CHANNEL", "MIGRATIONS", "POOL_SIZE", "SCHEMA_VERSION", "DatabaseUnavailable", "PostgresLedger"]
@@ -104,6 +113,16 @@ MIGRATIONS: Sequence[LiteralString] = (
     """
     ALTER TABLE tasks ADD COLUMN create_log text NOT NULL DEFAULT '{}';
     """,
+    # 4: calls answered with an MCP task (tasks/records.py Call): the task's id, its tenant, its rows' keys (JSON).
+    """
+    CREATE TABLE calls (
+        id           text PRIMARY KEY,
+        tenant       text NOT NULL,
+        keys         text NOT NULL,
+        created_at   timestamptz NOT NULL,
+        cancelled_at timestamptz
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 POOL_SIZE = 4
@@ -128,6 +147,8 @@ _COLUMNS = (
     "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at, "
     "create_log, tenant"
 )
+_CALL_ROW = "c.created_at, c.cancelled_at, c.keys, " + ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
+"""A call and one of its rows, as :meth:`PostgresLedger.find_call` selects them."""
 _UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
 _FINISHED = f"phase IN ({', '.join(repr(p) for p in FINISHED_PHASES)})"
 _SCHEMA_LOCK = "pg_advisory_xact_lock(hashtextextended('nano-banana-mcp ledger schema', 0))"
@@ -429,6 +450,43 @@ class PostgresLedger:
         where, args = ("WHERE tenant=%s AND status=%s", (tenant, status)) if status else ("WHERE tenant=%s", (tenant,))
         [(count,)] = await self._rows(f"SELECT count(*) FROM tasks {where}", args)
         return int(count)
+
+    # -- calls answered with a task ----------------------------------------------------------------
+
+    async def add_call(self, call: Call) -> None:
+        """Write a call's id, tenant and rows (committed when this returns: every replica finds it)."""
+        await self._write(
+            "INSERT INTO calls (id, tenant, keys, created_at, cancelled_at) VALUES (%s, %s, %s, %s, %s)",
+            (call.id, call.tenant, json.dumps([_text(k) for k in call.keys]), call.created_at, call.cancelled_at),
+        )
+
+    async def find_call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> tuple[Call, list[TaskRecord]] | None:
+        """This tenant's call and its rows in the call's order, in one query; None if unknown or another tenant's."""
+        rows = await self._rows(
+            f"SELECT {_CALL_ROW} FROM calls c "
+            "CROSS JOIN LATERAL json_array_elements_text(c.keys::json) WITH ORDINALITY AS k(key, n) "
+            "JOIN tasks t ON t.key = k.key AND t.tenant = c.tenant WHERE c.id = %s AND c.tenant = %s ORDER BY k.n",
+            (_text(call_id), tenant),
+        )
+        if not rows:
+            return None
+        created, cancelled, keys = rows[0][:3]
+        call = Call(
+            id=call_id,
+            tenant=tenant,
+            keys=json.loads(keys),
+            created_at=_utc(created),
+            cancelled_at=_utc(cancelled) if cancelled else None,
+        )
+        return call, [self._record(row[3:]) for row in rows]
+
+    async def cancel_call(self, call_id: str, at: datetime, *, tenant: str = DEFAULT_TENANT) -> bool:
+        """Mark this tenant's call cancelled at ``at``, unless it was already; False for an unknown id."""
+        rows = await self._rows(
+            "UPDATE calls SET cancelled_at = coalesce(cancelled_at, %s) WHERE id = %s AND tenant = %s RETURNING id",
+            (at, _text(call_id), tenant),
+        )
+        return bool(rows)
 
     # -- owners --------------------------------------------------------------------------------
 

@@ -26,12 +26,14 @@ from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.monet import Task
 
 __all__ = [
+    "CALL_ID_BYTES",
     "DEFAULT_TENANT",
     "FINISHED_PHASES",
     "MAX_OUTPUTS",
     "MAX_STREAMS_PER_KEY",
     "STATUSES",
     "UNFINISHED_PHASES",
+    "Call",
     "CreateLog",
     "Endpoint",
     "Phase",
@@ -215,3 +217,23 @@ class TaskRecord(BaseModel):
     def trouble(self, reason: str) -> None:
         """A problem that does not end the task (it is retried); shown until it clears."""
         self.error = reason
+
+
+CALL_ID_BYTES = 24
+"""Random bytes in a call's id (192 bits, ``secrets.token_urlsafe``): nobody can guess another caller's."""
+
+
+class Call(BaseModel):
+    """A call whose rows are followed under an id of their own: an MCP task (``mcp_server.tasks_extension``).
+
+    The id is random (:data:`CALL_ID_BYTES`), never the API's nor a row's key, and bound to the caller's tenant: a
+    look-up by another tenant finds nothing, exactly as for an id that does not exist. ``keys`` are the call's rows,
+    in order (``count`` > 1: several). ``cancelled_at``: the caller cancelled it (the rows go on: the API has no
+    cancel, and a paid image is never lost).
+    """
+
+    id: str
+    keys: list[str]
+    tenant: str = "default"
+    created_at: datetime = Field(default_factory=now)
+    cancelled_at: datetime | None = None

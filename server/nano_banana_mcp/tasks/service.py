@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -26,7 +27,16 @@ from nano_banana_mcp.errors import InvalidRequest, MonetError, NotFound, TaskNot
 from nano_banana_mcp.images.decoding import thumbnail
 from nano_banana_mcp.monet import MonetClient, MonetClients, Task
 from nano_banana_mcp.storage import ImageStore, StorageError
-from nano_banana_mcp.tasks.records import DEFAULT_TENANT, SavedImage, Status, TaskRecord, status_at_api
+from nano_banana_mcp.tasks.records import (
+    CALL_ID_BYTES,
+    DEFAULT_TENANT,
+    Call,
+    SavedImage,
+    Status,
+    TaskRecord,
+    now,
+    status_at_api,
+)
 from nano_banana_mcp.tasks.references import RESULT_URI, References, RootsProvider, UploadedReference
 from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.store import LedgerStore
@@ -34,6 +44,7 @@ from nano_banana_mcp.tasks.store import LedgerStore
 __all__ = [
     "COLLECT_WAIT",
     "OFFLINE_NOTE",
+    "CallState",
     "ProgressCallback",
     "Service",
     "TaskList",
@@ -200,6 +211,37 @@ def _check_same(record: TaskRecord, request: GenerateRequest, request_id: str | 
     )
 
 
+def _outcome(records: Sequence[TaskRecord], results: Sequence[TaskResult]) -> TaskResult:
+    """The one result of a call's rows; ``MonetError`` when the API refused every create (nothing was made)."""
+    pairs = zip(results, records, strict=True)
+    refused = [r for r, record in pairs if r.status == "failed" and r.task_id == record.key]
+    if len(refused) == len(results):
+        raise MonetError(refused[0].error or "The Monet API refused the request.")
+    return combine(results)
+
+
+@dataclass(frozen=True)
+class CallState:
+    """A call answered with a task (its :class:`Call`) and its rows as they stand: this process's working copies for
+    the rows it works on (progress included), the ledger's for the others."""
+
+    call: Call
+    records: list[TaskRecord]
+
+    @property
+    def finished(self) -> bool:
+        """Every row is finished: its images saved, or failed for good."""
+        return all(r.finished for r in self.records)
+
+    @property
+    def updated_at(self) -> datetime:
+        """When the call or one of its rows last changed."""
+        moments = [self.call.created_at, *(r.updated_at for r in self.records)]
+        if self.call.cancelled_at is not None:
+            moments.append(self.call.cancelled_at)
+        return max(moments)
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return "size unknown"
@@ -343,16 +385,22 @@ class Service:
         tenant: str = DEFAULT_TENANT,
         request_id: str | None = None,
     ) -> TaskResult:
-        """Submit (see :meth:`submit` for ``request_id``), then wait for every task. A create the API refused for good
-        (nothing made, in every task of the call) is raised as ``MonetError``."""
+        """Submit (see :meth:`submit` for ``request_id``), then wait for every task (see :meth:`collect`)."""
         records = await self.submit(request, client_roots, count, tenant=tenant, request_id=request_id)
+        return await self.collect(records, wait_seconds, on_progress, tenant=tenant)
+
+    async def collect(
+        self,
+        records: Sequence[TaskRecord],
+        wait_seconds: float,
+        on_progress: ProgressCallback | None = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+    ) -> TaskResult:
+        """Wait up to ``wait_seconds`` for the rows one call wrote, then their one result. A create the API refused for
+        good (nothing made, in every task of the call) is raised as ``MonetError``."""
         results = await self._wait_all([r.key for r in records], wait_seconds, on_progress, tenant)
-        refused = [
-            r for r, record in zip(results, records, strict=True) if r.status == "failed" and r.task_id == record.key
-        ]
-        if len(refused) == len(results):
-            raise MonetError(refused[0].error or "The Monet API refused the request.")
-        return combine(results)
+        return _outcome(records, results)
 
     async def _wait_all(
         self, keys: Sequence[str], wait_seconds: float, on_progress: ProgressCallback | None, tenant: str
@@ -409,6 +457,60 @@ class Service:
                 else:
                     await anyio.sleep(_LEDGER_POLL)  # another process works on it; its writes reach the ledger
         return self.result(await self._current(key) or record)
+
+    # -- calls answered with a task ----------------------------------------------------------------
+
+    async def open_call(self, records: Sequence[TaskRecord], *, tenant: str = DEFAULT_TENANT) -> CallState:
+        """Give the rows one call wrote an id of their own (an MCP task), bound to the tenant, and write it: once this
+        returns, :meth:`call` finds it on any process that shares the ledger. The id is random (192 bits), never the
+        API's nor a row's key."""
+        call = Call(id=secrets.token_urlsafe(CALL_ID_BYTES), keys=[r.key for r in records], tenant=tenant)
+        with anyio.CancelScope(shield=True):  # written whole or not at all before the id is handed out
+            await self.ledger.add_call(call)
+        return CallState(call, [await self._current(r.key) or r for r in records])
+
+    async def call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> CallState | None:
+        """The tenant's call and its rows, fresh; None for an id that is unknown or another tenant's (alike).
+
+        One ledger read, and no resume: the sweep carries on rows nobody works (a call polled every second must not
+        claim rows every second), and :meth:`wait` or :meth:`get` resumes a row asked for by its own id.
+        """
+        found = await self.ledger.find_call(call_id, tenant=tenant)
+        if found is None:
+            return None
+        call, records = found
+        return CallState(call, [self._fresh(r, deep=False) for r in records])
+
+    async def cancel_call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> CallState | None:
+        """Cancel the tenant's call, as far as anything can be: the API has no cancel, so its rows go on, and their
+        images (paid for) are saved and listed as any others. A call already finished stays as it was. None for an
+        unknown id."""
+        state = await self.call(call_id, tenant=tenant)
+        if state is None or state.finished or state.call.cancelled_at is not None:
+            return state
+        await self.ledger.cancel_call(call_id, now(), tenant=tenant)
+        return await self.call(call_id, tenant=tenant)
+
+    def call_result(self, state: CallState) -> TaskResult:
+        """What ``generate`` would have returned for the call's rows as they stand (``MonetError`` if every create was
+        refused)."""
+        return _outcome(state.records, [self.result(r) for r in state.records])
+
+    async def next_change(self, keys: Sequence[str]) -> None:
+        """Return at the next change (progress included) of one of these rows that this process works on; never, if it
+        works on none of them (a row another process works on is not seen to change here: bound the wait)."""
+        runner = self.runner
+        events = [runner.changed(k) for k in keys if runner is not None and runner.is_following(k)]
+        if not events:
+            await anyio.sleep_forever()
+        async with anyio.create_task_group() as tg:
+
+            async def first(event: anyio.Event) -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            for event in events:
+                tg.start_soon(first, event)
 
     # -- look-ups ------------------------------------------------------------------------------
 
@@ -586,9 +688,10 @@ class Service:
             update["url"], update["url_expires_at"] = link
         return image.model_copy(update=update)
 
-    def _fresh(self, record: TaskRecord) -> TaskRecord:
-        """A row just read from the ledger, with the runner's fresher working copy when this process works on it."""
-        live = self.runner.live(record.key) if self.runner is not None else None
+    def _fresh(self, record: TaskRecord, *, deep: bool = True) -> TaskRecord:
+        """A row just read from the ledger, with the runner's fresher working copy when this process works on it
+        (``deep=False``: a shallow copy, for a reader that changes nothing)."""
+        live = self.runner.live(record.key, deep=deep) if self.runner is not None else None
         return live or record
 
     async def _current(self, key: str) -> TaskRecord | None:

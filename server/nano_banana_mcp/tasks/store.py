@@ -11,8 +11,11 @@ team server). Both keep the same promises:
 - the schema is versioned and migrated once, however many processes start together;
 - uploads are cached by content hash, per API and tenant;
 - a process hears of the rows the others finish (:meth:`LedgerStore.watch_finished`), where the database can tell;
-- every look-up a caller makes (``find``, ``known_task_ids``, ``recent``, ``count``, the upload cache) is of one
-  tenant's rows; the runner's own work (``get`` by key, ``claim``, ``claimable``, ``save``) spans every tenant.
+- a call answered with an MCP task keeps its id, tenant and rows (:meth:`LedgerStore.add_call`), written before the
+  id is handed out, so any process on the ledger answers for it;
+- every look-up a caller makes (``find``, ``find_call``, ``known_task_ids``, ``recent``, ``count``, the upload
+  cache) is of one tenant's rows; the runner's own work (``get`` by key, ``claim``, ``claimable``, ``save``) spans
+  every tenant.
 
 Every failure to reach, migrate, read or write the database is a ``ConfigError`` naming it and the setting.
 """
@@ -26,7 +29,7 @@ from typing import Any, Protocol, Self
 
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import NanoBananaError
-from nano_banana_mcp.tasks.records import DEFAULT_TENANT, CreateLog, SavedImage, Status, TaskRecord
+from nano_banana_mcp.tasks.records import DEFAULT_TENANT, Call, CreateLog, SavedImage, Status, TaskRecord
 
 __all__ = ["LedgerStore", "RowTaken", "record_from_row"]
 
@@ -94,6 +97,23 @@ class LedgerStore(Protocol):
         ...
 
     async def count(self, status: Status | None = None, *, tenant: str = DEFAULT_TENANT) -> int: ...
+
+    # -- calls answered with a task ----------------------------------------------------------------
+
+    async def add_call(self, call: Call) -> None:
+        """Write a call's id, tenant and rows (the rows exist already). Once this returns, a look-up by any process on
+        the ledger finds it."""
+        ...
+
+    async def find_call(self, call_id: str, *, tenant: str = "default") -> tuple[Call, list[TaskRecord]] | None:
+        """This tenant's call and its rows, in the call's order, in one read; None for an id that is unknown or another
+        tenant's (the two cannot be told apart)."""
+        ...
+
+    async def cancel_call(self, call_id: str, at: datetime, *, tenant: str = "default") -> bool:
+        """Mark this tenant's call cancelled at ``at`` (the first time only); False for an unknown id. Its rows go
+        on."""
+        ...
 
     # -- owners ----------------------------------------------------------------------------------
 
