@@ -33,7 +33,7 @@ import anyio.to_thread
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.tasks.owners import OwnerLocks
 from nano_banana_mcp.tasks.records import DEFAULT_TENANT, UNFINISHED_PHASES, Call, Status, TaskRecord, now
-from nano_banana_mcp.tasks.store import RowTaken, record_from_row
+from nano_banana_mcp.tasks.store import RowTaken, call_from_rows, record_from_row
 
 __all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "Ledger"]
 
@@ -366,15 +366,7 @@ class Ledger:
             rows = await self._run(lambda db: db.execute(query, (call_id, tenant)).fetchall())
         if not rows:
             return None
-        created, cancelled, keys = rows[0][:3]
-        call = Call(
-            id=call_id,
-            tenant=tenant,
-            keys=json.loads(keys),
-            created_at=datetime.fromisoformat(created),
-            cancelled_at=datetime.fromisoformat(cancelled) if cancelled else None,
-        )
-        return call, [self._record(row[3:]) for row in rows]
+        return call_from_rows(call_id, tenant, rows, datetime.fromisoformat, self._record)
 
     async def cancel_call(self, call_id: str, at: datetime, *, tenant: str = DEFAULT_TENANT) -> bool:
         """Mark this tenant's call cancelled at ``at``, unless it was already; False for an unknown id."""

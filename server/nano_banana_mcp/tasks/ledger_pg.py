@@ -58,7 +58,7 @@ from nano_banana_mcp.tasks.records import (
     TaskRecord,
     now,
 )
-from nano_banana_mcp.tasks.store import RowTaken, record_from_row
+from nano_banana_mcp.tasks.store import RowTaken, call_from_rows, record_from_row
 
 __all__ = ["FINISHED_CHANNEL", "MIGRATIONS", "POOL_SIZE", "SCHEMA_VERSION", "DatabaseUnavailable", "PostgresLedger"]
 
@@ -470,15 +470,7 @@ class PostgresLedger:
         )
         if not rows:
             return None
-        created, cancelled, keys = rows[0][:3]
-        call = Call(
-            id=call_id,
-            tenant=tenant,
-            keys=json.loads(keys),
-            created_at=_utc(created),
-            cancelled_at=_utc(cancelled) if cancelled else None,
-        )
-        return call, [self._record(row[3:]) for row in rows]
+        return call_from_rows(call_id, tenant, rows, _utc, self._record)
 
     async def cancel_call(self, call_id: str, at: datetime, *, tenant: str = DEFAULT_TENANT) -> bool:
         """Mark this tenant's call cancelled at ``at``, unless it was already; False for an unknown id."""

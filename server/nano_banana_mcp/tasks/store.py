@@ -31,7 +31,7 @@ from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import NanoBananaError
 from nano_banana_mcp.tasks.records import DEFAULT_TENANT, Call, CreateLog, SavedImage, Status, TaskRecord
 
-__all__ = ["LedgerStore", "RowTaken", "record_from_row"]
+__all__ = ["LedgerStore", "RowTaken", "call_from_rows", "record_from_row"]
 
 
 class RowTaken(NanoBananaError):
@@ -167,3 +167,23 @@ def record_from_row(row: Sequence[Any], created_at: datetime, updated_at: dateti
         created_at=created_at,
         updated_at=updated_at,
     )
+
+
+def call_from_rows(
+    call_id: str,
+    tenant: str,
+    rows: Sequence[tuple[Any, ...]],
+    when: Callable[[Any], datetime],
+    record: Callable[[tuple[Any, ...]], TaskRecord],
+) -> tuple[Call, list[TaskRecord]]:
+    """A call and its rows as both ledgers select them (the call's created_at, cancelled_at and keys, then the row's
+    columns), its times read by the backend's ``when``."""
+    created, cancelled, keys = rows[0][:3]
+    call = Call(
+        id=call_id,
+        tenant=tenant,
+        keys=json.loads(keys),
+        created_at=when(created),
+        cancelled_at=when(cancelled) if cancelled else None,
+    )
+    return call, [record(row[3:]) for row in rows]
