@@ -337,7 +337,7 @@ class Runner:
 
     async def _find(self, record: TaskRecord) -> None:
         """Find the task the row's create made in ``GET /tasks/list`` (newest first), by the creation window and the
-        model, never one another row has; then follow it. ``_NotListedYet`` when it is not there (yet)."""
+        model, never one another row has; then follow it. ``NotListedYet`` when it is not there (yet)."""
         work = self._work_on(record)
         work.searches += 1
         found = await candidates(self._client(record), record, wide=work.searches > 1)
