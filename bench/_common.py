@@ -55,3 +55,15 @@ def write(name: str, figures: dict[str, Any]) -> None:
     print(json.dumps(figures, indent=2))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def write_labelled(name: str, label: str, figures: dict[str, Any], *, command: str, measure: str) -> None:
+    """Keep ``figures`` under ``label`` in ``results/{name}.json`` beside the other labels' (before/after runs)."""
+    path = RESULTS / f"{name}.json"
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    recorded[label] = figures
+    recorded["command"] = command
+    recorded["measure"] = measure
+    print(json.dumps({label: figures}, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(recorded, indent=2) + "\n")

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import time
 from typing import Any
 
 import anyio
 from mcp import Client
 
-from _common import KEY, RESULTS, server_env, stdio_server
+from _common import KEY, server_env, stdio_server, write_labelled
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
 from preview_rss import blank_png, memory_mb, server_pid
 
@@ -76,14 +75,13 @@ def main() -> None:
     parser.add_argument("--label", default="after", help="where the figures go in the results file")
     args = parser.parse_args()
     figures = anyio.run(run)
-    path = RESULTS / "decode_rss.json"
-    recorded = json.loads(path.read_text()) if path.exists() else {}
-    recorded[args.label] = figures
-    recorded["command"] = ".venv/bin/python bench/decode_rss.py --label LABEL"
-    recorded["measure"] = "server VmHWM and VmRSS (MB) after N concurrent generate_image of 14 data: URIs each"
-    print(json.dumps({args.label: figures}, indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(recorded, indent=2) + "\n")
+    write_labelled(
+        "decode_rss",
+        args.label,
+        figures,
+        command=".venv/bin/python bench/decode_rss.py --label LABEL",
+        measure="server VmHWM and VmRSS (MB) after N concurrent generate_image of 14 data: URIs each",
+    )
 
 
 if __name__ == "__main__":

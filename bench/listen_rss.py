@@ -18,7 +18,6 @@ are closed (once it has settled), with VmHWM, the peak so far. Figures go under 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import tempfile
 import time
@@ -32,7 +31,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from _common import KEY, RESULTS, server_env
+from _common import KEY, server_env, write_labelled
 from _team import start_replica, wait_ready
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
 
@@ -159,16 +158,14 @@ def main() -> None:
     parser.add_argument("--uris", type=int, default=5000)
     args = parser.parse_args()
     figures = anyio.run(run, args.streams, args.uris)
-    path = RESULTS / "listen_rss.json"
-    recorded = json.loads(path.read_text()) if path.exists() else {}
-    recorded[args.label] = figures
-    recorded["command"] = ".venv/bin/python bench/listen_rss.py --label LABEL"
-    recorded["measure"] = (
-        "server VmRSS (MB) before, with every listen stream open (or refused), after they closed; VmHWM the peak so far"
+    write_labelled(
+        "listen_rss",
+        args.label,
+        figures,
+        command=".venv/bin/python bench/listen_rss.py --label LABEL",
+        measure="server VmRSS (MB) before, with every listen stream open (or refused), after they closed; "
+        "VmHWM the peak so far",
     )
-    print(json.dumps({args.label: figures}, indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(recorded, indent=2) + "\n")
 
 
 if __name__ == "__main__":

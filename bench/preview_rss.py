@@ -18,7 +18,6 @@ Figures are written under `--label` in `bench/results/preview_rss.json`, beside 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import struct
 import time
@@ -29,7 +28,7 @@ from typing import Any
 import anyio
 from mcp import Client
 
-from _common import COMMAND, KEY, RESULTS, server_env, stdio_server
+from _common import COMMAND, KEY, server_env, stdio_server, write_labelled
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
 
 SCENARIOS = {"bomb": (13000, 13000), "large": (6000, 6000)}
@@ -132,14 +131,13 @@ def main() -> None:
     parser.add_argument("--label", default="after", help="where the figures go in the results file")
     args = parser.parse_args()
     figures = anyio.run(run)
-    path = RESULTS / "preview_rss.json"
-    recorded = json.loads(path.read_text()) if path.exists() else {}
-    recorded[args.label] = figures
-    recorded["command"] = ".venv/bin/python bench/preview_rss.py --label LABEL"
-    recorded["measure"] = "server VmHWM (MB) before and after 3 concurrent get_task, then 3 more, per scenario"
-    print(json.dumps({args.label: figures}, indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(recorded, indent=2) + "\n")
+    write_labelled(
+        "preview_rss",
+        args.label,
+        figures,
+        command=".venv/bin/python bench/preview_rss.py --label LABEL",
+        measure="server VmHWM (MB) before and after 3 concurrent get_task, then 3 more, per scenario",
+    )
 
 
 if __name__ == "__main__":
