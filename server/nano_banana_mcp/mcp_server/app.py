@@ -30,15 +30,15 @@ from nano_banana_mcp.mcp_server.http import HttpAuth, TenantToken, http_auth, tr
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
 from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
 from nano_banana_mcp.mcp_server.tasks_extension import BackgroundTasks
-from nano_banana_mcp.mcp_server.tools import IMAGE_URI, App, build_tools, service_of, tenant_of
+from nano_banana_mcp.mcp_server.tools import App, build_tools, service_of, tenant_of
 from nano_banana_mcp.mcp_server.watch import ListenLimits
 from nano_banana_mcp.runtime import open_service
 from nano_banana_mcp.tasks import COLLECT_WAIT, DEFAULT_TENANT, TaskRecord
+from nano_banana_mcp.uris import IMAGE_URI, TASK_URI, task_uri
 
 __all__ = [
     "INSTRUCTIONS",
     "SERVER_NAME",
-    "TASK_URI",
     "StaticTokenVerifier",
     "TenantBus",
     "TenantTokenVerifier",
@@ -49,7 +49,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "nano-banana"
-TASK_URI = "nano-banana://tasks/{task_id}"
 
 INSTRUCTIONS = f"""Generate and edit images with Google's Nano Banana models through the Monet AI API.
 Call generate_image with a prompt; it returns when the images are saved on disk (paths in the result),
@@ -150,7 +149,7 @@ def create_server(
         """
         await tasks.finished(record)
         for handle in dict.fromkeys(h for h in (record.task_id, record.key) if h):
-            uri = TASK_URI.format(task_id=handle)
+            uri = task_uri(handle)
             await bus.publish(ResourceUpdated(uri=uri), tenant=record.tenant)
             await subscribers.notify(uri)
 

@@ -22,7 +22,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
-from nano_banana_mcp.mcp_server.watch import MAX_WATCHED, TASK_URI, Known, connection_of
+from nano_banana_mcp.mcp_server.watch import MAX_WATCHED, Known, connection_of
+from nano_banana_mcp.uris import parse_task_uri
 
 __all__ = ["LegacySubscribers", "client_roots"]
 
@@ -51,8 +52,8 @@ class LegacySubscribers:
 
         async def subscribe(ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
             uri = str(params.uri)
-            match = TASK_URI.fullmatch(uri)
-            if match is None or not await self._known(ctx.lifespan_context, match.group(1)):
+            task_id = parse_task_uri(uri)
+            if task_id is None or not await self._known(ctx.lifespan_context, task_id):
                 raise MCPError(INVALID_PARAMS, f"No such task resource: {uri[:200]}. Subscribe to a task's URI.")
             connection = connection_of(ctx)
             uris: set[str] = connection.state.setdefault(self._STATE_KEY, set())

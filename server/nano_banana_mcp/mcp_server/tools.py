@@ -35,10 +35,10 @@ from nano_banana_mcp.tasks import (
     TaskResult,
     UploadedReference,
 )
+from nano_banana_mcp.uris import image_uri
 
 __all__ = [
     "DEFERRAL",
-    "IMAGE_URI",
     "MAX_WAIT",
     "App",
     "Deferral",
@@ -58,7 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_URI = "nano-banana://tasks/{task_id}/images/{index}"
 MAX_WAIT = 600.0
 
 
@@ -130,7 +129,7 @@ async def tool_result(service: Service, result: TaskResult) -> Annotated[CallToo
             ResourceLink(
                 type="resource_link",
                 name=location.rsplit("/", 1)[-1],
-                uri=image.uri or IMAGE_URI.format(task_id=result.task_id, index=index),
+                uri=image.uri or image_uri(result.task_id, index),
                 mime_type=image.mime_type,
                 size=image.size_bytes,
                 description=f"Full-size image ({image.width}x{image.height}) saved at {location}",

@@ -11,7 +11,6 @@ connection or stream lives, so nobody can grow the server's memory by naming mad
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,12 +22,12 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, INVALID_REQUEST, SubscriptionsListenRequestParams, SubscriptionsListenResult
 
 from nano_banana_mcp.mcp_server.http import tenant_of
+from nano_banana_mcp.uris import parse_task_uri
 
 __all__ = [
     "MAX_STREAMS_PER_CONNECTION",
     "MAX_STREAMS_PER_TENANT",
     "MAX_WATCHED",
-    "TASK_URI",
     "Known",
     "ListenLimits",
     "connection_of",
@@ -41,7 +40,6 @@ MAX_STREAMS_PER_CONNECTION = 4
 MAX_STREAMS_PER_TENANT = 32
 """Listen streams open at once for one tenant, over every connection (with one token: everyone's)."""
 
-TASK_URI = re.compile(r"nano-banana://tasks/([^/?#]{1,200})(?:/images/\d{1,3})?")
 """A task's resource or one of its images; group 1 is the task's id (or the request's own, before the API's)."""
 
 Known = Callable[[Any, str], Awaitable[bool]]
@@ -124,9 +122,8 @@ class ListenLimits:
         static: set[str] | None = None
         checked: dict[str, bool] = {}
         for uri in uris:
-            match = TASK_URI.fullmatch(uri)
-            if match is not None:
-                task_id = match.group(1)
+            task_id = parse_task_uri(uri)
+            if task_id is not None:
                 if task_id not in checked:
                     checked[task_id] = await self._known(ctx.lifespan_context, task_id)
                 if checked[task_id]:

@@ -29,8 +29,9 @@ from nano_banana_mcp.images.reading import ReferenceFile, check_reference, clien
 from nano_banana_mcp.monet import MonetClient, MonetClients
 from nano_banana_mcp.tasks.records import TaskRecord, now
 from nano_banana_mcp.tasks.store import LedgerStore
+from nano_banana_mcp.uris import parse_image_uri
 
-__all__ = ["RESULT_URI", "UPLOAD_LIFETIME", "References", "RootsProvider", "UploadedReference"]
+__all__ = ["UPLOAD_LIFETIME", "References", "RootsProvider", "UploadedReference"]
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ class UploadedReference(BaseModel):
     size_bytes: int
 
 
-RESULT_URI = "nano-banana://tasks/{task_id}/images/{index}"
-_RESULT_URI = re.compile(r"nano-banana://tasks/([A-Za-z0-9_-]{1,200})/images/(\d{1,3})")
 _DATA_URI = re.compile(r"(?i:data:image/(png|jpeg|jpg|webp|gif);base64),(.*)", re.DOTALL)
 
 
@@ -181,13 +180,13 @@ class References:
         The API documents no lifetime for its output URLs, so whether one is still valid cannot be known without
         asking; the saved file is uploaded instead (once: uploads are cached by content for 23 hours).
         """
-        match = _RESULT_URI.fullmatch(uri)
-        if match is None:
+        named = parse_image_uri(uri)
+        if named is None:
             raise InvalidRequest(
                 f"images[{index}] {uri[:120]!r} is not a result URI; they read nano-banana://tasks/{{task_id}}/images/{{n}}"
                 " (each result's images[].uri)."
             )
-        handle, number = match.group(1), int(match.group(2))
+        handle, number = named
         record = await self.find_row(handle, tenant)
         if record is None:
             raise InvalidRequest(

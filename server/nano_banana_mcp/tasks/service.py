@@ -37,9 +37,10 @@ from nano_banana_mcp.tasks.records import (
     now,
     status_at_api,
 )
-from nano_banana_mcp.tasks.references import RESULT_URI, References, RootsProvider, UploadedReference
+from nano_banana_mcp.tasks.references import References, RootsProvider, UploadedReference
 from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.store import LedgerStore
+from nano_banana_mcp.uris import image_uri
 
 __all__ = [
     "COLLECT_WAIT",
@@ -661,7 +662,7 @@ class Service:
                 f'Call get_task(task_id="{record.handle}", wait_seconds={COLLECT_WAIT}) to collect it.'
             )
         images = [
-            self._shown(image, RESULT_URI.format(task_id=record.handle, index=index), links=links)
+            self._shown(image, image_uri(record.handle, index), links=links)
             for index, image in enumerate(record.images)
         ]
         return TaskResult(
