@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from nano_banana_mcp.errors import OFFLINE_HINT, ConfigError
+from nano_banana_mcp.errors import NO_KEY, ConfigError
 
 __all__ = ["DEFAULT_BASE_URL", "OFFLINE_API_KEY", "Settings", "is_loopback", "normal_host"]
 
@@ -262,8 +262,5 @@ class Settings(BaseSettings):
     def require_key(self) -> SecretStr:
         """The API key, or a ConfigError that says how to get one."""
         if self.api_key is None or not self.api_key.get_secret_value().strip():
-            raise ConfigError(
-                "No Monet API key is set. Set MONET_API_KEY to your key (get one at https://monet.vision; "
-                f"keys look like monet_...). {OFFLINE_HINT}"
-            )
+            raise ConfigError(NO_KEY)
         return self.api_key

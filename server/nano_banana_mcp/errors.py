@@ -25,6 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "NO_KEY",
+    "OFFLINE_HINT",
     "AuthError",
     "ConfigError",
     "DatabaseUnavailable",
@@ -44,6 +46,10 @@ __all__ = [
 ]
 
 OFFLINE_HINT = "To try everything without a key, run with --offline (or set NANO_BANANA_OFFLINE=1)."
+NO_KEY = (
+    "No Monet API key is set. Set MONET_API_KEY to your key (get one at https://monet.vision; keys look like "
+    f"monet_...). {OFFLINE_HINT}"
+)
 
 
 class NanoBananaError(Exception):

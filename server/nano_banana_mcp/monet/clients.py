@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from nano_banana_mcp.errors import NO_KEY, ConfigError
 from nano_banana_mcp.monet.client import MonetClient
 from nano_banana_mcp.monet.retry import RetryPolicy
 
@@ -25,6 +26,19 @@ class MonetClients:
     def for_tenant(self, tenant: str) -> MonetClient | None:
         """The client for ``tenant``'s calls: its own key's, else the server's, else None (no key for it)."""
         return self._tenants.get(tenant, self.default)
+
+    def require(self, tenant: str) -> MonetClient:
+        """The client for ``tenant``'s calls (see :meth:`for_tenant`); without one, the ConfigError that says which
+        setting gives it one."""
+        client = self.for_tenant(tenant)
+        if client is not None:
+            return client
+        if self._tenants:  # some tenants have keys of their own: this one has none, nor has the server
+            raise ConfigError(
+                f"No Monet API key for tenant {tenant!r}: it has none of its own in the tokens file, and "
+                "MONET_API_KEY is not set. Set one of them and restart the server."
+            )
+        raise ConfigError(NO_KEY)
 
     @property
     def all(self) -> tuple[MonetClient, ...]:

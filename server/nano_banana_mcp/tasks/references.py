@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, ReferenceImageError
 from nano_banana_mcp.images.reading import ReferenceFile, check_reference, client_root, reference_from_bytes
-from nano_banana_mcp.monet import MonetClient, MonetClients
+from nano_banana_mcp.monet import MonetClients
 from nano_banana_mcp.tasks.records import TaskRecord, now
 from nano_banana_mcp.tasks.store import LedgerStore
 from nano_banana_mcp.uris import parse_image_uri
@@ -87,7 +87,7 @@ class References:
 
     async def upload(self, path: str, client_roots: RootsProvider | None, tenant: str) -> UploadedReference:
         """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant."""
-        self.client(tenant)  # no key for this tenant: say so before reading anything
+        self.clients.require(tenant)  # no key for this tenant: say so before reading anything
         roots = await self._roots(client_roots)
         ref = await anyio.to_thread.run_sync(self._check_one, path, roots)
         url = await self.upload_cached(ref, tenant)
@@ -218,16 +218,7 @@ class References:
         cached = await self.ledger.cached_upload(ref.sha256, tenant=tenant)
         if cached is not None and cached[1] - UPLOAD_REUSE_MARGIN > now():
             return cached[0]
-        client = self.client(tenant)  # the tenant's own key when it has one
+        client = self.clients.require(tenant)  # the tenant's own key when it has one
         uploaded = await client.upload_file(ref.data, ref.upload_name, ref.mime_type)
         await self.ledger.remember_upload(ref.sha256, uploaded.url, now() + UPLOAD_LIFETIME, tenant=tenant)
         return uploaded.url
-
-    def client(self, tenant: str) -> MonetClient:
-        """The client for the tenant's calls (its own key's, else the server's); else the ConfigError naming
-        MONET_API_KEY."""
-        client = self.clients.for_tenant(tenant)
-        if client is None:
-            self.settings.require_key()  # raises ConfigError naming MONET_API_KEY
-            raise AssertionError("a key is set but no client was built")
-        return client

@@ -413,13 +413,7 @@ class Runner:
 
     def _client(self, record: TaskRecord) -> MonetClient:
         """The client of the row's tenant; a ConfigError (recorded on the row, retried) when it has no key here."""
-        client = self._clients.for_tenant(record.tenant)
-        if client is None:
-            raise ConfigError(
-                f"No Monet API key for tenant {record.tenant!r}: it has none of its own in the tokens file, and "
-                "MONET_API_KEY is not set. Set one of them and restart the server: the task is carried on then."
-            )
-        return client
+        return self._clients.require(record.tenant)
 
     # -- record keeping ------------------------------------------------------------------------
 

@@ -731,7 +731,7 @@ class Service:
     def _require_client(self, tenant: str = DEFAULT_TENANT) -> tuple[MonetClient, Runner]:
         """The client for the tenant's calls (its own key's, else the server's) and the runner; without a key for the
         tenant, the ConfigError that names MONET_API_KEY."""
-        client = self.references.client(tenant)  # raises the ConfigError naming MONET_API_KEY
+        client = self.clients.require(tenant)  # raises the ConfigError naming the setting
         if self.runner is None:
             raise AssertionError("a client was built but no runner")
         return client, self.runner
