@@ -43,6 +43,7 @@ __all__ = [
     "ServerError",
     "TaskNotFound",
     "UnsavableImage",
+    "monet_error_class",
 ]
 
 OFFLINE_HINT = "To try everything without a key, run with --offline (or set NANO_BANANA_OFFLINE=1)."
@@ -145,3 +146,9 @@ class ServerError(MonetError):
 
 class MalformedResponse(MonetError):
     """The API answered, but not in a form this client can read; asking again may help."""
+
+
+def monet_error_class(name: str) -> type[MonetError]:
+    """The :class:`MonetError` class of this name (a refusal kept in the ledger names its class); else MonetError."""
+    kinds = (MonetError, MonetConnectionError, AuthError, NotFound, RateLimited, ServerError, MalformedResponse)
+    return next((kind for kind in kinds if kind.__name__ == name), MonetError)

@@ -9,8 +9,8 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.errors import InvalidRequest
 from nano_banana_mcp.runtime import open_service
+from nano_banana_mcp.tasks import TaskResult, combine
 from nano_banana_mcp.tasks.records import Status
-from nano_banana_mcp.tasks.service import TaskResult, combine
 
 
 def result(task_id: str, status: Status) -> TaskResult:

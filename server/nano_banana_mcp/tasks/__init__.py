@@ -13,17 +13,17 @@ from nano_banana_mcp.tasks.records import (
     status_of,
 )
 from nano_banana_mcp.tasks.references import RootsProvider, UploadedReference
-from nano_banana_mcp.tasks.runner import Runner
-from nano_banana_mcp.tasks.service import (
+from nano_banana_mcp.tasks.results import (
     COLLECT_WAIT,
     OFFLINE_NOTE,
     CallState,
-    ProgressCallback,
-    Service,
     TaskList,
     TaskResult,
     TaskSummary,
+    combine,
 )
+from nano_banana_mcp.tasks.runner import Runner
+from nano_banana_mcp.tasks.service import ProgressCallback, Service
 from nano_banana_mcp.tasks.store import LedgerStore, RowTaken
 
 __all__ = [
@@ -51,5 +51,6 @@ __all__ = [
     "TaskResult",
     "TaskSummary",
     "UploadedReference",
+    "combine",
     "status_of",
 ]

@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from nano_banana_mcp.catalog import GenerateRequest
+from nano_banana_mcp.errors import MonetError, monet_error_class
 from nano_banana_mcp.monet import Task
 
 __all__ = [
@@ -98,6 +99,24 @@ class SavedImage(BaseModel):
     uri: str | None = None  # nano-banana://tasks/{id}/images/{n}: what generate_image takes to edit this image
 
 
+class Refusal(BaseModel):
+    """How the API refused a create for good, kept so that the caller gets the refusal as the error it was."""
+
+    kind: str
+    """The class of the :class:`MonetError` raised (``AuthError``, ``NotFound``, ...)."""
+    status_code: int | None = None
+    code: str | None = None
+
+    @classmethod
+    def of(cls, err: BaseException | None) -> Refusal | None:
+        if not isinstance(err, MonetError):
+            return None
+        return cls(kind=type(err).__name__, status_code=err.status_code, code=err.code)
+
+    def error(self, message: str) -> MonetError:
+        return monet_error_class(self.kind)(message, status_code=self.status_code, code=self.code)
+
+
 class CreateLog(BaseModel):
     """What the row's creates learned before the API named the task: how many were answered with a stream, and when
     (on the API's clock where it told) the task was made. Enough to find the task through ``GET /tasks/list`` when no
@@ -109,6 +128,8 @@ class CreateLog(BaseModel):
     """When the first create of this key was sent, on this machine's clock (its answer may have been lost)."""
     earliest: datetime | None = None
     latest: datetime | None = None
+    refusal: Refusal | None = None
+    """How the API refused the create, when it did (the row is then failed with nothing made)."""
 
     def took(self, earliest: datetime, latest: datetime, *, stream: bool) -> None:
         """The API took a create made between ``earliest`` and ``latest``; the first one made the task."""
@@ -193,9 +214,11 @@ class TaskRecord(BaseModel):
             self.error = task.error_message() or "The task failed at Monet; no reason was given."
         return (self.phase, self.task_id, self.api_status) != before
 
-    def refused(self, reason: str) -> None:
-        """The API refused the create for good: no task was made, nothing was charged."""
+    def refused(self, reason: str, err: BaseException | None = None) -> None:
+        """The API refused the create for good (``err``, kept as a :class:`Refusal`): no task was made, nothing was
+        charged."""
         self.phase, self.error = "failed", reason
+        self.create_log.refusal = Refusal.of(err)
 
     def lost(self, reason: str) -> None:
         """The API no longer knows the task: it cannot be finished."""

@@ -234,7 +234,7 @@ class Runner:
         if plainly_transient(err):
             return True  # plainly transient: no count (a paid task's images wait for the disk or the bucket)
         if record.phase == "submitting" and isinstance(err, MonetError) and not worth_a_few_tries(err):
-            record.refused(str(err))  # a refusal of the create: nothing was made, nothing charged
+            record.refused(str(err), err)  # a refusal of the create: nothing was made, nothing charged
             await self._save(record)
             return False
         if isinstance(err, ConfigError | AuthError | HostNotAllowed | OSError):  # only a setting mends these: park
@@ -256,7 +256,7 @@ class Runner:
             work.strikes = 0
             await self._save(record)
             return True
-        record.refused(f"{describe(err, self._store.staging)} (tried {strikes} times; the task was given up)")
+        record.refused(f"{describe(err, self._store.staging)} (tried {strikes} times; the task was given up)", err)
         log.warning("task %s: %s", record.handle, record.error)
         await self._save(record)
         return False
