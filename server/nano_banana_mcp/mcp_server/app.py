@@ -138,7 +138,7 @@ def create_server(
     tasks = BackgroundTasks(bus)  # the MCP Tasks extension: the host carries the long wait
 
     async def known(app: App, task_id: str) -> bool:
-        return await app.service.ledger.find(task_id, tenant=tenant_of()) is not None
+        return await app.service.knows(task_id, tenant=tenant_of())
 
     subscribers = LegacySubscribers(known)
 
@@ -261,15 +261,7 @@ class Health:
         app = self.app
         if app is None:
             return JSONResponse({"status": "starting"}, status_code=503)
-        checks = {"ledger": "ok", "storage": "ok"}
-        try:
-            await app.service.ledger.ping()
-        except NanoBananaError:
-            checks["ledger"] = "unreachable"
-        problem = await app.service.store.check()
-        if problem is not None:
-            log.warning("health: %s", problem)  # the reason is logged, not told
-            checks["storage"] = app.service.store.failure
+        checks = await app.service.health()
         healthy = all(value == "ok" for value in checks.values())
         return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
 

@@ -98,12 +98,12 @@ async def with_request(result: CallToolResult, ctx: ServerRequestContext[Any, An
 
 
 async def _request_of(service: Service, structured: dict[str, Any]) -> dict[str, Any] | None:
-    """The request behind a result, from the ledger (None for a task made elsewhere)."""
+    """The request behind a result (None for a task made elsewhere)."""
     task_id = structured.get("task_id")
-    record = await service.ledger.find(task_id, tenant=tenant_of()) if isinstance(task_id, str) else None
-    if record is None:
+    found = await service.request_of(task_id, tenant=tenant_of()) if isinstance(task_id, str) else None
+    if found is None:
         return None
-    request = record.request.model_dump(mode="json")
+    request = found.model_dump(mode="json")
     request["count"] = max(1, len(structured.get("task_ids") or ()))
     return request
 

@@ -468,5 +468,5 @@ def _cancelled_message(state: CallState, service: Service) -> str:
     images = "its image is" if len(state.records) == 1 else "its images are"
     return (
         f"Cancelled. The Monet API cannot stop a task, so {images} still made and paid for: saved to "
-        f"{service.store.where} and listed by list_tasks and get_task ({handles})."
+        f"{service.where} and listed by list_tasks and get_task ({handles})."
     )

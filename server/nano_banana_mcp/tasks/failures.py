@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass
 from pathlib import Path
 
 from nano_banana_mcp.errors import DatabaseUnavailable, DownloadError, MonetError, NanoBananaError
@@ -11,7 +12,15 @@ from nano_banana_mcp.monet import is_transient
 from nano_banana_mcp.storage import StorageError
 from nano_banana_mcp.tasks.records import TaskRecord
 
-__all__ = ["FEW_TRIES", "NotListedYet", "describe", "disk_error", "gave_up", "plainly_transient"]
+__all__ = [
+    "FEW_TRIES",
+    "NotListedYet",
+    "Work",
+    "describe",
+    "disk_error",
+    "gave_up",
+    "plainly_transient",
+]
 
 FEW_TRIES = 3
 """Tries of a row's step that failed in a way the page does not describe (or by a bug here) before the row ends."""
@@ -67,3 +76,12 @@ def disk_error(out_dir: Path, err: OSError) -> str:
         f"The image could not be saved in {out_dir}: {reason}. Free space or set NANO_BANANA_OUTPUT_DIR to a "
         "writable folder; the task is kept, and the download is retried automatically."
     )
+
+
+@dataclass(slots=True)
+class Work:
+    """What this process counts of a row while it works it."""
+
+    began: float  # anyio time when it began following the task at the API (task_timeout runs from here)
+    strikes: int = 0  # failures of the FEW_TRIES kind since the last good answer
+    searches: int = 0  # looks at the task list for a task no answer named

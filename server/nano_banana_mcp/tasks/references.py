@@ -27,7 +27,9 @@ from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, ReferenceImageError
 from nano_banana_mcp.images.reading import ReferenceFile, check_reference, client_root, reference_from_bytes
 from nano_banana_mcp.monet import MonetClients
-from nano_banana_mcp.tasks.records import TaskRecord, now
+from nano_banana_mcp.storage import ImageStore
+from nano_banana_mcp.tasks.records import now
+from nano_banana_mcp.tasks.saving import read_saved
 from nano_banana_mcp.tasks.store import LedgerStore
 from nano_banana_mcp.uris import parse_image_uri
 
@@ -75,10 +77,8 @@ class References:
     clients: MonetClients
     tenants: bool
     """Several tenants share the server: none reads the output folder by path (it holds every tenant's images)."""
-    find_row: Callable[[str, str], Awaitable[TaskRecord | None]]
-    """The freshest row of a tenant's task by id (``handle, tenant``), None when the tenant has no such task."""
-    read_image: Callable[[TaskRecord, int], Awaitable[bytes]]
-    """A saved output's bytes (a row from ``find_row``, an index), read only from inside the image store."""
+    store: ImageStore
+    """Where saved outputs are kept: an earlier result used as a reference is read only from inside it."""
 
     async def resolve(self, images: Sequence[str], client_roots: RootsProvider | None, tenant: str) -> tuple[str, ...]:
         """Every reference as a URL the API takes: each checked first, then the images among them uploaded (once)."""
@@ -187,7 +187,7 @@ class References:
                 " (each result's images[].uri)."
             )
         handle, number = named
-        record = await self.find_row(handle, tenant)
+        record = await self.ledger.find(handle, tenant=tenant)
         if record is None:
             raise InvalidRequest(
                 f"images[{index}] names task {handle!r}, which this server did not make: a nano-banana:// URI must "
@@ -204,7 +204,7 @@ class References:
                 f"images[{index}] asks for image {number} of task {record.handle}, which has "
                 f"{len(record.images)} (numbered from 0)."
             )
-        data = await self.read_image(record, number)  # the tenant's own row, found by its URI: not looked up again
+        data = await read_saved(self.store, record.handle, number, record.images, self.settings.max_download_bytes)
         shown = f"images[{index}] ({uri})"
         limit = self.settings.max_reference_bytes
         return await anyio.to_thread.run_sync(partial(reference_from_bytes, data, max_bytes=limit, shown=shown))

@@ -31,8 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 
 import anyio
 from anyio.abc import TaskGroup
@@ -48,21 +47,21 @@ from nano_banana_mcp.errors import (
     NotFound,
     UnsavableImage,
 )
-from nano_banana_mcp.images.decoding import ImageMeta
 from nano_banana_mcp.monet import MonetClient, MonetClients, Task, is_transient, worth_a_few_tries
 from nano_banana_mcp.storage import ImageStore
 from nano_banana_mcp.tasks.create_path import CreatePath
 from nano_banana_mcp.tasks.failures import (
     FEW_TRIES,
     NotListedYet,
+    Work,
     describe,
     disk_error,
     gave_up,
     plainly_transient,
 )
 from nano_banana_mcp.tasks.finding import candidates, local_window
-from nano_banana_mcp.tasks.records import MAX_STREAMS_PER_KEY, SavedImage, TaskRecord, now
-from nano_banana_mcp.tasks.saving import fetch
+from nano_banana_mcp.tasks.records import MAX_STREAMS_PER_KEY, TaskRecord, now
+from nano_banana_mcp.tasks.saving import Saver
 from nano_banana_mcp.tasks.store import LedgerStore, RowTaken
 
 __all__ = ["Listener", "Runner"]
@@ -70,15 +69,6 @@ __all__ = ["Listener", "Runner"]
 log = logging.getLogger(__name__)
 
 Listener = Callable[[TaskRecord], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class _Work:
-    """What this process counts of a row while it works it."""
-
-    began: float  # anyio time when it began following the task at the API (task_timeout runs from here)
-    strikes: int = 0  # failures of the FEW_TRIES kind since the last good answer
-    searches: int = 0  # looks at the task list for a task no answer named
 
 
 class Runner:
@@ -104,12 +94,11 @@ class Runner:
         self._active: set[str] = set()
         self._live: dict[str, TaskRecord] = {}
         self._events: dict[str, anyio.Event] = {}
-        # Images downloaded and finished whose store took them not yet (a bucket down): kept for the next try.
-        self._staged: dict[tuple[str, int], tuple[Path, ImageMeta]] = {}
+        self._saver = Saver(store, settings.max_download_bytes)
         self._streams = anyio.CapacityLimiter(max(settings.max_streams, 1))  # each open stream holds a connection
         self.create_path = create_path or CreatePath(None, clients.base_url or "")
         self._parked: dict[str, str] = {}  # rows waiting for a setting (key -> why): not worked again here
-        self._work: dict[str, _Work] = {}  # what this process counts of each row it works
+        self._work: dict[str, Work] = {}  # what this process counts of each row it works
         self._finding = anyio.Lock()  # one search of the task list at a time: two rows never pick the same task
         # A row is worked until it is finished: a failure _advance raises is tried again, with the policy's backoff
         # (and a 429's Retry-After); the failures that end or park a row are not raised.
@@ -188,8 +177,7 @@ class Runner:
             self._active.discard(key)
             self._live.pop(key, None)
             self._work.pop(key, None)
-            for staged in [s for s in self._staged if s[0] == key]:
-                del self._staged[staged]
+            self._saver.forget(key)
             if claimed:
                 with anyio.CancelScope(shield=True):
                     try:
@@ -261,10 +249,10 @@ class Runner:
         await self._save(record)
         return False
 
-    def _work_on(self, record: TaskRecord) -> _Work:
+    def _work_on(self, record: TaskRecord) -> Work:
         work = self._work.get(record.key)
         if work is None:
-            work = self._work[record.key] = _Work(began=anyio.current_time())
+            work = self._work[record.key] = Work(began=anyio.current_time())
         return work
 
     def _following_left(self, record: TaskRecord) -> float:
@@ -382,34 +370,7 @@ class Runner:
             interval = min(interval * 1.5, self._settings.poll_max_interval)  # fast at first, then the page's 5 s
 
     async def _download(self, record: TaskRecord) -> None:
-        out_dir = self._store.staging  # the output folder, or where a bucket's images are made before the upload
-        await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
-        for index, image in enumerate(record.images):
-            if image.path is not None and await self._store.has(image.path):
-                continue
-            staged = self._staged.get((record.key, index))
-            if staged is not None and await anyio.Path(staged[0]).is_file():
-                final, meta = staged  # made on an earlier try whose upload failed: the API's URL is not needed again
-            else:
-                final, meta = await fetch(
-                    self._client(record), record, index, image.url, out_dir, max_bytes=self._settings.max_download_bytes
-                )
-                self._staged[record.key, index] = (final, meta)
-            size = (await anyio.Path(final).stat()).st_size
-            location = await self._store.put(final, meta.mime_type)
-            del self._staged[record.key, index]
-            record.saved(
-                index,
-                SavedImage(
-                    path=location,
-                    url=image.url,
-                    mime_type=meta.mime_type,
-                    width=meta.width,
-                    height=meta.height,
-                    size_bytes=size,
-                ),
-            )
-            await self._save(record)
+        await self._saver.save(record, partial(self._client, record), self._save)
 
     def _client(self, record: TaskRecord) -> MonetClient:
         """The client of the row's tenant; a ConfigError (recorded on the row, retried) when it has no key here."""

@@ -18,12 +18,12 @@ import anyio.to_thread
 from nano_banana_mcp import catalog
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.errors import InvalidRequest, NotFound, TaskNotFound
+from nano_banana_mcp.errors import InvalidRequest, NanoBananaError, NotFound, TaskNotFound
 from nano_banana_mcp.monet import MonetClient, MonetClients
-from nano_banana_mcp.storage import ImageStore, StorageError
+from nano_banana_mcp.storage import ImageStore
 from nano_banana_mcp.tasks.listing import Listing
 from nano_banana_mcp.tasks.previews import PREVIEWS_KEPT, Previews
-from nano_banana_mcp.tasks.records import CALL_ID_BYTES, DEFAULT_TENANT, Call, SavedImage, Status, TaskRecord, now
+from nano_banana_mcp.tasks.records import CALL_ID_BYTES, DEFAULT_TENANT, Call, Status, TaskRecord, now
 from nano_banana_mcp.tasks.references import References, RootsProvider, UploadedReference
 from nano_banana_mcp.tasks.request_ids import check_same, row_keys
 from nano_banana_mcp.tasks.results import (
@@ -35,6 +35,7 @@ from nano_banana_mcp.tasks.results import (
     result_of,
 )
 from nano_banana_mcp.tasks.runner import Runner
+from nano_banana_mcp.tasks.saving import read_saved
 from nano_banana_mcp.tasks.store import LedgerStore
 
 __all__ = ["ProgressCallback", "Service"]
@@ -64,9 +65,7 @@ class Service:
     references: References = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.references = References(
-            self.settings, self.ledger, self.clients, self.tenants, find_row=self._found, read_image=self._image
-        )
+        self.references = References(self.settings, self.ledger, self.clients, self.tenants, self.store)
 
     # -- generate ------------------------------------------------------------------------------
 
@@ -279,6 +278,34 @@ class Service:
         rows only, never the API's lists, which hold every tenant's tasks (the API account is shared)."""
         return self.settings.http_tokens_file is not None or bool((self.settings.oauth_issuer or "").strip())
 
+    @property
+    def where(self) -> str:
+        """Where saved images go (a folder, or a bucket and prefix), as results name it."""
+        return self.store.where
+
+    async def knows(self, handle: str, *, tenant: str = DEFAULT_TENANT) -> bool:
+        """Whether the tenant has this task (by the API's id or the request's own) among its rows."""
+        return await self.ledger.find(handle, tenant=tenant) is not None
+
+    async def request_of(self, handle: str, *, tenant: str = DEFAULT_TENANT) -> GenerateRequest | None:
+        """The request behind one of the tenant's tasks; None for a task made elsewhere or unknown."""
+        record = await self.ledger.find(handle, tenant=tenant)
+        return record.request if record is not None else None
+
+    async def health(self) -> dict[str, str]:
+        """Whether the ledger answers and the image store is writable: ``ok``, or a word for what is wrong (the
+        reason is logged, never told)."""
+        checks = {"ledger": "ok", "storage": "ok"}
+        try:
+            await self.ledger.ping()
+        except NanoBananaError:
+            checks["ledger"] = "unreachable"
+        problem = await self.store.check()
+        if problem is not None:
+            log.warning("health: %s", problem)
+            checks["storage"] = self.store.failure
+        return checks
+
     async def get(self, handle: str, *, tenant: str = DEFAULT_TENANT) -> TaskResult:
         """A task by id: from the tenant's ledger rows when known, else from the API (tasks made elsewhere).
 
@@ -330,28 +357,9 @@ class Service:
         """The saved image of one of the tenant's outputs, read only from inside the store (the output folder, or
         the bucket and prefix): the ledger is not trusted."""
         result = await self.get(handle, tenant=tenant)
-        return await self._saved_image(handle, index, result.images)
-
-    async def _saved_image(self, handle: str, index: int, images: Sequence[SavedImage]) -> bytes:
-        """Image ``index`` of these, read from the store (only from inside it)."""
-        if not 0 <= index < len(images):
-            raise TaskNotFound(f"Task {handle} has no image {index}.")
-        location = images[index].path
-        if location is None:
-            raise TaskNotFound(f"Image {index} of task {handle} is not saved yet; try get_task first.")
-        try:
-            return await self.store.read(location, self.settings.max_download_bytes)
-        except StorageError as err:
-            raise TaskNotFound(f"Image {index} of task {handle} cannot be served: {err}") from err
+        return await read_saved(self.store, handle, index, result.images, self.settings.max_download_bytes)
 
     # -- helpers -------------------------------------------------------------------------------
-
-    async def _found(self, handle: str, tenant: str) -> TaskRecord | None:
-        record = await self.ledger.find(handle, tenant=tenant)
-        return self._fresh(record) if record is not None else None
-
-    async def _image(self, record: TaskRecord, index: int) -> bytes:
-        return await self._saved_image(record.handle, index, record.images)
 
     def result(self, record: TaskRecord, *, links: bool = True) -> TaskResult:
         """What an agent is told of a task of ours (see :func:`~nano_banana_mcp.tasks.results.result_of`)."""
