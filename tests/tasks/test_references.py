@@ -104,6 +104,10 @@ async def test_a_batch_with_one_failure_returns_the_others(
         ("nano-banana://tasks/task_elsewhere/images/0", "did not make"),
         ("nano-banana://tasks/../images/0", "is not a result URI"),
         ("nano-banana://other", "is not a result URI"),
+        ("https://", "is not a usable URL"),
+        ("https:///no-host.png", "is not a usable URL"),
+        ("https://example.com/a picture.png", "no spaces"),
+        ("https://[::1/x.png", "is not a usable URL"),
     ],
 )
 async def test_bad_references_are_refused_before_anything_is_paid(

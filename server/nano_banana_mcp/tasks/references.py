@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -131,7 +132,7 @@ class References:
         roots: list[Path] | None = None
         for index, ref in enumerate(images):
             if ref.startswith("https://") or self._is_own_upload(ref):
-                resolved.append(ref)
+                resolved.append(_checked_url(index, ref))
             elif ref[:5].lower() == "data:":
                 resolved.append(await anyio.to_thread.run_sync(self._data_reference, index, ref))
             elif ref.startswith("nano-banana:"):
@@ -222,3 +223,21 @@ class References:
         uploaded = await client.upload_file(ref.data, ref.upload_name, ref.mime_type)
         await self.ledger.remember_upload(ref.sha256, uploaded.url, now() + UPLOAD_LIFETIME, tenant=tenant)
         return uploaded.url
+
+
+MAX_URL_LENGTH = 2048
+
+
+def _checked_url(index: int, url: str) -> str:
+    """A reference URL passed on as it is, once it names a host and holds nothing a URL cannot (checked here, before
+    anything is paid, rather than refused by the API)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # a malformed IPv6 host, say
+        host = None
+    if not host or len(url) > MAX_URL_LENGTH or any(c.isspace() or not c.isprintable() for c in url):
+        raise InvalidRequest(
+            f"images[{index}] {url[:80]!r} is not a usable URL: it needs a host, at most {MAX_URL_LENGTH} characters "
+            "and no spaces (percent-encode them)."
+        )
+    return url
