@@ -20,7 +20,6 @@ to open, migrate, read or write the file is a :class:`ConfigError` that names th
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -31,9 +30,9 @@ import anyio
 import anyio.to_thread
 
 from nano_banana_mcp.errors import ConfigError
+from nano_banana_mcp.tasks.ledger_sql import UNFINISHED, Dialect, SqlLedger, Statements
 from nano_banana_mcp.tasks.owners import OwnerLocks
-from nano_banana_mcp.tasks.records import DEFAULT_TENANT, UNFINISHED_PHASES, Call, Status, TaskRecord, now
-from nano_banana_mcp.tasks.store import RowTaken, call_from_rows, record_from_row
+from nano_banana_mcp.tasks.records import TaskRecord
 
 __all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "Ledger"]
 
@@ -122,17 +121,22 @@ MIGRATIONS: Sequence[str] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_COLUMNS = (
-    "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at, "
-    "create_log, tenant"
-)
-_CALL_ROW = "c.created_at, c.cancelled_at, c.keys, " + ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
-"""A call and one of its rows, as :meth:`Ledger.find_call` selects them."""
-_UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
-
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+SQL = Statements.of(
+    Dialect(
+        param="?",
+        tiebreak="rowid",
+        call_keys="JOIN json_each(c.keys) k",
+        arrays=False,
+        read_time=datetime.fromisoformat,
+        time=_iso,
+    )
+)
+"""The shared statements (:mod:`nano_banana_mcp.tasks.ledger_sql`) as SQLite spells them."""
 
 
 def _known_version(version: int) -> int:
@@ -153,8 +157,10 @@ def _check_intact(db: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(f"the file is damaged: {' '.join(str(verdict).split())[:160]}")
 
 
-class Ledger:
+class Ledger(SqlLedger):
     """Task records on SQLite, their owners, and the upload cache. One instance per process."""
+
+    sql = SQL
 
     def __init__(self, path: Path, *, api_scope: str, upload_scope: str | None = None) -> None:
         """``api_scope`` names the API the tasks belong to (its base URL, or "offline"): only its rows are
@@ -249,137 +255,23 @@ class Ledger:
 
         return await anyio.to_thread.run_sync(guarded, db, limiter=self._limiter)
 
-    # -- task records ----------------------------------------------------------------------------
+    async def _rows(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = await self._run(lambda db: db.execute(query, params).fetchall())
+        return rows
 
-    async def add(self, record: TaskRecord) -> bool:
-        """Insert a new row, owned by this process: it is about to send the create. False (nothing written) when a
-        row with this key exists already."""
-        row = self._row(record)
-        added = await self._run(
-            lambda db: (
-                db.execute(
-                    f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join('?' * 17)}) "
-                    "ON CONFLICT (key) DO NOTHING",
-                    (*row, record.status, self.api_scope, self.owner),
-                ).rowcount
-            )
-        )
-        return bool(added == 1)
+    async def _write(self, query: str, params: Sequence[Any]) -> int:
+        changed: int = await self._run(lambda db: db.execute(query, params).rowcount)
+        return changed
 
-    async def save(self, record: TaskRecord) -> None:
-        """Write the row's new state, only while this process owns it (else :class:`RowTaken`)."""
-        record.updated_at = now()
-        key, *rest, _tenant = self._row(record)  # a row's tenant never changes
-        written = await self._run(
-            lambda db: (
-                db.execute(
-                    "UPDATE tasks SET task_id=?, request=?, phase=?, endpoint=?, api_status=?, progress=?, images=?, "
-                    "error=?, offline=?, created_at=?, updated_at=?, create_log=?, status=? WHERE key=? AND owner=?",
-                    (*rest, record.status, key, self.owner),
-                ).rowcount
-            )
-        )
-        if written != 1:
-            raise RowTaken(f"task {record.handle}: this process no longer owns the row; it was not written")
-
-    async def bind_task(self, key: str, task_id: str) -> bool:
-        """Give this process's row, still unnamed, the API's task ``task_id``, unless another row has it already."""
-        bound = await self._run(
-            lambda db: (
-                db.execute(
-                    "UPDATE tasks SET task_id=? WHERE key=? AND owner=? AND task_id IS NULL "
-                    "AND NOT EXISTS (SELECT 1 FROM tasks WHERE task_id=?)",
-                    (task_id, key, self.owner, task_id),
-                ).rowcount
-            )
-        )
-        return bool(bound == 1)
-
-    async def get(self, key: str) -> TaskRecord | None:
-        return await self._one("key", key, None)
-
-    async def find(self, handle: str, *, tenant: str = DEFAULT_TENANT) -> TaskRecord | None:
-        """The row an agent means: by the API's task id, or by our own key before the API named it."""
-        return await self._one("task_id", handle, tenant) or await self._one("key", handle, tenant)
-
-    async def known_task_ids(self, task_ids: Sequence[str], *, tenant: str = DEFAULT_TENANT) -> set[str]:
-        """Which of these API task ids have a row of this tenant here (one query, however many)."""
-        wanted = list(dict.fromkeys(task_ids))[:1000]
-        if not wanted:
-            return set()
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT task_id FROM tasks WHERE tenant=? AND task_id IN ({', '.join('?' * len(wanted))})",
-                (tenant, *wanted),
-            ).fetchall()
-        )
-        return {row[0] for row in rows}
-
-    async def recent(
-        self, limit: int, offset: int = 0, status: Status | None = None, *, tenant: str = DEFAULT_TENANT
-    ) -> list[TaskRecord]:
-        """This tenant's rows newest first, optionally only those with this public status."""
-        where, args = ("WHERE tenant=? AND status=?", (tenant, status)) if status else ("WHERE tenant=?", (tenant,))
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
-                (*args, limit, offset),
-            ).fetchall()
-        )
-        return [self._record(r) for r in rows]
-
-    async def count(self, status: Status | None = None, *, tenant: str = DEFAULT_TENANT) -> int:
-        where, args = ("WHERE tenant=? AND status=?", (tenant, status)) if status else ("WHERE tenant=?", (tenant,))
-        count: int = await self._run(lambda db: db.execute(f"SELECT count(*) FROM tasks {where}", args).fetchone()[0])
-        return count
-
-    # -- calls answered with a task ----------------------------------------------------------------
-
-    async def add_call(self, call: Call) -> None:
-        """Write a call's id, tenant and rows (committed when this returns: any process on the file finds it)."""
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO calls (id, tenant, keys, created_at, cancelled_at) VALUES (?, ?, ?, ?, ?)",
-                (
-                    call.id,
-                    call.tenant,
-                    json.dumps(call.keys),
-                    _iso(call.created_at),
-                    _iso(call.cancelled_at) if call.cancelled_at else None,
-                ),
-            )
-        )
-
-    async def find_call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> tuple[Call, list[TaskRecord]] | None:
-        """This tenant's call and its rows in the call's order, in one query; None if unknown or another tenant's."""
-        query = (
-            f"SELECT {_CALL_ROW} FROM calls c JOIN json_each(c.keys) k JOIN tasks t ON t.key = k.value "
-            "AND t.tenant = c.tenant WHERE c.id = ? AND c.tenant = ? ORDER BY k.key"
-        )
-        rows: list[Any] | None = None
+    async def _call_rows(self, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         if self._reader is not None:
             try:  # on the event loop: a few rows by key, and no lock is ever waited for (see the module docstring)
-                rows = self._reader.execute(query, (call_id, tenant)).fetchall()
+                rows: list[tuple[Any, ...]] = self._reader.execute(self.sql.find_call, params).fetchall()
             except sqlite3.Error:  # busy (a checkpoint or a recovery holds the file), or worse: the worker reads,
-                rows = None  # waiting as every ledger call does, and says what is wrong
-        if rows is None:
-            rows = await self._run(lambda db: db.execute(query, (call_id, tenant)).fetchall())
-        if not rows:
-            return None
-        return call_from_rows(call_id, tenant, rows, datetime.fromisoformat, self._record)
-
-    async def cancel_call(self, call_id: str, at: datetime, *, tenant: str = DEFAULT_TENANT) -> bool:
-        """Mark this tenant's call cancelled at ``at``, unless it was already; False for an unknown id."""
-
-        def cancel(db: sqlite3.Connection) -> bool:
-            db.execute(
-                "UPDATE calls SET cancelled_at = ? WHERE id = ? AND tenant = ? AND cancelled_at IS NULL",
-                (_iso(at), call_id, tenant),
-            )
-            found = db.execute("SELECT 1 FROM calls WHERE id = ? AND tenant = ?", (call_id, tenant)).fetchone()
-            return found is not None
-
-        return await self._run(cancel)
+                pass  # waiting as every ledger call does, and says what is wrong
+            else:
+                return rows
+        return await super()._call_rows(params)
 
     # -- owners --------------------------------------------------------------------------------
 
@@ -388,7 +280,7 @@ class Ledger:
 
         def take(db: sqlite3.Connection) -> bool:
             row = db.execute(
-                f"SELECT owner FROM tasks WHERE key=? AND api_scope=? AND {_UNFINISHED}", (key, self.api_scope)
+                f"SELECT owner FROM tasks WHERE key=? AND api_scope=? AND {UNFINISHED}", (key, self.api_scope)
             ).fetchone()
             if row is None:
                 return False
@@ -403,15 +295,12 @@ class Ledger:
 
         return await self._run(take)
 
-    async def release(self, key: str) -> None:
-        await self._run(lambda db: db.execute("UPDATE tasks SET owner=NULL WHERE key=? AND owner=?", (key, self.owner)))
-
     async def claimable(self) -> list[str]:
         """Unfinished rows of this API with no live owner but this process, oldest first."""
 
         def select(db: sqlite3.Connection) -> list[str]:
             rows = db.execute(
-                f"SELECT key, owner FROM tasks WHERE {_UNFINISHED} AND api_scope=? ORDER BY created_at",
+                f"SELECT key, owner FROM tasks WHERE {UNFINISHED} AND api_scope=? ORDER BY created_at",
                 (self.api_scope,),
             ).fetchall()
             alive: dict[str, bool] = {}
@@ -425,27 +314,6 @@ class Ledger:
 
         return await self._run(select)
 
-    # -- uploads -------------------------------------------------------------------------------
-
-    async def cached_upload(self, sha256: str, *, tenant: str = DEFAULT_TENANT) -> tuple[str, datetime] | None:
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT url, expires_at FROM uploads WHERE sha256=? AND scope=? AND tenant=?",
-                (sha256, self.upload_scope, tenant),
-            ).fetchone()
-        )
-        return (row[0], datetime.fromisoformat(row[1])) if row else None
-
-    async def remember_upload(
-        self, sha256: str, url: str, expires_at: datetime, *, tenant: str = DEFAULT_TENANT
-    ) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "INSERT OR REPLACE INTO uploads (sha256, scope, tenant, url, expires_at) VALUES (?, ?, ?, ?, ?)",
-                (sha256, self.upload_scope, tenant, url, _iso(expires_at)),
-            )
-        )
-
     # -- other processes -------------------------------------------------------------------------
 
     async def watch_finished(self, on_finished: Callable[[TaskRecord], Awaitable[None]]) -> None:
@@ -456,35 +324,3 @@ class Ledger:
         whoever finished it. Replicas that serve one team's clients share PostgreSQL, which tells them.
         """
         del on_finished
-
-    # -- rows ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _row(r: TaskRecord) -> tuple[Any, ...]:
-        images = "[" + ",".join(i.model_dump_json() for i in r.images) + "]"
-        return (
-            r.key,
-            r.task_id,
-            r.request.model_dump_json(),
-            r.phase,
-            r.endpoint,
-            r.api_status,
-            r.progress,
-            images,
-            r.error,
-            int(r.offline),
-            _iso(r.created_at),
-            _iso(r.updated_at),
-            r.create_log.model_dump_json(exclude_defaults=True),
-            r.tenant,
-        )
-
-    @staticmethod
-    def _record(row: tuple[Any, ...]) -> TaskRecord:
-        return record_from_row(row, datetime.fromisoformat(row[10]), datetime.fromisoformat(row[11]))
-
-    async def _one(self, column: str, value: str, tenant: str | None) -> TaskRecord | None:
-        """The row whose ``column`` is ``value``, of this tenant (None: of any, for the runner's own work)."""
-        where, args = (f"{column}=?", (value,)) if tenant is None else (f"{column}=? AND tenant=?", (value, tenant))
-        row = await self._run(lambda db: db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {where}", args).fetchone())
-        return self._record(row) if row else None

@@ -32,12 +32,12 @@ whose text (a tenant may read it) names no database: the log has the same detail
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, LiteralString
 
@@ -49,16 +49,8 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
 from nano_banana_mcp.errors import ConfigError, DatabaseUnavailable, NanoBananaError
-from nano_banana_mcp.tasks.records import (
-    DEFAULT_TENANT,
-    FINISHED_PHASES,
-    UNFINISHED_PHASES,
-    Call,
-    Status,
-    TaskRecord,
-    now,
-)
-from nano_banana_mcp.tasks.store import RowTaken, call_from_rows, record_from_row
+from nano_banana_mcp.tasks.ledger_sql import FINISHED, UNFINISHED, Dialect, SqlLedger, Statements
+from nano_banana_mcp.tasks.records import TaskRecord
 
 __all__ = ["FINISHED_CHANNEL", "MIGRATIONS", "POOL_SIZE", "SCHEMA_VERSION", "DatabaseUnavailable", "PostgresLedger"]
 
@@ -143,14 +135,6 @@ is down, and the call says so now rather than after psycopg_pool's default 30 s.
 _KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
 """TCP keepalives on every connection, on both ends: a host that vanishes loses its owner lock in ~25 s."""
 
-_COLUMNS = (
-    "key, task_id, request, phase, endpoint, api_status, progress, images, error, offline, created_at, updated_at, "
-    "create_log, tenant"
-)
-_CALL_ROW = "c.created_at, c.cancelled_at, c.keys, " + ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
-"""A call and one of its rows, as :meth:`PostgresLedger.find_call` selects them."""
-_UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
-_FINISHED = f"phase IN ({', '.join(repr(p) for p in FINISHED_PHASES)})"
 _SCHEMA_LOCK = "pg_advisory_xact_lock(hashtextextended('nano-banana-mcp ledger schema', 0))"
 # True when the row's owner holds no lock: it is dead. Taken and let go in one statement: nothing is left held.
 _OWNER_DEAD = (
@@ -176,8 +160,30 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-class PostgresLedger:
+_SHARED = Statements.of(
+    Dialect(
+        param="%s",
+        tiebreak="seq",
+        call_keys="CROSS JOIN LATERAL json_array_elements_text(c.keys::json) WITH ORDINALITY AS k(value, key)",
+        arrays=True,
+        read_time=_utc,
+        text=_text,
+    )
+)
+SQL = replace(
+    _SHARED,
+    # A write that finishes the row announces it on FINISHED_CHANNEL in the same statement (one transaction): the
+    # others hear of it once it is committed, and never of a write that was refused.
+    save=f"WITH written AS ({_SHARED.save} RETURNING key, owner, phase) "
+    f"SELECT CASE WHEN {FINISHED} THEN pg_notify('{FINISHED_CHANNEL}', owner || chr(9) || key) END FROM written",
+)
+"""The shared statements (:mod:`nano_banana_mcp.tasks.ledger_sql`) as PostgreSQL spells them, and its save."""
+
+
+class PostgresLedger(SqlLedger):
     """Task records in PostgreSQL, their owners, and the upload cache. One instance per process."""
+
+    sql = SQL
 
     def __init__(self, url: SecretStr, *, api_scope: str, upload_scope: str | None = None) -> None:
         """``url`` is a ``postgresql://`` URL (libpq's, so ``?sslmode=require`` and the ``PG*`` variables work);
@@ -343,7 +349,7 @@ class PostgresLedger:
         reason = " ".join(str(err).split()) or type(err).__name__
         return reason.replace(str(password), "***") if password else reason
 
-    async def _rows(self, query: LiteralString, params: Sequence[Any] | dict[str, Any] = ()) -> list[TupleRow]:
+    async def _rows(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[TupleRow]:
         pool = self._require_pool()
         try:
             async with pool.connection() as conn:
@@ -352,7 +358,7 @@ class PostgresLedger:
         except psycopg.Error as err:
             raise self._unavailable(err) from err
 
-    async def _write(self, query: LiteralString, params: Sequence[Any] | dict[str, Any]) -> int:
+    async def _write(self, query: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
         """Run a statement; the number of rows it changed."""
         pool = self._require_pool()
         try:
@@ -368,117 +374,15 @@ class PostgresLedger:
 
     # -- task records ----------------------------------------------------------------------------
 
-    async def add(self, record: TaskRecord) -> bool:
-        """Insert a new row, owned by this process: it is about to send the create. False (nothing written) when a
-        row with this key exists already."""
-        added = await self._write(
-            f"INSERT INTO tasks ({_COLUMNS}, status, api_scope, owner) VALUES ({', '.join(['%s'] * 17)}) "
-            "ON CONFLICT (key) DO NOTHING",
-            (*self._row(record), record.status, self.api_scope, self.owner),
-        )
-        return added == 1
-
-    async def save(self, record: TaskRecord) -> None:
-        """Write the row's new state, only while this process owns it (else :class:`RowTaken`).
-
-        A write that finishes the row announces it on :data:`FINISHED_CHANNEL`, in the same statement (one
-        transaction): the others hear of it once it is committed, and never of a write that was refused.
-        """
-        record.updated_at = now()
-        key, *rest, _tenant = self._row(record)  # a row's tenant never changes
-        written = await self._write(
-            "WITH written AS (UPDATE tasks SET task_id=%s, request=%s, phase=%s, endpoint=%s, api_status=%s, "
-            "progress=%s, images=%s, error=%s, offline=%s, created_at=%s, updated_at=%s, create_log=%s, status=%s "
-            "WHERE key=%s AND owner=%s RETURNING key, owner, phase) "
-            f"SELECT CASE WHEN {_FINISHED} THEN pg_notify('{FINISHED_CHANNEL}', owner || chr(9) || key) END "
-            "FROM written",
-            (*rest, record.status, key, self.owner),
-        )
-        if written != 1:
-            raise RowTaken(f"task {record.handle}: this process no longer owns the row; it was not written")
-
     async def bind_task(self, key: str, task_id: str) -> bool:
-        """Give this process's row, still unnamed, the API's task ``task_id``, unless another row has it already (two
-        replicas binding the same task at once: the unique index lets one through)."""
+        """As :meth:`SqlLedger.bind_task`; of two replicas binding the same task at once, the unique index lets one
+        through, and the other is told False."""
         try:
-            bound = await self._write(
-                "UPDATE tasks SET task_id=%(t)s WHERE key=%(k)s AND owner=%(me)s AND task_id IS NULL "
-                "AND NOT EXISTS (SELECT 1 FROM tasks WHERE task_id=%(t)s)",
-                {"t": _text(task_id), "k": _text(key), "me": self.owner},
-            )
+            return await super().bind_task(key, task_id)
         except DatabaseUnavailable as err:
             if isinstance(err.__cause__, psycopg.errors.UniqueViolation):
                 return False
             raise
-        return bound == 1
-
-    async def get(self, key: str) -> TaskRecord | None:
-        rows = await self._rows(f"SELECT {_COLUMNS} FROM tasks WHERE key=%s", (_text(key),))
-        return self._record(rows[0]) if rows else None
-
-    async def find(self, handle: str, *, tenant: str = DEFAULT_TENANT) -> TaskRecord | None:
-        """The row an agent means: by the API's task id, or by our own key before the API named it."""
-        rows = await self._rows(
-            f"SELECT {_COLUMNS} FROM tasks WHERE (task_id=%(h)s OR key=%(h)s) AND tenant=%(t)s "
-            "ORDER BY task_id IS NOT DISTINCT FROM %(h)s DESC LIMIT 1",
-            {"h": _text(handle), "t": tenant},
-        )
-        return self._record(rows[0]) if rows else None
-
-    async def known_task_ids(self, task_ids: Sequence[str], *, tenant: str = DEFAULT_TENANT) -> set[str]:
-        """Which of these API task ids have a row of this tenant here (one query, however many)."""
-        wanted = list(dict.fromkeys(task_ids))[:1000]
-        if not wanted:
-            return set()
-        rows = await self._rows(
-            "SELECT task_id FROM tasks WHERE tenant=%s AND task_id = ANY(%s)", (tenant, [_text(t) for t in wanted])
-        )
-        return {row[0] for row in rows}
-
-    async def recent(
-        self, limit: int, offset: int = 0, status: Status | None = None, *, tenant: str = DEFAULT_TENANT
-    ) -> list[TaskRecord]:
-        """This tenant's rows newest first, optionally only those with this public status."""
-        where, args = ("WHERE tenant=%s AND status=%s", (tenant, status)) if status else ("WHERE tenant=%s", (tenant,))
-        rows = await self._rows(
-            f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, seq DESC LIMIT %s OFFSET %s",
-            (*args, limit, offset),
-        )
-        return [self._record(r) for r in rows]
-
-    async def count(self, status: Status | None = None, *, tenant: str = DEFAULT_TENANT) -> int:
-        where, args = ("WHERE tenant=%s AND status=%s", (tenant, status)) if status else ("WHERE tenant=%s", (tenant,))
-        [(count,)] = await self._rows(f"SELECT count(*) FROM tasks {where}", args)
-        return int(count)
-
-    # -- calls answered with a task ----------------------------------------------------------------
-
-    async def add_call(self, call: Call) -> None:
-        """Write a call's id, tenant and rows (committed when this returns: every replica finds it)."""
-        await self._write(
-            "INSERT INTO calls (id, tenant, keys, created_at, cancelled_at) VALUES (%s, %s, %s, %s, %s)",
-            (call.id, call.tenant, json.dumps([_text(k) for k in call.keys]), call.created_at, call.cancelled_at),
-        )
-
-    async def find_call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> tuple[Call, list[TaskRecord]] | None:
-        """This tenant's call and its rows in the call's order, in one query; None if unknown or another tenant's."""
-        rows = await self._rows(
-            f"SELECT {_CALL_ROW} FROM calls c "
-            "CROSS JOIN LATERAL json_array_elements_text(c.keys::json) WITH ORDINALITY AS k(key, n) "
-            "JOIN tasks t ON t.key = k.key AND t.tenant = c.tenant WHERE c.id = %s AND c.tenant = %s ORDER BY k.n",
-            (_text(call_id), tenant),
-        )
-        if not rows:
-            return None
-        return call_from_rows(call_id, tenant, rows, _utc, self._record)
-
-    async def cancel_call(self, call_id: str, at: datetime, *, tenant: str = DEFAULT_TENANT) -> bool:
-        """Mark this tenant's call cancelled at ``at``, unless it was already; False for an unknown id."""
-        rows = await self._rows(
-            "UPDATE calls SET cancelled_at = coalesce(cancelled_at, %s) WHERE id = %s AND tenant = %s RETURNING id",
-            (at, _text(call_id), tenant),
-        )
-        return bool(rows)
 
     # -- owners --------------------------------------------------------------------------------
 
@@ -490,42 +394,20 @@ class PostgresLedger:
         me = await self._live_owner()
         return (
             await self._write(
-                "UPDATE tasks SET owner=%(me)s "
-                f"WHERE key=%(key)s AND api_scope=%(scope)s AND {_UNFINISHED} AND {_FREE}",
+                f"UPDATE tasks SET owner=%(me)s WHERE key=%(key)s AND api_scope=%(scope)s AND {UNFINISHED} AND {_FREE}",
                 {"me": me, "key": _text(key), "scope": self.api_scope},
             )
             == 1
         )
 
-    async def release(self, key: str) -> None:
-        await self._write("UPDATE tasks SET owner=NULL WHERE key=%s AND owner=%s", (_text(key), self.owner))
-
     async def claimable(self) -> list[str]:
         """Unfinished rows of this API with no live owner but this process, oldest first."""
         me = await self._live_owner()
         rows = await self._rows(
-            f"SELECT key FROM tasks WHERE api_scope=%(scope)s AND {_UNFINISHED} AND {_FREE} ORDER BY created_at, seq",
+            f"SELECT key FROM tasks WHERE api_scope=%(scope)s AND {UNFINISHED} AND {_FREE} ORDER BY created_at, seq",
             {"me": me, "scope": self.api_scope},
         )
         return [row[0] for row in rows]
-
-    # -- uploads -------------------------------------------------------------------------------
-
-    async def cached_upload(self, sha256: str, *, tenant: str = DEFAULT_TENANT) -> tuple[str, datetime] | None:
-        rows = await self._rows(
-            "SELECT url, expires_at FROM uploads WHERE sha256=%s AND scope=%s AND tenant=%s",
-            (_text(sha256), self.upload_scope, tenant),
-        )
-        return (rows[0][0], _utc(rows[0][1])) if rows else None
-
-    async def remember_upload(
-        self, sha256: str, url: str, expires_at: datetime, *, tenant: str = DEFAULT_TENANT
-    ) -> None:
-        await self._write(
-            "INSERT INTO uploads (sha256, scope, tenant, url, expires_at) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (sha256, scope, tenant) DO UPDATE SET url=excluded.url, expires_at=excluded.expires_at",
-            (_text(sha256), self.upload_scope, tenant, _text(url), expires_at),
-        )
 
     # -- other processes -------------------------------------------------------------------------
 
@@ -581,32 +463,6 @@ class PostgresLedger:
             log.error("ledger: task %s, finished by another replica, could not be read: %s", key, err)
         except Exception:  # a listener's failure must not end the watch
             log.exception("ledger: task %s, finished by another replica, could not be told", key)
-
-    # -- rows ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _row(r: TaskRecord) -> tuple[Any, ...]:
-        images = "[" + ",".join(i.model_dump_json() for i in r.images) + "]"
-        return (
-            _text(r.key),
-            _text(r.task_id),
-            r.request.model_dump_json(),
-            r.phase,
-            r.endpoint,
-            _text(r.api_status),
-            r.progress,
-            images,
-            _text(r.error),
-            r.offline,
-            r.created_at,
-            r.updated_at,
-            r.create_log.model_dump_json(exclude_defaults=True),
-            r.tenant,
-        )
-
-    @staticmethod
-    def _record(row: TupleRow) -> TaskRecord:
-        return record_from_row(row, _utc(row[10]), _utc(row[11]))
 
 
 async def _migrate(conn: _Connection, where: str) -> None:

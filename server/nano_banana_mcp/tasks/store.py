@@ -22,16 +22,14 @@ Every failure to reach, migrate, read or write the database is a ``ConfigError``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 
-from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import NanoBananaError
-from nano_banana_mcp.tasks.records import DEFAULT_TENANT, Call, CreateLog, SavedImage, Status, TaskRecord
+from nano_banana_mcp.tasks.records import DEFAULT_TENANT, Call, Status, TaskRecord
 
-__all__ = ["LedgerStore", "RowTaken", "call_from_rows", "record_from_row"]
+__all__ = ["LedgerStore", "RowTaken"]
 
 
 class RowTaken(NanoBananaError):
@@ -145,45 +143,3 @@ class LedgerStore(Protocol):
         not told (its runner does that). Losing the database is not an error: the watch goes on when it is back.
         """
         ...
-
-
-def record_from_row(row: Sequence[Any], created_at: datetime, updated_at: datetime) -> TaskRecord:
-    """A task row as both ledgers select it (their ``_COLUMNS`` order, ending with the create log and the tenant), its
-    times already read by the backend (SQLite keeps ISO text, PostgreSQL timestamps)."""
-    key, task_id, request, phase, endpoint, api_status, progress, images, error, offline = row[:10]
-    return TaskRecord(
-        tenant=row[13],
-        create_log=CreateLog.model_validate_json(row[12]),
-        key=key,
-        task_id=task_id,
-        request=GenerateRequest.model_validate_json(request),
-        phase=phase,
-        endpoint=endpoint,
-        api_status=api_status,
-        progress=progress,
-        images=[SavedImage.model_validate(i) for i in json.loads(images)],
-        error=error,
-        offline=bool(offline),
-        created_at=created_at,
-        updated_at=updated_at,
-    )
-
-
-def call_from_rows(
-    call_id: str,
-    tenant: str,
-    rows: Sequence[tuple[Any, ...]],
-    when: Callable[[Any], datetime],
-    record: Callable[[tuple[Any, ...]], TaskRecord],
-) -> tuple[Call, list[TaskRecord]]:
-    """A call and its rows as both ledgers select them (the call's created_at, cancelled_at and keys, then the row's
-    columns), its times read by the backend's ``when``."""
-    created, cancelled, keys = rows[0][:3]
-    call = Call(
-        id=call_id,
-        tenant=tenant,
-        keys=json.loads(keys),
-        created_at=when(created),
-        cancelled_at=when(cancelled) if cancelled else None,
-    )
-    return call, [record(row[3:]) for row in rows]
