@@ -2,17 +2,13 @@
 
 It keeps the promises of :class:`~nano_banana_mcp.tasks.store.LedgerStore` with the database's own means:
 
-- **Owners are sessions.** Each process holds a session-level advisory lock keyed by its owner id
-  (``pg_advisory_lock(hashtextextended(owner, 0))``) on a connection of its own, for as long as it runs. A
-  process that dies loses that connection, and PostgreSQL ends the session and drops the lock: at once for a
-  killed process (its socket closes), after the TCP keepalives set here (about 25 s) for a vanished host. An
-  owner is dead when its lock can be taken: ``pg_try_advisory_lock`` of its key, unlocked again in the same
-  statement. A claim is one ``UPDATE`` whose condition is "no owner, or me, or a dead owner": of two processes
-  racing for a dead owner's row, one takes the row lock and wins; the other re-reads the row, finds a live
-  owner, and loses. No clock is trusted.
-- **A process that loses its own lock** (a network cut, a database restart) is dead to the others, so it takes
-  a new owner id on a new connection; its rows are claimed again by whoever comes first, and a write on a row
-  that changed hands meanwhile is refused (:class:`RowTaken`), so two processes never work one row.
+- **Owners are sessions** (:mod:`nano_banana_mcp.tasks.pg_owners`): each process holds a session-level advisory
+  lock keyed by its owner id on a connection of its own; a process that dies loses it, and an owner is dead when
+  its lock can be taken. A claim is one ``UPDATE`` whose condition is "no owner, or me, or a dead owner": of two
+  processes racing for a dead owner's row, one takes the row lock and wins; the other re-reads the row, finds a
+  live owner, and loses. No clock is trusted. A process that loses its own lock takes a new id; its rows are
+  claimed again by whoever comes first, and a write on a row that changed hands meanwhile is refused
+  (:class:`RowTaken`), so two processes never work one row.
 - **Finishes are announced.** The write that finishes a row also sends ``pg_notify`` on :data:`FINISHED_CHANNEL`
   (the writer's owner id and the row's key, tab-separated), in the same statement: sent when it commits, never
   for a write refused. Each process listens on a connection of its own (:meth:`PostgresLedger.watch_finished`) and
@@ -22,20 +18,18 @@ It keeps the promises of :class:`~nano_banana_mcp.tasks.store.LedgerStore` with 
   nothing to do. PostgreSQL's DDL is transactional: a failed migration leaves nothing half done.
 
 Queries go through a small pool (psycopg 3, async); the owner connection is apart from it, so no pooled session
-ever holds an owner lock, and so is the one that listens. This module needs the ``team`` extra (``pip install
+ever holds an owner lock, and so is the one that listens. The statements both ledgers agree on are written once in
+:mod:`nano_banana_mcp.tasks.ledger_sql`. This module needs the ``team`` extra (``pip install
 'nano-banana-mcp[team]'``); :func:`nano_banana_mcp.runtime.ledger_for` imports it only when a database URL is set.
 A failure at start is a :class:`ConfigError` naming the database (``user@host:port/dbname``, never the password)
 and the setting, for the operator who starts the server. A failure while serving is :class:`DatabaseUnavailable`,
-whose text (a tenant may read it) names no database: the log has the same detail for the operator.
+whose text (a tenant may read it) names no database: the log has the same detail for the operator
+(:mod:`nano_banana_mcp.tasks.pg_database`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -43,20 +37,20 @@ from typing import Any, LiteralString
 
 import anyio
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
 from nano_banana_mcp.errors import ConfigError, DatabaseUnavailable, NanoBananaError
 from nano_banana_mcp.tasks.ledger_sql import FINISHED, UNFINISHED, Dialect, SqlLedger, Statements
+from nano_banana_mcp.tasks.pg_database import SERVER_KEEPALIVES, Database
+from nano_banana_mcp.tasks.pg_database import Connection as _Connection
+from nano_banana_mcp.tasks.pg_owners import FREE, OwnerSession
 from nano_banana_mcp.tasks.records import TaskRecord
 
 __all__ = ["FINISHED_CHANNEL", "MIGRATIONS", "POOL_SIZE", "SCHEMA_VERSION", "DatabaseUnavailable", "PostgresLedger"]
 
 log = logging.getLogger(__name__)
-
-_Connection = psycopg.AsyncConnection[TupleRow]
 
 # Each entry migrates the schema from version i to i + 1. Append; never edit a released entry. JSON is kept as
 # text, as in SQLite: jsonb refuses the \u0000 a prompt may hold.
@@ -124,31 +118,12 @@ FINISHED_CHANNEL = "nano_banana_finished"
 """Where a write that finishes a row is announced to every process on the database: its owner and key, tab-separated."""
 LISTEN_RETRY_SECONDS = (0.1, 10.0)
 """The first and the longest wait before listening again on a new connection, the wait doubling in between."""
-CONNECT_SECONDS = 3
-"""How long opening a connection may take (libpq's connect_timeout, unless the URL sets its own; libpq advises
-against less than 2 s): a database that does not answer stops a start-up within seconds, naming the setting."""
 POOL_OPEN_SECONDS = 10
 """How long the pool may take to open its first connection, once the owner connection has been made."""
 WAIT_SECONDS = 3.0
 """How long a query waits for a pooled connection. Queries take a millisecond: a wait this long means the database
 is down, and the call says so now rather than after psycopg_pool's default 30 s."""
-_KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
-"""TCP keepalives on every connection, on both ends: a host that vanishes loses its owner lock in ~25 s."""
-
 _SCHEMA_LOCK = "pg_advisory_xact_lock(hashtextextended('nano-banana-mcp ledger schema', 0))"
-# True when the row's owner holds no lock: it is dead. Taken and let go in one statement: nothing is left held.
-_OWNER_DEAD = (
-    "CASE WHEN pg_try_advisory_lock(hashtextextended(owner, 0)) "
-    "THEN pg_advisory_unlock(hashtextextended(owner, 0)) ELSE false END"
-)
-_FREE = f"(owner IS NULL OR owner = %(me)s OR {_OWNER_DEAD})"
-# The server's keepalives too (a session's own settings): it ends the session of a host that vanished.
-_SERVER_KEEPALIVES = ", ".join(f"set_config('tcp_keepalives_{k}', '{v}', false)" for k, v in _KEEPALIVE.items())
-
-
-def _new_owner() -> str:
-    """Unique for all time: an id whose lock was lost is never taken again."""
-    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 def _text(value: str | None) -> str | None:
@@ -190,32 +165,28 @@ class PostgresLedger(SqlLedger):
         ``api_scope`` and ``upload_scope`` as for :class:`~nano_banana_mcp.tasks.ledger.Ledger`."""
         self.api_scope = api_scope
         self.upload_scope = upload_scope or api_scope
-        self._url = url
-        self.where = _where(url)
+        self._database = Database(url)
+        self.where = self._database.where
         """The database as messages name it: ``user@host:port/dbname``, without the password."""
-        self._owner = _new_owner()
-        self._owners: set[str] = set()  # every id this process has held: a row it finished under any is its own
-        self._owner_conn: _Connection | None = None
-        self._owner_guard = anyio.Lock()
+        self._session = OwnerSession(self._database)
         self._pool: AsyncConnectionPool[_Connection] | None = None
-        self._closed = True
 
     @property
     def owner(self) -> str:
-        return self._owner
+        return self._session.id
 
     # -- life ----------------------------------------------------------------------------------
 
     async def open(self) -> PostgresLedger:
         """Connect, migrate, take this process's owner lock, and open the pool."""
-        self._closed = False
+        self._session.closed = False
         try:
-            conn = await self._connect()
-            self._owner_conn = conn
+            conn = await self._database.connect()
+            self._session.conn = conn
             await _migrate(conn, self.where)
-            await self._lock_owner(conn, self._owner)
+            await self._session.lock(conn, self._session.id)
             pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
-                self._conninfo(),
+                self._database.conninfo(),
                 kwargs={"autocommit": True},
                 min_size=1,
                 max_size=POOL_SIZE,
@@ -230,124 +201,22 @@ class PostgresLedger(SqlLedger):
             with anyio.CancelScope(shield=True):
                 await self.close()
             if isinstance(err, psycopg.Error):
-                raise self._problem(err) from err
+                raise self._database.problem(err) from err
             raise
         return self
 
     async def close(self) -> None:
         """Close the pool and the owner connection: the rows this process owned are free for the others at once."""
-        self._closed = True
+        self._session.closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
-        conn, self._owner_conn = self._owner_conn, None
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):  # now, rather than when the server process has ended
-                await conn.execute("SELECT pg_advisory_unlock_all()")
-            await conn.close()
+        await self._session.end()
 
     async def ping(self) -> None:
         """The database answers, and this process holds its owner lock (taken anew if it was lost)."""
-        await self._live_owner()
+        await self._session.live()
         await self._rows("SELECT 1")
-
-    def _conninfo(self) -> str:
-        """The URL with this package's defaults for what it leaves unsaid (a timeout, keepalives, a name)."""
-        url = self._url.get_secret_value()
-        given = conninfo_to_dict(url)
-        defaults: dict[str, Any] = {
-            "connect_timeout": CONNECT_SECONDS,
-            "application_name": "nano-banana-mcp",
-            "keepalives": 1,
-            **{f"keepalives_{name}": value for name, value in _KEEPALIVE.items()},
-        }
-        return make_conninfo(url, **{k: v for k, v in defaults.items() if k not in given})
-
-    async def _connect(self) -> _Connection:
-        return await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True)
-
-    async def _lock_owner(self, conn: _Connection, owner: str) -> None:
-        """Hold an owner lock on ``conn``, for ``owner`` or, should its 64-bit hash be held already, a new id."""
-        for _ in range(3):
-            cursor = await conn.execute(
-                f"SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), {_SERVER_KEEPALIVES}", (owner,)
-            )
-            row = await cursor.fetchone()
-            if row is not None and row[0]:
-                self._owner = owner
-                self._owners.add(owner)
-                return
-            owner = _new_owner()
-        raise psycopg.OperationalError("no owner lock could be taken (three ids in a row were held)")
-
-    async def _live_owner(self) -> str:
-        """This process's owner id, its lock checked on the owner connection.
-
-        If that connection is gone, the old id is dead to the others (its rows are theirs to claim): a new id is
-        locked on a new connection.
-        """
-        async with self._owner_guard:
-            conn = self._owner_conn
-            if self._closed:
-                raise RuntimeError("the ledger is closed")
-            if conn is not None:
-                try:
-                    await conn.execute("SELECT 1")
-                except psycopg.Error as err:
-                    log.warning(
-                        "ledger: the owner connection to %s was lost (%s); its rows are free for any replica to resume",
-                        self.where,
-                        self._reason(err),
-                    )
-                    self._owner_conn = None
-                    with anyio.CancelScope(shield=True):
-                        await conn.close()
-                else:
-                    return self._owner
-            try:
-                conn = await self._connect()
-            except psycopg.Error as err:
-                raise self._unavailable(err) from err
-            try:
-                await self._lock_owner(conn, _new_owner())  # the old id stays dead
-            except BaseException as err:
-                with anyio.CancelScope(shield=True):
-                    await conn.close()
-                if isinstance(err, psycopg.Error):
-                    raise self._unavailable(err) from err
-                raise
-            self._owner_conn = conn
-            log.info("ledger: owner connection to %s restored; this process is now %s", self.where, self._owner)
-            return self._owner
-
-    def _problem(self, err: BaseException) -> ConfigError:
-        settings = "NANO_BANANA_DATABASE_URL (or the file NANO_BANANA_DATABASE_URL_FILE names)"
-        reason = self._reason(err)
-        if reason is None:
-            return ConfigError(
-                f"The PostgreSQL URL of the task ledger in {settings} cannot be read: write it as "
-                "postgresql://user:password@host:port/dbname, with any special character in the password "
-                "percent-encoded."
-            )
-        return ConfigError(
-            f"The task ledger in PostgreSQL at {self.where} cannot be used ({reason}). Check {settings}: the "
-            "server must be reachable, the database must exist, and its user must be allowed to create tables in it."
-        )
-
-    def _unavailable(self, err: BaseException) -> DatabaseUnavailable:
-        """A failure while serving: logged for the operator (the database and the reason, never the password); the
-        error says only that the database is unavailable."""
-        log.error("ledger: %s", self._problem(err))
-        return DatabaseUnavailable()
-
-    def _reason(self, err: BaseException) -> str | None:
-        """What went wrong, on one line and without the URL's password; None if the URL itself cannot be read."""
-        try:
-            password = conninfo_to_dict(self._url.get_secret_value()).get("password")
-        except psycopg.Error:  # libpq's reason would quote the URL, password and all
-            return None
-        reason = " ".join(str(err).split()) or type(err).__name__
-        return reason.replace(str(password), "***") if password else reason
 
     async def _rows(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[TupleRow]:
         pool = self._require_pool()
@@ -356,7 +225,7 @@ class PostgresLedger(SqlLedger):
                 cursor = await conn.execute(query, params)
                 return await cursor.fetchall() if cursor.description is not None else []
         except psycopg.Error as err:
-            raise self._unavailable(err) from err
+            raise self._database.unavailable(err) from err
 
     async def _write(self, query: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
         """Run a statement; the number of rows it changed."""
@@ -365,7 +234,7 @@ class PostgresLedger(SqlLedger):
             async with pool.connection() as conn:
                 return (await conn.execute(query, params)).rowcount
         except psycopg.Error as err:
-            raise self._unavailable(err) from err
+            raise self._database.unavailable(err) from err
 
     def _require_pool(self) -> AsyncConnectionPool[_Connection]:
         if self._pool is None:
@@ -391,10 +260,10 @@ class PostgresLedger(SqlLedger):
 
         One statement, a compare-and-set under the row's lock: of two processes that both see a dead owner, one wins.
         """
-        me = await self._live_owner()
+        me = await self._session.live()
         return (
             await self._write(
-                f"UPDATE tasks SET owner=%(me)s WHERE key=%(key)s AND api_scope=%(scope)s AND {UNFINISHED} AND {_FREE}",
+                f"UPDATE tasks SET owner=%(me)s WHERE key=%(key)s AND api_scope=%(scope)s AND {UNFINISHED} AND {FREE}",
                 {"me": me, "key": _text(key), "scope": self.api_scope},
             )
             == 1
@@ -402,9 +271,9 @@ class PostgresLedger(SqlLedger):
 
     async def claimable(self) -> list[str]:
         """Unfinished rows of this API with no live owner but this process, oldest first."""
-        me = await self._live_owner()
+        me = await self._session.live()
         rows = await self._rows(
-            f"SELECT key FROM tasks WHERE api_scope=%(scope)s AND {UNFINISHED} AND {_FREE} ORDER BY created_at, seq",
+            f"SELECT key FROM tasks WHERE api_scope=%(scope)s AND {UNFINISHED} AND {FREE} ORDER BY created_at, seq",
             {"me": me, "scope": self.api_scope},
         )
         return [row[0] for row in rows]
@@ -421,11 +290,11 @@ class PostgresLedger(SqlLedger):
         """
         wait = LISTEN_RETRY_SECONDS[0]
         lost = False
-        while not self._closed:
+        while not self._session.closed:
             conn: _Connection | None = None
             try:
-                conn = await self._connect()
-                await conn.execute(f"SELECT {_SERVER_KEEPALIVES}")
+                conn = await self._database.connect()
+                await conn.execute(f"SELECT {SERVER_KEEPALIVES}")
                 await conn.execute(f"LISTEN {FINISHED_CHANNEL}")
                 if lost:
                     log.info("ledger: listening again on %s for the tasks other replicas finish", self.where)
@@ -434,7 +303,7 @@ class PostgresLedger(SqlLedger):
                     await self._finished_elsewhere(note.payload, on_finished)
                 reason = "the connection ended"
             except psycopg.Error as err:
-                reason = self._reason(err) or type(err).__name__
+                reason = self._database.reason(err) or type(err).__name__
             finally:
                 if conn is not None:
                     with anyio.CancelScope(shield=True):
@@ -453,7 +322,7 @@ class PostgresLedger(SqlLedger):
     async def _finished_elsewhere(self, payload: str, on_finished: Callable[[TaskRecord], Awaitable[None]]) -> None:
         """Tell ``on_finished`` of the row an announcement names, unless this process wrote it (its runner tells)."""
         owner, _, key = payload.partition("\t")
-        if not key or owner in self._owners:
+        if not key or owner in self._session.ids:
             return
         try:
             record = await self.get(key)
@@ -490,15 +359,3 @@ async def _migrate(conn: _Connection, where: str) -> None:
             await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (step + 1,))
             log.info("ledger: %s migrated to schema %d", where, step + 1)
         await conn.execute("UPDATE schema_version SET applied_at = applied_at WHERE version = %s", (SCHEMA_VERSION,))
-
-
-def _where(url: SecretStr) -> str:
-    """``user@host:port/dbname`` of a URL, for messages: never its password, nor its other parameters."""
-    try:
-        parts = conninfo_to_dict(url.get_secret_value())
-    except psycopg.Error:
-        return "(a URL that cannot be read)"  # and that _problem says
-    user = f"{parts['user']}@" if parts.get("user") else ""
-    host = str(parts.get("host") or "localhost")
-    port = f":{parts['port']}" if parts.get("port") else ""
-    return f"{user}{host}{port}/{parts.get('dbname') or ''}"
