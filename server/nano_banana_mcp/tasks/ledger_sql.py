@@ -127,7 +127,7 @@ class Statements:
 
     @classmethod
     def of(cls, dialect: Dialect) -> Statements:
-        def spelled(statement: str) -> str:
+        def spelled(statement: str) -> str:  # no statement here holds a literal ? (nor a %, which psycopg reads)
             return statement.replace("?", dialect.param)
 
         newest = f"ORDER BY created_at DESC, {dialect.tiebreak} DESC LIMIT ? OFFSET ?"
