@@ -149,7 +149,9 @@ async def generate_image(
     resolution: Annotated[Resolution | None, Field(description="Not for nano-banana-1.")] = None,
     images: Annotated[
         list[str] | None,
-        Field(description="References: an earlier images[].uri, local paths, https:// or data:image/... URIs."),
+        Field(
+            description="References: an earlier images[].uri, nano-banana://sets/{name}, paths, https:// or data: URIs."
+        ),
     ] = None,
     count: Annotated[int, Field(ge=1, le=catalog.MAX_COUNT, description="Images, each its own task.")] = 1,
     output_format: Annotated[OutputFormat | None, Field(description="Convert saved files.")] = None,
@@ -212,10 +214,12 @@ async def list_tasks(
 async def upload_reference(
     path: Annotated[str, Field(min_length=1, max_length=4096, description="Local path of an image file.")],
     ctx: Context[App],
+    set: str | None = None,  # the tool's argument; checked by the service (one-line refusals)
 ) -> UploadedReference:
-    """Upload a local image once; pass the URL in generate_image's images until expires_at (24 hours)."""
+    """Upload an image once; pass the URL in generate_image's images until expires_at (24 h). With set, keep it in
+    nano-banana://sets/{set} too."""
     with agent_errors():
-        return await service_of(ctx).upload(path, client_roots=roots_of(ctx), tenant=tenant_of())
+        return await service_of(ctx).upload(path, client_roots=roots_of(ctx), tenant=tenant_of(), to_set=set)
 
 
 async def list_models() -> ModelList:

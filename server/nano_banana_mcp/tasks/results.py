@@ -53,6 +53,7 @@ class TaskResult(BaseModel):
     offline: bool = False  # emulator placeholders, not generated images (the summary line says so)
     created_at: datetime | None = None
     next_step: str | None = None
+    sets: list[str] = Field(default_factory=list)  # the nano-banana://sets/{name} its references came from
 
     def summary(self) -> str:
         """One line for the agent to read."""
@@ -222,6 +223,7 @@ def result_of(record: TaskRecord, store: ImageStore, *, links: bool = True) -> T
         offline=record.offline,
         created_at=record.created_at,
         next_step=next_step,
+        sets=list(record.request.sets),
     )
 
 

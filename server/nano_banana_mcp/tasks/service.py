@@ -36,6 +36,7 @@ from nano_banana_mcp.tasks.results import (
 )
 from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.saving import read_saved
+from nano_banana_mcp.tasks.sets import ReferenceSets, set_name
 from nano_banana_mcp.tasks.store import LedgerStore
 
 __all__ = ["ProgressCallback", "Service"]
@@ -63,9 +64,12 @@ class Service:
     previews: Previews = field(default_factory=lambda: Previews(PREVIEWS_KEPT), init=False, repr=False)
 
     references: References = field(init=False, repr=False)
+    sets: ReferenceSets = field(init=False, repr=False)
+    """The tenants' named reference sets (``nano-banana://sets/{name}``)."""
 
     def __post_init__(self) -> None:
         self.references = References(self.settings, self.ledger, self.clients, self.tenants, self.store)
+        self.sets = self.references.sets
 
     # -- generate ------------------------------------------------------------------------------
 
@@ -91,6 +95,7 @@ class Service:
             raise InvalidRequest(
                 f"count must be from 1 to {catalog.MAX_COUNT} (each image is its own task), got {count}."
             )
+        request = await self.sets.expand(request, tenant)  # nano-banana://sets/{name}: its images, within the limit
         catalog.check(
             request.model,
             prompt=request.prompt,
@@ -340,10 +345,24 @@ class Service:
         return await listing.page(page, page_size, status, tenant)
 
     async def upload(
-        self, path: str, client_roots: RootsProvider | None = None, *, tenant: str = DEFAULT_TENANT
+        self,
+        path: str,
+        client_roots: RootsProvider | None = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        to_set: str | None = None,
     ) -> UploadedReference:
-        """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant."""
-        return await self.references.upload(path, client_roots, tenant)
+        """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant.
+
+        With ``to_set``, ``path`` may be any reference (a file, an https:// URL, a data: URI, an earlier result): it is
+        kept in the tenant's set of that name too (made if new; see :mod:`.sets`)."""
+        if to_set is None:
+            return await self.references.upload(path, client_roots, tenant)
+        name = set_name(to_set)
+        self.clients.require(tenant)  # no key for this tenant: say so before reading anything
+        ref = await self.references.read_one(path, client_roots, tenant)
+        await self.sets.add(name, ref, tenant)
+        return await self.references.uploaded(ref, tenant)
 
     async def thumbnail(self, location: str) -> tuple[bytes, str]:
         """A small JPEG preview of a saved image (see ``images.thumbnail``), made off the event loop once per version
