@@ -317,7 +317,7 @@ class ReferenceSets:
     def _unknown(name: str, what: str | None = None) -> SetNotFound:
         return SetNotFound(
             f"{what or f'There is no set {name!r}'}: read {SETS_URI} for your sets, or make it with "
-            f"upload_reference(path, set={name!r})."
+            f"upload_reference(path, set={name!r}) or `nano-banana-mcp sets add {name} IMAGE`."
         )
 
     async def _sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
