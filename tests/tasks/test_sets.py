@@ -4,6 +4,7 @@ the API from the kept copy when its upload has expired."""
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -226,3 +227,22 @@ async def test_images_are_removed_by_index_or_with_their_set(
         with pytest.raises(SetNotFound):
             await service.submit(GenerateRequest(prompt="gone", images=(HERO,)))
     assert emulator.creates == 0
+
+
+async def test_any_reference_joins_a_set_but_urls_only_from_allowed_hosts(
+    settings: Settings, emulator: Emulator, png: MakePng, tmp_path: Path
+) -> None:
+    """A data: URI, an earlier result and a URL of the API's own files join a set as kept copies; a URL of a host
+    off the download allowlist is refused in one line, and nothing is fetched from it."""
+    data_uri = "data:image/png;base64," + base64.b64encode(png(tmp_path / "d.png", (9, 9)).read_bytes()).decode()
+    async with open_service(settings) as service:
+        made = await service.generate(GenerateRequest(prompt="a result"), 30)
+        uploaded = await service.upload(str(png(tmp_path / "u.png", (11, 11))))
+        for ref in (data_uri, made.images[0].uri or "", uploaded.url):
+            await service.upload(ref, to_set="mixed")
+        kept = await service.sets.get("mixed", "default")
+        with pytest.raises(InvalidRequest) as refused:
+            await service.upload("https://example.com/hero.png", to_set="mixed")
+    assert len(kept.images) == 3
+    assert "download allowlist" in str(refused.value) and "\n" not in str(refused.value)
+    assert not any("example.com" in r.path for r in emulator.requests)
