@@ -15,7 +15,7 @@ from mcp_types import TextResourceContents
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.mcp_server import create_server
 from nano_banana_mcp.mcp_server.apps import REQUEST_META, VIEWER_URI
-from nano_banana_mcp.tasks.sets import SETS_URI
+from nano_banana_mcp.uris import SETS_URI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_eras]  # capability negotiation: the protocol is the subject
 
