@@ -47,7 +47,7 @@ async def test_a_set_made_once_is_used_after_a_restart_in_order_with_other_refer
     character = pngs(png, tmp_path / "hero", 3)
     prop = png(tmp_path / "prop.png", (40, 20))
     async with open_service(settings) as service:
-        urls = [(await service.upload(str(p), to_set="Hero")).url for p in character]  # names are case-folded
+        urls = [(await service.upload(str(p), into="Hero")).url for p in character]  # names are case-folded
     assert emulator.uploads == 3
 
     async with open_service(settings) as service:  # a restart: nothing of the set is in memory
@@ -92,7 +92,7 @@ async def test_an_expired_upload_is_renewed_from_the_kept_copy_before_the_create
     create, which the API accepts at once; no create is ever refused or sent twice."""
     [path] = pngs(png, tmp_path, 1)
     async with open_service(settings) as service:
-        first = await service.upload(str(path), to_set="hero")
+        first = await service.upload(str(path), into="hero")
         # 24 hours pass: the API forgets the upload, and the cache's entry is past its expiry.
         assert emulator.expire_uploads() == 1
         await service.ledger.remember_upload(first.sha256, first.url, now() - timedelta(minutes=1), tenant="default")
@@ -152,7 +152,7 @@ async def test_two_replicas_on_one_database_and_bucket_share_a_set(
     character = pngs(png, tmp_path / "a" / "refs", 2)
     async with open_service(replica("a")) as a, open_service(replica("b")) as b:
         for path in character:
-            await a.upload(str(path), to_set="hero")
+            await a.upload(str(path), into="hero")
         shown = await b.sets.get("HERO", "default")
         assert [i.sha256 for i in shown.images] == [
             (await a.sets.get("hero", "default")).images[i].sha256 for i in range(2)
@@ -199,7 +199,7 @@ async def test_the_bounds_each_refuse_in_one_line(
         big = png(tmp_path / "big.png", (400, 400))
         big.write_bytes(big.read_bytes() + b"\0" * 20_000)
         with pytest.raises(NanoBananaError) as too_big:
-            await service.upload(str(big), to_set="s1")
+            await service.upload(str(big), into="s1")
         problems.append(too_big.value)
         assert "limit" in str(too_big.value)
     assert emulator.uploads == 0
@@ -214,7 +214,7 @@ async def test_images_are_removed_by_index_or_with_their_set(
     images = pngs(png, tmp_path, 3)
     async with open_service(settings) as service:
         for path in images:
-            await service.upload(str(path), to_set="hero")
+            await service.upload(str(path), into="hero")
         before = await service.sets.get("hero", "default")
         left = await service.sets.remove("hero", 1, "default")
         assert left is not None
@@ -239,10 +239,10 @@ async def test_any_reference_joins_a_set_but_urls_only_from_allowed_hosts(
         made = await service.generate(GenerateRequest(prompt="a result"), 30)
         uploaded = await service.upload(str(png(tmp_path / "u.png", (11, 11))))
         for ref in (data_uri, made.images[0].uri or "", uploaded.url):
-            await service.upload(ref, to_set="mixed")
+            await service.upload(ref, into="mixed")
         kept = await service.sets.get("mixed", "default")
         with pytest.raises(InvalidRequest) as refused:
-            await service.upload("https://example.com/hero.png", to_set="mixed")
+            await service.upload("https://example.com/hero.png", into="mixed")
     assert len(kept.images) == 3
     assert "download allowlist" in str(refused.value) and "\n" not in str(refused.value)
     assert not any("example.com" in r.path for r in emulator.requests)

@@ -216,7 +216,7 @@ async def upload_reference(
 ) -> UploadedReference:
     """Upload an image (with ``set``, any reference) and keep it in that set: see ``_UPLOAD_DESCRIPTION``."""
     with agent_errors():
-        return await service_of(ctx).upload(path, client_roots=roots_of(ctx), tenant=tenant_of(), to_set=set)
+        return await service_of(ctx).upload(path, client_roots=roots_of(ctx), tenant=tenant_of(), into=set)
 
 
 async def list_models() -> ModelList:

@@ -94,8 +94,13 @@ class References:
         resolved = await self._resolve(images, client_roots, tenant)
         return tuple([ref if isinstance(ref, str) else await self.upload_cached(ref, tenant) for ref in resolved])
 
-    async def upload(self, path: str, client_roots: RootsProvider | None, tenant: str) -> UploadedReference:
-        """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant."""
+    async def upload(
+        self, path: str, client_roots: RootsProvider | None, tenant: str, *, into: str | None = None
+    ) -> UploadedReference:
+        """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant. With
+        ``into``, ``path`` may be any reference, kept in the tenant's set of that name too (:meth:`keep`)."""
+        if into is not None:
+            return await self.keep(path, into, client_roots, tenant)
         self.clients.require(tenant)  # no key for this tenant: say so before reading anything
         roots = await self._roots(client_roots)
         ref = await anyio.to_thread.run_sync(self._check_one, path, roots)
@@ -109,6 +114,15 @@ class References:
         return UploadedReference(
             url=url, expires_at=expires[1], sha256=ref.sha256, mime_type=ref.mime_type, size_bytes=len(ref.data)
         )
+
+    async def keep(self, ref: str, set_name: str, client_roots: RootsProvider | None, tenant: str) -> UploadedReference:
+        """Keep any one reference (a file, an https:// URL, a data: URI, an earlier result) in the tenant's set of that
+        name (made if new; see :mod:`.sets`), and upload it as :meth:`upload` does."""
+        self.sets.check_name(set_name)  # a bad name, or no key for this tenant: said before reading anything
+        self.clients.require(tenant)
+        image = await self.read_one(ref, client_roots, tenant)
+        await self.sets.add(set_name, image, tenant)
+        return await self.uploaded(image, tenant)
 
     async def read_one(self, ref: str, client_roots: RootsProvider | None, tenant: str) -> ReferenceFile:
         """Any one reference as a checked image in memory, to be kept (in a set): a local path, a ``data:`` URI, an

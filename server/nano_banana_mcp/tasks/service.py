@@ -36,7 +36,7 @@ from nano_banana_mcp.tasks.results import (
 )
 from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.saving import read_saved
-from nano_banana_mcp.tasks.sets import ReferenceSets, set_name
+from nano_banana_mcp.tasks.sets import ReferenceSets
 from nano_banana_mcp.tasks.store import LedgerStore
 
 __all__ = ["ProgressCallback", "Service"]
@@ -64,8 +64,7 @@ class Service:
     previews: Previews = field(default_factory=lambda: Previews(PREVIEWS_KEPT), init=False, repr=False)
 
     references: References = field(init=False, repr=False)
-    sets: ReferenceSets = field(init=False, repr=False)
-    """The tenants' named reference sets (``nano-banana://sets/{name}``)."""
+    sets: ReferenceSets = field(init=False, repr=False)  # the tenants' named reference sets (nano-banana://sets/...)
 
     def __post_init__(self) -> None:
         self.references = References(self.settings, self.ledger, self.clients, self.tenants, self.store)
@@ -350,19 +349,10 @@ class Service:
         client_roots: RootsProvider | None = None,
         *,
         tenant: str = DEFAULT_TENANT,
-        to_set: str | None = None,
+        into: str | None = None,
     ) -> UploadedReference:
-        """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant.
-
-        With ``to_set``, ``path`` may be any reference (a file, an https:// URL, a data: URI, an earlier result): it is
-        kept in the tenant's set of that name too (made if new; see :mod:`.sets`)."""
-        if to_set is None:
-            return await self.references.upload(path, client_roots, tenant)
-        name = set_name(to_set)
-        self.clients.require(tenant)  # no key for this tenant: say so before reading anything
-        ref = await self.references.read_one(path, client_roots, tenant)
-        await self.sets.add(name, ref, tenant)
-        return await self.references.uploaded(ref, tenant)
+        """Upload a reference once (checked first); with ``into``, keep it in that named set too (see References)."""
+        return await self.references.upload(path, client_roots, tenant, into=into)
 
     async def thumbnail(self, location: str) -> tuple[bytes, str]:
         """A small JPEG preview of a saved image (see ``images.thumbnail``), made off the event loop once per version

@@ -168,6 +168,11 @@ class ReferenceSets:
 
     # -- changing ------------------------------------------------------------------------------
 
+    @staticmethod
+    def check_name(name: str) -> str:
+        """The name as kept (see :func:`set_name`), or its one-line refusal."""
+        return set_name(name)
+
     async def add(self, name: str, ref: ReferenceFile, tenant: str) -> tuple[ReferenceSet, int]:
         """Keep ``ref`` at the end of the tenant's set (made if new); the set and the image's index. An image already
         in the set is not added again (its index is returned). Bounded: :data:`MAX_SETS`, :data:`MAX_SET_IMAGES`,
