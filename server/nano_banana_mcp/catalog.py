@@ -127,6 +127,8 @@ class GenerateRequest(BaseModel):
     resolution: Resolution | None = None
     output_format: OutputFormat | None = None
     """Ours, not the API's: the saved file is converted to it after download (None: as delivered)."""
+    sets: tuple[str, ...] = Field(default=(), exclude_if=lambda sets: not sets)
+    """Ours, not the API's: the ``nano-banana://sets/{name}`` URIs ``images`` named, already expanded (provenance)."""
 
     def api_input(self) -> dict[str, Any]:
         """The ``input`` object of a create request; unset options are left out."""

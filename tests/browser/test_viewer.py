@@ -6,6 +6,7 @@ result the way a host does, and drives the view as a person would.
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from nano_banana_mcp.emulator import Emulator
 
 if TYPE_CHECKING:
     from tests.browser.conftest import TestHost
+    from tests.conftest import MakePng
 
 pytestmark = pytest.mark.anyio
 
@@ -338,3 +340,15 @@ async def test_a_refused_call_shows_why_and_the_view_still_works(host: TestHost)
     await expect(view.get_by_role("button", name=re.compile("Variations|Retry"))).to_have_count(0)
     await view.get_by_role("button", name="Recent images").click()
     await expect(view.locator("h1")).to_have_text("Recent images")
+
+
+async def test_a_result_made_from_a_set_names_the_set(host: TestHost, png: MakePng, tmp_path: Path) -> None:
+    """A result whose references came from a named set shows that set among its facts."""
+    data = base64.b64encode(png(tmp_path / "hero.png").read_bytes()).decode()
+    kept = await host.call("upload_reference", {"path": f"data:image/png;base64,{data}", "set": "viewer-hero"})
+    assert not kept.is_error, kept.content
+    view, result = await show(host, {"prompt": PROMPT, "images": ["nano-banana://sets/viewer-hero"]})
+    assert result.structured_content["sets"] == ["nano-banana://sets/viewer-hero"]
+    await expect(view.locator("h1")).to_have_text("Done: 1 image")
+    fact = view.locator("dl.facts div", has=view.locator("dt", has_text="Sets"))
+    await expect(fact.locator("dd")).to_have_text("viewer-hero")

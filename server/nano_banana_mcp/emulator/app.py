@@ -140,6 +140,14 @@ class Emulator:
         self.task_seconds, self.stream_interval, self.upload_ttl, self.strict_idempotency = self._defaults
         self._faults.reset()
 
+    def expire_uploads(self) -> int:
+        """Let every upload expire now, as 24 hours would: its URL is no longer served, and a create naming it is
+        refused. How many there were."""
+        moment = time.monotonic()
+        for upload in self._state.uploads.values():
+            upload.expires = min(upload.expires, moment)
+        return len(self._state.uploads)
+
     def add_key(self, key: str) -> None:
         """Accept ``key`` too (another account's key); it stays accepted after :meth:`reset`."""
         if key != self.api_key and key not in self.extra_keys:

@@ -5,7 +5,8 @@ What :func:`stamped` writes (:func:`read_provenance` reads the XMP back; every f
 - XMP, all: dc:description (the prompt; a placeholder's starts with PLACEHOLDER_LABEL), xmp:CreatorTool
   ("nano-banana-mcp VERSION"), xmp:CreateDate (ISO 8601, UTC), photoshop:TransmissionReference (the task id, IPTC's
   "Job Id"), Iptc4xmpExt:DigitalSourceType (AI_GENERATED, or PLACEHOLDER_SOURCE for a placeholder),
-  Iptc4xmpExt:AISystemUsed (the model), Iptc4xmpExt:AIPromptInformation (the prompt).
+  Iptc4xmpExt:AISystemUsed (the model), Iptc4xmpExt:AIPromptInformation (the prompt), and dc:source (the
+  ``nano-banana://sets/{name}`` URIs of the reference sets used, space-separated; only when there are any).
 - PNG: iTXt chunks (UTF-8, uncompressed) Description, Software, Creation Time (ISO 8601), Source (the model), and the
   XMP as the iTXt chunk XML:com.adobe.xmp; all before the image data.
 - JPEG, WebP: EXIF ImageDescription (UTF-8, as ExifTool writes it), Software, DateTime (UTC, OffsetTime +00:00), and
@@ -67,6 +68,7 @@ _XMP_FIELDS = {  # what read_provenance returns -> the XMP property that holds i
     "digital_source_type": "Iptc4xmpExt:DigitalSourceType",
     "model": "Iptc4xmpExt:AISystemUsed",
     "prompt": "Iptc4xmpExt:AIPromptInformation",
+    "reference_sets": "dc:source",  # only when the request used a set
 }
 _PNG_KEYS = {"description": "Description", "software": "Software", "created_at": "Creation Time", "model": "Source"}
 _PNG_XMP = "XML:com.adobe.xmp"
@@ -88,6 +90,8 @@ class Provenance:
     created_at: datetime
     offline: bool = False
     """An emulator placeholder: labelled as such, and never typed as AI-generated media."""
+    reference_sets: tuple[str, ...] = ()
+    """The ``nano-banana://sets/{name}`` URIs the request's references came from."""
 
     def __post_init__(self) -> None:
         if self.created_at.utcoffset() is None:
@@ -95,12 +99,14 @@ class Provenance:
 
     def fields(self) -> dict[str, str]:
         """What goes into the file, as :func:`read_provenance` reads it back: prompt, model, task_id, created_at
-        (ISO 8601 UTC), software (this tool and its version), digital_source_type, description.
+        (ISO 8601 UTC), software (this tool and its version), digital_source_type, description, and reference_sets
+        (space-separated URIs) when there are any.
 
         Characters XML cannot hold are left out; the prompt is cut at :data:`PROMPT_MAX_CHARS`.
         """
         prompt = _storable(self.prompt, PROMPT_MAX_CHARS)
-        return {
+        sets = {"reference_sets": _storable(" ".join(self.reference_sets), 1_000)} if self.reference_sets else {}
+        return sets | {
             "prompt": prompt,
             "model": _storable(self.model, _FIELD_MAX_CHARS),
             "task_id": _storable(self.task_id, _FIELD_MAX_CHARS),
@@ -141,7 +147,9 @@ def _xmp(fields: dict[str, str]) -> bytes:
         return escape(value, {"\r": "&#13;"})
 
     description = text(fields["description"])
-    properties = "".join(f"\n   <{name}>{text(fields[key])}</{name}>" for key, name in _XMP_FIELDS.items())
+    properties = "".join(
+        f"\n   <{name}>{text(fields[key])}</{name}>" for key, name in _XMP_FIELDS.items() if key in fields
+    )
     namespaces = "".join(f'\n    xmlns:{prefix}="{uri}"' for prefix, uri in _NS.items() if prefix not in ("x", "rdf"))
     return (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'

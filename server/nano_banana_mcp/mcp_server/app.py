@@ -29,6 +29,7 @@ from nano_banana_mcp.mcp_server.apps import ViewerApps, apps_only
 from nano_banana_mcp.mcp_server.http import HttpAuth, TenantToken, http_auth, transport_security
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
 from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
+from nano_banana_mcp.mcp_server.sets import install_sets, request_scope
 from nano_banana_mcp.mcp_server.tasks_extension import BackgroundTasks
 from nano_banana_mcp.mcp_server.tools import App, build_tools, service_of, tenant_of
 from nano_banana_mcp.mcp_server.watch import ListenLimits
@@ -175,7 +176,7 @@ def create_server(
         tools=build_tools(),
         extensions=[ViewerApps(), tasks],  # MCP Apps: the viewer, bound to the tools that show images
         # Apps offered only to clients that negotiated it; images typed; listens for task notifications served
-        middleware=[apps_only, image_types, tasks.listen],
+        middleware=[apps_only, image_types, tasks.listen, request_scope],
         subscriptions=bus,
         **_auth(token, tenants, public_url, oauth),
     )
@@ -207,6 +208,7 @@ def create_server(
         except NanoBananaError as err:
             raise ResourceError(str(err)) from err
 
+    install_sets(mcp)  # nano-banana://sets, nano-banana://sets/{name} and their images; set names completed
     return mcp
 
 

@@ -1,7 +1,8 @@
 """Schema compaction: the tools' JSON schemas without what pydantic adds for human readers.
 
-Every connection pays for ``tools/list`` in the agent's context, so titles, null defaults and the
-docstrings of nested models are dropped, and nullable types are written the short way.
+Every connection pays for ``tools/list`` in the agent's context, so titles, null defaults, the
+docstrings of nested models and ``format: date-time`` (an annotation JSON Schema 2020-12 validators do not assert; the
+values are plain ISO 8601) are dropped, and nullable types are written the short way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ __all__ = ["compact_schema", "shorten_nullable", "slim_tool"]
 
 
 def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` without titles, ``default: null`` or ``$defs`` descriptions; nullable types shortened."""
+    """``schema`` without titles, ``default: null``, ``format: date-time`` or ``$defs`` descriptions; nullable types
+    shortened."""
     compacted: dict[str, Any] = _compact(schema)
     return compacted
 
@@ -49,7 +51,11 @@ def _compact(node: Any, *, in_properties: bool = False) -> Any:
         return node
     out = {}
     for key, value in node.items():
-        if not in_properties and ((key == "title" and isinstance(value, str)) or (key == "default" and value is None)):
+        if not in_properties and (
+            (key == "title" and isinstance(value, str))
+            or (key == "default" and value is None)
+            or (key == "format" and value == "date-time")
+        ):
             continue
         if key == "$defs":  # the classes' docstrings are for readers of the code
             defs = {name: {k: v for k, v in d.items() if k != "description"} for name, d in value.items()}

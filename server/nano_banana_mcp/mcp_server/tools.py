@@ -149,7 +149,7 @@ async def generate_image(
     resolution: Annotated[Resolution | None, Field(description="Not for nano-banana-1.")] = None,
     images: Annotated[
         list[str] | None,
-        Field(description="References: an earlier images[].uri, local paths, https:// or data:image/... URIs."),
+        Field(description="References: images[].uri, nano-banana://sets/{name}, paths, https:// or data: URIs."),
     ] = None,
     count: Annotated[int, Field(ge=1, le=catalog.MAX_COUNT, description="Images, each its own task.")] = 1,
     output_format: Annotated[OutputFormat | None, Field(description="Convert saved files.")] = None,
@@ -212,10 +212,11 @@ async def list_tasks(
 async def upload_reference(
     path: Annotated[str, Field(min_length=1, max_length=4096, description="Local path of an image file.")],
     ctx: Context[App],
+    set: str | None = None,  # the tool's argument; checked by the service (one-line refusals)
 ) -> UploadedReference:
-    """Upload a local image once; pass the URL in generate_image's images until expires_at (24 hours)."""
+    """Upload an image (with ``set``, any reference) and keep it in that set: see ``_UPLOAD_DESCRIPTION``."""
     with agent_errors():
-        return await service_of(ctx).upload(path, client_roots=roots_of(ctx), tenant=tenant_of())
+        return await service_of(ctx).upload(path, client_roots=roots_of(ctx), tenant=tenant_of(), into=set)
 
 
 async def list_models() -> ModelList:
@@ -233,6 +234,12 @@ def _generate_description() -> str:
         f"wait_seconds={COLLECT_WAIT}), never by generating again. To edit an image you made, pass its "
         f"images[].uri in images.\n{catalog.summary()}"
     )
+
+
+_UPLOAD_DESCRIPTION = (
+    "Upload an image once; pass the URL in generate_image's images until expires_at (24 h). With set, also keep it in "
+    "nano-banana://sets/{set}."
+)
 
 
 def build_tools() -> list[Tool]:
@@ -255,6 +262,7 @@ def build_tools() -> list[Tool]:
         Tool.from_function(
             upload_reference,
             title="Upload reference image",
+            description=_UPLOAD_DESCRIPTION,
             annotations=ToolAnnotations(
                 read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
             ),

@@ -118,6 +118,21 @@ MIGRATIONS: Sequence[str] = (
         cancelled_at TEXT
     );
     """,
+    # 6: named reference sets (tasks/sets.py): each of a tenant's sets, its images in order, kept in the image store.
+    """
+    CREATE TABLE reference_sets (
+        tenant     TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        position   INTEGER NOT NULL,
+        sha256     TEXT NOT NULL,
+        mime_type  TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        location   TEXT NOT NULL,
+        added_at   TEXT NOT NULL,
+        PRIMARY KEY (tenant, name, position),
+        UNIQUE (tenant, name, sha256)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

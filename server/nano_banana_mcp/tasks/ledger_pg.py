@@ -109,6 +109,21 @@ MIGRATIONS: Sequence[LiteralString] = (
         cancelled_at timestamptz
     );
     """,
+    # 5: named reference sets (tasks/sets.py): each of a tenant's sets, its images in order, kept in the image store.
+    """
+    CREATE TABLE reference_sets (
+        tenant     text NOT NULL,
+        name       text NOT NULL,
+        position   integer NOT NULL,
+        sha256     text NOT NULL,
+        mime_type  text NOT NULL,
+        size_bytes bigint NOT NULL,
+        location   text NOT NULL,
+        added_at   timestamptz NOT NULL,
+        PRIMARY KEY (tenant, name, position),
+        UNIQUE (tenant, name, sha256)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 POOL_SIZE = 4

@@ -290,6 +290,16 @@ class SqlLedger(ABC):
             self.sql.remember_upload, (d.text(sha256), self.upload_scope, tenant, d.text(url), d.time(expires_at))
         )
 
+    # -- other modules' tables -------------------------------------------------------------------
+
+    async def run_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement, written with ``?``, on a table another module keeps in this database (tasks/sets.py; its
+        migration is each ledger's): its rows. A time is bound as the database keeps it (and read back as it does:
+        ISO text from SQLite, a timestamp from PostgreSQL). No such statement holds a literal ``?`` (nor a ``%``)."""
+        d = self.sql.dialect
+        held = [d.time(p) if isinstance(p, datetime) else p for p in params]
+        return await self._rows(query.replace("?", d.param), held)
+
     # -- rows ----------------------------------------------------------------------------------
 
     def _row(self, r: TaskRecord) -> tuple[Any, ...]:

@@ -2,9 +2,10 @@
 for, and uploaded once.
 
 A reference is an https:// URL (passed on), a URL of this API's own uploads, a ``data:image/...;base64`` URI, the
-``nano-banana://tasks/{id}/images/{n}`` URI of an earlier result of this server, or a local path read only from the
-allowed folders. Every one is checked before the first is uploaded, and an upload is cached by content per tenant
-for a day (the API keeps uploads 24 hours), so the same image is not uploaded twice.
+``nano-banana://tasks/{id}/images/{n}`` URI of an earlier result of this server, an image of one of the tenant's
+sets (``nano-banana://sets/{name}/images/{n}``, read from its kept copy: :mod:`.sets`), or a local path read only
+from the allowed folders. Every one is checked before the first is uploaded, and an upload is cached by content per
+tenant for a day (the API keeps uploads 24 hours), so the same image is not uploaded twice.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import base64
 import binascii
 import logging
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -25,14 +27,15 @@ import anyio.to_thread
 from pydantic import BaseModel
 
 from nano_banana_mcp.config import Settings
-from nano_banana_mcp.errors import InvalidRequest, ReferenceImageError
+from nano_banana_mcp.errors import DownloadError, HostNotAllowed, InvalidRequest, ReferenceImageError
 from nano_banana_mcp.images.reading import ReferenceFile, check_reference, client_root, reference_from_bytes
 from nano_banana_mcp.monet import MonetClients
-from nano_banana_mcp.storage import ImageStore
+from nano_banana_mcp.storage import STAGING, ImageStore
 from nano_banana_mcp.tasks.records import now
 from nano_banana_mcp.tasks.saving import read_saved
+from nano_banana_mcp.tasks.sets import ReferenceSets
 from nano_banana_mcp.tasks.store import LedgerStore
-from nano_banana_mcp.uris import parse_image_uri
+from nano_banana_mcp.uris import is_set_uri, parse_image_uri, parse_set_image_uri
 
 __all__ = ["UPLOAD_LIFETIME", "References", "RootsProvider", "UploadedReference"]
 
@@ -80,23 +83,78 @@ class References:
     """Several tenants share the server: none reads the output folder by path (it holds every tenant's images)."""
     store: ImageStore
     """Where saved outputs are kept: an earlier result used as a reference is read only from inside it."""
+    sets: ReferenceSets = field(init=False, repr=False)
+    """The tenants' named sets, kept in the ledger's database and the same store."""
+
+    def __post_init__(self) -> None:
+        self.sets = ReferenceSets(self.ledger, self.store, self.settings.max_reference_bytes)
 
     async def resolve(self, images: Sequence[str], client_roots: RootsProvider | None, tenant: str) -> tuple[str, ...]:
         """Every reference as a URL the API takes: each checked first, then the images among them uploaded (once)."""
         resolved = await self._resolve(images, client_roots, tenant)
         return tuple([ref if isinstance(ref, str) else await self.upload_cached(ref, tenant) for ref in resolved])
 
-    async def upload(self, path: str, client_roots: RootsProvider | None, tenant: str) -> UploadedReference:
-        """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant."""
+    async def upload(
+        self, path: str, client_roots: RootsProvider | None, tenant: str, *, into: str | None = None
+    ) -> UploadedReference:
+        """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant. With
+        ``into``, ``path`` may be any reference, kept in the tenant's set of that name too (:meth:`keep`)."""
+        if into is not None:
+            return await self.keep(path, into, client_roots, tenant)
         self.clients.require(tenant)  # no key for this tenant: say so before reading anything
         roots = await self._roots(client_roots)
         ref = await anyio.to_thread.run_sync(self._check_one, path, roots)
+        return await self.uploaded(ref, tenant)
+
+    async def uploaded(self, ref: ReferenceFile, tenant: str) -> UploadedReference:
+        """Upload a checked image (reusing a still-valid earlier upload of this tenant): its URL and expiry."""
         url = await self.upload_cached(ref, tenant)
         expires = await self.ledger.cached_upload(ref.sha256, tenant=tenant)
         assert expires is not None
         return UploadedReference(
             url=url, expires_at=expires[1], sha256=ref.sha256, mime_type=ref.mime_type, size_bytes=len(ref.data)
         )
+
+    async def keep(self, ref: str, set_name: str, client_roots: RootsProvider | None, tenant: str) -> UploadedReference:
+        """Keep any one reference (a file, an https:// URL, a data: URI, an earlier result) in the tenant's set of that
+        name (made if new; see :mod:`.sets`), and upload it as :meth:`upload` does."""
+        self.sets.check_name(set_name)  # a bad name, or no key for this tenant: said before reading anything
+        self.clients.require(tenant)
+        image = await self.read_one(ref, client_roots, tenant)
+        await self.sets.add(set_name, image, tenant)
+        return await self.uploaded(image, tenant)
+
+    async def read_one(self, ref: str, client_roots: RootsProvider | None, tenant: str) -> ReferenceFile:
+        """Any one reference as a checked image in memory, to be kept (in a set): a local path, a ``data:`` URI, an
+        earlier result or set image, or an https:// URL (downloaded, from an allowed host only)."""
+        if ref.startswith("https://") or self._is_own_upload(ref):
+            return await self._fetched(_checked_url(0, ref), tenant)
+        [item] = await self._resolve([ref], client_roots, tenant)
+        assert not isinstance(item, str)
+        return item
+
+    async def _fetched(self, url: str, tenant: str) -> ReferenceFile:
+        """The image at ``url``, downloaded (from the download allowlist's hosts only: a server does not fetch what
+        anyone names) and checked."""
+        client = self.clients.require(tenant)
+        limit = self.settings.max_reference_bytes
+        folder = self.settings.data_dir / STAGING
+        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+        dest = folder / f"fetched-{secrets.token_hex(8)}"
+        shown = url.split("?", 1)[0][:120]
+        try:
+            await client.download(url, dest, max_bytes=limit)
+            data = await anyio.Path(dest).read_bytes()
+        except HostNotAllowed:
+            raise InvalidRequest(
+                f"{shown} is not fetched: its host is not on the download allowlist. Add it to "
+                "NANO_BANANA_DOWNLOAD_HOSTS if you trust it, or pass the image as a local file or data: URI."
+            ) from None
+        except DownloadError as err:
+            raise InvalidRequest(f"{shown} could not be fetched: {err}") from err
+        finally:
+            await anyio.Path(dest).unlink(missing_ok=True)
+        return await anyio.to_thread.run_sync(partial(reference_from_bytes, data, max_bytes=limit, shown=shown))
 
     def _check_one(self, path: str, roots: Sequence[Path]) -> ReferenceFile:
         """A local reference, read only from ``roots``; with tenants, never from the output folder or the data folder
@@ -135,6 +193,8 @@ class References:
                 resolved.append(_checked_url(index, ref))
             elif ref[:5].lower() == "data:":
                 resolved.append(await anyio.to_thread.run_sync(self._data_reference, index, ref))
+            elif is_set_uri(ref):
+                resolved.append(await self._set_reference(index, ref, tenant))
             elif ref.startswith("nano-banana:"):
                 resolved.append(await self._result_reference(index, ref, tenant))
             elif "://" in ref or ref.startswith("file:"):
@@ -208,6 +268,20 @@ class References:
         data = await read_saved(self.store, record.handle, number, record.images, self.settings.max_download_bytes)
         shown = f"images[{index}] ({uri})"
         limit = self.settings.max_reference_bytes
+        return await anyio.to_thread.run_sync(partial(reference_from_bytes, data, max_bytes=limit, shown=shown))
+
+    async def _set_reference(self, index: int, uri: str, tenant: str) -> ReferenceFile:
+        """An image of one of the tenant's sets, read from its kept copy and checked like any reference (a whole set
+        was expanded before: :meth:`~nano_banana_mcp.tasks.sets.ReferenceSets.expand`)."""
+        found = parse_set_image_uri(uri)
+        if found is None:
+            raise InvalidRequest(
+                f"images[{index}] {uri[:120]!r} is not usable here: name a whole set (nano-banana://sets/{{name}}) in "
+                "generate_image's images, or one of its images as nano-banana://sets/{name}/images/{n}."
+            )
+        data = await self.sets.image(found.name, found.number, tenant)
+        limit = self.settings.max_reference_bytes
+        shown = f"images[{index}] ({uri})"
         return await anyio.to_thread.run_sync(partial(reference_from_bytes, data, max_bytes=limit, shown=shown))
 
     def _is_own_upload(self, ref: str) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -40,6 +41,11 @@ COLLECT_WAIT = 30
 OFFLINE_NOTE = "Offline mode: these are placeholder images from the built-in emulator, not generated images."
 
 
+def _bare_array(schema: dict[str, Any]) -> None:
+    """A list of strings described as an array only: every byte of an output schema is paid in tools/list."""
+    schema.pop("items", None)
+
+
 class TaskResult(BaseModel):
     task_id: str  # this request's own id (the idempotency key) until the API names the task
     task_ids: list[str] = Field(default_factory=list)  # every task of the call (count > 1), task_id first
@@ -53,6 +59,7 @@ class TaskResult(BaseModel):
     offline: bool = False  # emulator placeholders, not generated images (the summary line says so)
     created_at: datetime | None = None
     next_step: str | None = None
+    sets: list[str] = Field(default_factory=list, json_schema_extra=_bare_array)  # nano-banana://sets/{name} used
 
     def summary(self) -> str:
         """One line for the agent to read."""
@@ -222,6 +229,7 @@ def result_of(record: TaskRecord, store: ImageStore, *, links: bool = True) -> T
         offline=record.offline,
         created_at=record.created_at,
         next_step=next_step,
+        sets=list(record.request.sets),
     )
 
 

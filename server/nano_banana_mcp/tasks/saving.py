@@ -32,6 +32,7 @@ async def fetch(
         task_id=record.handle,
         created_at=record.created_at,
         offline=record.offline,
+        reference_sets=record.request.sets,
     )
     finished: list[ImageMeta] = []  # filled by the finish of the part file, in a worker thread
 

@@ -36,6 +36,7 @@ from nano_banana_mcp.tasks.results import (
 )
 from nano_banana_mcp.tasks.runner import Runner
 from nano_banana_mcp.tasks.saving import read_saved
+from nano_banana_mcp.tasks.sets import ReferenceSets
 from nano_banana_mcp.tasks.store import LedgerStore
 
 __all__ = ["ProgressCallback", "Service"]
@@ -63,9 +64,11 @@ class Service:
     previews: Previews = field(default_factory=lambda: Previews(PREVIEWS_KEPT), init=False, repr=False)
 
     references: References = field(init=False, repr=False)
+    sets: ReferenceSets = field(init=False, repr=False)  # the tenants' named reference sets (nano-banana://sets/...)
 
     def __post_init__(self) -> None:
         self.references = References(self.settings, self.ledger, self.clients, self.tenants, self.store)
+        self.sets = self.references.sets
 
     # -- generate ------------------------------------------------------------------------------
 
@@ -91,6 +94,7 @@ class Service:
             raise InvalidRequest(
                 f"count must be from 1 to {catalog.MAX_COUNT} (each image is its own task), got {count}."
             )
+        request = await self.sets.expand(request, tenant)  # nano-banana://sets/{name}: its images, within the limit
         catalog.check(
             request.model,
             prompt=request.prompt,
@@ -340,10 +344,15 @@ class Service:
         return await listing.page(page, page_size, status, tenant)
 
     async def upload(
-        self, path: str, client_roots: RootsProvider | None = None, *, tenant: str = DEFAULT_TENANT
+        self,
+        path: str,
+        client_roots: RootsProvider | None = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        into: str | None = None,
     ) -> UploadedReference:
-        """Upload one local reference image (checked first); reuse a still-valid earlier upload of this tenant."""
-        return await self.references.upload(path, client_roots, tenant)
+        """Upload a reference once (checked first); with ``into``, keep it in that named set too (see References)."""
+        return await self.references.upload(path, client_roots, tenant, into=into)
 
     async def thumbnail(self, location: str) -> tuple[bytes, str]:
         """A small JPEG preview of a saved image (see ``images.thumbnail``), made off the event loop once per version

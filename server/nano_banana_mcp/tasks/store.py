@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 from nano_banana_mcp.errors import NanoBananaError
 from nano_banana_mcp.tasks.records import DEFAULT_TENANT, Call, Status, TaskRecord
@@ -132,6 +132,13 @@ class LedgerStore(Protocol):
     async def remember_upload(
         self, sha256: str, url: str, expires_at: datetime, *, tenant: str = DEFAULT_TENANT
     ) -> None: ...
+
+    # -- other modules' tables -------------------------------------------------------------------
+
+    async def run_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement, written with ``?``, on a table another module keeps in the ledger's database (its migration
+        is the ledger's): its rows. Failures as the ledger's own (``ConfigError`` / ``DatabaseUnavailable``)."""
+        ...
 
     # -- other processes -------------------------------------------------------------------------
 
