@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.monet import MonetClient, MonetClients, RetryPolicy
+from nano_banana_mcp.spend import Spend
 from nano_banana_mcp.storage import image_store
 from nano_banana_mcp.tasks import LEDGER_FILE, Ledger, LedgerStore, Runner, Service
 from nano_banana_mcp.tasks.create_path import CreatePath
@@ -60,12 +61,14 @@ async def open_service(
     *,
     on_finished: Listener | None = None,
     tenant_keys: Mapping[str, SecretStr] | None = None,
+    tenant_limits: Mapping[str, int] | None = None,
 ) -> AsyncIterator[Service]:
     """Everything a running server needs: the ledger, one HTTP client, and the runner's task group.
 
     ``tenant_keys`` are the Monet keys of the tenants that have their own (a tokens file's third field): their calls
     go out on that key, every other tenant's on ``MONET_API_KEY``. In offline mode the built-in emulator is started
     on a free loopback port first, and every tenant uses it. Unfinished tasks in the ledger are resumed at once.
+    ``tenant_limits``: the tenants' own daily image limits (a tokens file's ``daily_images=N``).
     """
     tenant_keys = dict(tenant_keys or {})
     # Every worker thread that allocates gets a malloc arena of its own that keeps its freed memory. A few
@@ -74,6 +77,7 @@ async def open_service(
     # threads, 170 MB with 8, 140 MB with 4, the same wall time).
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     store = image_store(settings)  # a bad storage URL fails here, before anything starts
+    spend = Spend.of(settings, tenant_limits)  # so does a bad prices file
     # A bucket that cannot be reached now, or an output folder that cannot be written (a file, a read-only place), is
     # a setting to fix, not a task to pay for and then fail to save.
     problem = await store.check()
@@ -148,6 +152,7 @@ async def open_service(
                     runner=runner,
                     offline=settings.offline,
                     store=store,
+                    spend=spend,
                 )
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:

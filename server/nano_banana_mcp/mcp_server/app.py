@@ -133,6 +133,7 @@ def create_server(
     in memory): its client shares this machine, and the client's roots may name folders to read.
     """
     tenant_keys = {entry.tenant: entry.key for entry in tenants if entry.key is not None}
+    tenant_limits = {entry.tenant: entry.daily_images for entry in tenants if entry.daily_images is not None}
 
     bus = TenantBus()
     tasks = BackgroundTasks(bus)  # the MCP Tasks extension: the host carries the long wait
@@ -155,7 +156,9 @@ def create_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
-        async with open_service(settings, on_finished=on_finished, tenant_keys=tenant_keys) as service:
+        async with open_service(
+            settings, on_finished=on_finished, tenant_keys=tenant_keys, tenant_limits=tenant_limits
+        ) as service:
             app = App(service=service, settings=settings, local=public_url is None)  # HTTP: client roots never read
             if health is not None:
                 health.app = app

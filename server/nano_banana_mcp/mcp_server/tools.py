@@ -111,7 +111,10 @@ def service_of(ctx: Context[App]) -> Service:
 async def tool_result(service: Service, result: TaskResult) -> Annotated[CallToolResult, TaskResult]:
     """What ``generate_image`` and ``get_task`` return (and a completed MCP task carries): summary line, a small
     thumbnail per saved image (or a note saying why there is none), a resource link per image, structured content."""
-    content: list[ContentBlock] = [TextContent(type="text", text=result.summary())]
+    text = result.summary()
+    if result.status == "success" and result.made is not None:  # what was paid for, where the agent reads
+        text = f"{text} Made {result.made}."
+    content: list[ContentBlock] = [TextContent(type="text", text=text)]
     for index, image in enumerate(result.images):
         if image.path is None:
             continue

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from nano_banana_mcp.errors import MonetError
 from nano_banana_mcp.monet import Task
@@ -53,6 +54,9 @@ class TaskResult(BaseModel):
     offline: bool = False  # emulator placeholders, not generated images (the summary line says so)
     created_at: datetime | None = None
     next_step: str | None = None
+    # "2 images with nano-banana-2 at 2K, cost 0.12 USD": what is paid for (spend.Made). In the structured content and
+    # the text, not in the declared output schema: tools/list is at its 8.5 KB budget (tests/mcp_server/test_schema).
+    made: SkipJsonSchema[str | None] = None
 
     def summary(self) -> str:
         """One line for the agent to read."""
