@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import anyio
 
 from nano_banana_mcp import __version__
-from nano_banana_mcp.cli import doctor, emulator, generate, install, listing, serve
+from nano_banana_mcp.cli import doctor, emulator, generate, install, listing, serve, usage
 from nano_banana_mcp.cli.arguments import Parser
 from nano_banana_mcp.cli.exits import exit_code, own_error
 from nano_banana_mcp.cli.settings import settings_from
@@ -25,7 +25,7 @@ from nano_banana_mcp.terminal import PrintableFormatter, printable
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = ("serve", "generate", "tasks", "models", "emulator", "install", "uninstall", "doctor")
+_COMMANDS = ("serve", "generate", "tasks", "models", "emulator", "install", "uninstall", "doctor", "usage")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_parser(sub)
     listing.add_tasks_parser(sub)
     listing.add_models_parser(sub)
+    usage.add_parser(sub)
     emulator.add_parser(sub)
     install.add_parsers(sub)
     doctor.add_parser(sub)
@@ -88,6 +89,8 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
         return anyio.run(generate.run, settings, args)
     if command == "tasks":
         return anyio.run(listing.run_tasks, settings, args)
+    if command == "usage":
+        return anyio.run(usage.run, settings, args)
     if command == "doctor":
         return anyio.run(doctor.run, settings, args)
     raise AssertionError(command)

@@ -31,6 +31,7 @@ from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
 from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
 from nano_banana_mcp.mcp_server.tasks_extension import BackgroundTasks
 from nano_banana_mcp.mcp_server.tools import App, build_tools, service_of, tenant_of
+from nano_banana_mcp.mcp_server.usage import UsageResource
 from nano_banana_mcp.mcp_server.watch import ListenLimits
 from nano_banana_mcp.runtime import open_service
 from nano_banana_mcp.tasks import COLLECT_WAIT, DEFAULT_TENANT, TaskRecord
@@ -142,6 +143,7 @@ def create_server(
         return await app.service.knows(task_id, tenant=tenant_of())
 
     subscribers = LegacySubscribers(known)
+    usage = UsageResource()  # nano-banana://usage: the caller's own spend
 
     async def on_finished(record: TaskRecord) -> None:
         """Tell subscribed clients that a task's resource changed (finished in the background).
@@ -160,6 +162,7 @@ def create_server(
             settings, on_finished=on_finished, tenant_keys=tenant_keys, tenant_limits=tenant_limits
         ) as service:
             app = App(service=service, settings=settings, local=public_url is None)  # HTTP: client roots never read
+            usage.app = app
             if health is not None:
                 health.app = app
             try:
@@ -183,6 +186,7 @@ def create_server(
         **_auth(token, tenants, public_url, oauth),
     )
     subscribers.install(mcp)
+    usage.install(mcp)
 
     async def static_uris() -> set[str]:
         return {str(resource.uri) for resource in await mcp.list_resources()}

@@ -20,7 +20,7 @@ from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, NanoBananaError, NotFound, TaskNotFound
 from nano_banana_mcp.monet import MonetClient, MonetClients
-from nano_banana_mcp.spend import Prices, Spend, made_by
+from nano_banana_mcp.spend import Prices, Spend, UsageReport, made_by, usage_report
 from nano_banana_mcp.storage import ImageStore
 from nano_banana_mcp.tasks.listing import Listing
 from nano_banana_mcp.tasks.previews import PREVIEWS_KEPT, Previews
@@ -344,6 +344,10 @@ class Service:
             foreign=lambda task: foreign_result(task, self.store, offline=self.offline),
         )
         return await listing.page(page, page_size, status, tenant)
+
+    async def usage(self, *, tenant: str | None) -> UsageReport:
+        """Today's and this month's usage of one tenant (None: of every tenant, for the operator), from the ledger."""
+        return await usage_report(self.ledger, self.spend.prices, self.spend.limits, tenant=tenant)
 
     async def upload(
         self, path: str, client_roots: RootsProvider | None = None, *, tenant: str = DEFAULT_TENANT
