@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.monet import MonetClient, MonetClients, RetryPolicy
+from nano_banana_mcp.observability import metrics
 from nano_banana_mcp.spend import Spend
 from nano_banana_mcp.storage import image_store
 from nano_banana_mcp.tasks import LEDGER_FILE, Ledger, LedgerStore, Runner, Service
@@ -77,7 +78,7 @@ async def open_service(
     # threads, 170 MB with 8, 140 MB with 4, the same wall time).
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     store = image_store(settings)  # a bad storage URL fails here, before anything starts
-    spend = Spend.of(settings, tenant_limits)  # so does a bad prices file
+    spend = Spend.of(settings, tenant_limits, on_refused=metrics.limit_refused)  # so does a bad prices file
     # A bucket that cannot be reached now, or an output folder that cannot be written (a file, a read-only place), is
     # a setting to fix, not a task to pay for and then fail to save.
     problem = await store.check()
@@ -99,20 +100,19 @@ async def open_service(
             if tenant_keys:
                 log.info("offline mode: the tenants' own Monet keys are not used; every tenant uses the emulator")
                 tenant_keys = {}
-        ledger = await ledger_for(settings, api_scope=scope, upload_scope=base_url).open()
+        ledger = metrics.timed(await ledger_for(settings, api_scope=scope, upload_scope=base_url).open())
         stack.push_async_callback(ledger.close)
 
         shared: list[httpx.AsyncClient] = []
 
         def http() -> httpx.AsyncClient:  # built on first use: one client for the whole process, whatever the key
             if not shared:
-                shared.append(
-                    httpx.AsyncClient(
-                        timeout=settings.request_timeout,
-                        limits=httpx.Limits(max_connections=settings.max_streams + 100, max_keepalive_connections=50),
-                        headers={"User-Agent": "nano-banana-mcp"},
-                    )
+                client = httpx.AsyncClient(
+                    timeout=settings.request_timeout,
+                    limits=httpx.Limits(max_connections=settings.max_streams + 100, max_keepalive_connections=50),
+                    headers={"User-Agent": "nano-banana-mcp"},
                 )
+                shared.append(metrics.observe_client(client))  # counted, timed and traced (observability/)
             return shared[0]
 
         retry = retry_policy(settings)

@@ -28,11 +28,13 @@ from nano_banana_mcp.images.formats import mime_type
 from nano_banana_mcp.mcp_server.apps import ViewerApps, apps_only
 from nano_banana_mcp.mcp_server.http import HttpAuth, TenantToken, http_auth, transport_security
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
+from nano_banana_mcp.mcp_server.metrics_route import MetricsEndpoint
 from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
 from nano_banana_mcp.mcp_server.tasks_extension import BackgroundTasks
 from nano_banana_mcp.mcp_server.tools import App, build_tools, service_of, tenant_of
 from nano_banana_mcp.mcp_server.usage import UsageResource
 from nano_banana_mcp.mcp_server.watch import ListenLimits
+from nano_banana_mcp.observability import metrics
 from nano_banana_mcp.runtime import open_service
 from nano_banana_mcp.tasks import COLLECT_WAIT, DEFAULT_TENANT, TaskRecord
 from nano_banana_mcp.uris import IMAGE_URI, TASK_URI, task_uri
@@ -252,6 +254,9 @@ def http_app(
         health=health,
     )
     mcp.custom_route("/healthz", methods=["GET"])(health.endpoint)  # outside /mcp: no token, no Host check
+    verifier = _auth(auth.token, auth.tenants, public_url, auth.oauth).get("token_verifier")
+    metrics.know_tenants(entry.tenant for entry in auth.tenants)  # tenant labels: these, then a bounded few
+    mcp.custom_route("/metrics", methods=["GET"])(MetricsEndpoint(health, verifier).endpoint)  # its own bearer check
     return mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))
 
 
