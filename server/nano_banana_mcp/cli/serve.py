@@ -96,7 +96,9 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Serve until stopped: stdio, or with ``--http`` streamable HTTP on the port bound (its auth set up first)."""
     from nano_banana_mcp.mcp_server import create_server  # noqa: PLC0415
+    from nano_banana_mcp.observability import traces  # noqa: PLC0415
 
+    traces.configure()  # opt-in: only when the OTEL_* variables ask for traces
     if args.http:
         from nano_banana_mcp.config import normal_host  # noqa: PLC0415
         from nano_banana_mcp.mcp_server import http_app  # noqa: PLC0415
