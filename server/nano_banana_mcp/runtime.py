@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.monet import MonetClient, MonetClients, RetryPolicy
-from nano_banana_mcp.observability import metrics
+from nano_banana_mcp.observability import logs, metrics
 from nano_banana_mcp.spend import Spend
 from nano_banana_mcp.storage import image_store
 from nano_banana_mcp.tasks import LEDGER_FILE, Ledger, LedgerStore, Runner, Service
@@ -72,13 +72,13 @@ async def open_service(
     ``tenant_limits``: the tenants' own daily image limits (a tokens file's ``daily_images=N``).
     """
     tenant_keys = dict(tenant_keys or {})
+    logs.redact(*(s.get_secret_value() for s in (*logs.secrets_of(settings), *tenant_keys.values())))
     # Every worker thread that allocates gets a malloc arena of its own that keeps its freed memory. A few
     # threads do our blocking work (file writes, image checks) as fast as forty on a laptop's cores and hold
     # far less (bench/concurrency.py, 200 generations at once: peak RSS 183 MB with anyio's default 40
     # threads, 170 MB with 8, 140 MB with 4, the same wall time).
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     store = image_store(settings)  # a bad storage URL fails here, before anything starts
-    spend = Spend.of(settings, tenant_limits, on_refused=metrics.limit_refused)  # so does a bad prices file
     # A bucket that cannot be reached now, or an output folder that cannot be written (a file, a read-only place), is
     # a setting to fix, not a task to pay for and then fail to save.
     problem = await store.check()
@@ -152,7 +152,7 @@ async def open_service(
                     runner=runner,
                     offline=settings.offline,
                     store=store,
-                    spend=spend,
+                    spend=Spend.of(settings, tenant_limits, on_refused=metrics.limit_refused),  # bad prices: stop
                 )
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:

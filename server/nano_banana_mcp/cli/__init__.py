@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,7 +22,8 @@ from nano_banana_mcp.cli.arguments import Parser
 from nano_banana_mcp.cli.exits import exit_code, own_error
 from nano_banana_mcp.cli.settings import settings_from
 from nano_banana_mcp.errors import NanoBananaError
-from nano_banana_mcp.terminal import PrintableFormatter, printable
+from nano_banana_mcp.observability import logs
+from nano_banana_mcp.terminal import printable
 
 __all__ = ["build_parser", "main"]
 
@@ -57,8 +59,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     command = args.command
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    formatter, warning = logs.formatter(os.environ.get(logs.FORMAT_SETTING))  # NANO_BANANA_LOG_FORMAT: text or json
+    handler.setFormatter(formatter)
     logging.basicConfig(level=getattr(args, "log_level", "WARNING"), handlers=[handler])
+    if warning:
+        logging.getLogger(__name__).warning(warning)
     try:
         code = _dispatch(command, args)
     except NanoBananaError as err:

@@ -34,7 +34,7 @@ from nano_banana_mcp.mcp_server.tasks_extension import BackgroundTasks
 from nano_banana_mcp.mcp_server.tools import App, build_tools, service_of, tenant_of
 from nano_banana_mcp.mcp_server.usage import UsageResource
 from nano_banana_mcp.mcp_server.watch import ListenLimits
-from nano_banana_mcp.observability import metrics
+from nano_banana_mcp.observability import logs, metrics
 from nano_banana_mcp.runtime import open_service
 from nano_banana_mcp.tasks import COLLECT_WAIT, DEFAULT_TENANT, TaskRecord
 from nano_banana_mcp.uris import IMAGE_URI, TASK_URI, task_uri
@@ -255,6 +255,8 @@ def http_app(
     )
     mcp.custom_route("/healthz", methods=["GET"])(health.endpoint)  # outside /mcp: no token, no Host check
     verifier = _auth(auth.token, auth.tenants, public_url, auth.oauth).get("token_verifier")
+    tokens = [auth.token.get_secret_value()] if auth.token is not None else []
+    logs.redact(*tokens, *(t.secret.decode(errors="replace") for t in auth.tenants if not t.hashed))
     metrics.know_tenants(entry.tenant for entry in auth.tenants)  # tenant labels: these, then a bounded few
     mcp.custom_route("/metrics", methods=["GET"])(MetricsEndpoint(health, verifier).endpoint)  # its own bearer check
     return mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from nano_banana_mcp.observability import metrics, traces
+from nano_banana_mcp.observability import logs, metrics, traces
 
 if TYPE_CHECKING:
     from nano_banana_mcp.tasks.records import TaskRecord
@@ -17,9 +17,9 @@ __all__ = ["task"]
 
 @contextmanager
 def task(record: TaskRecord) -> Iterator[None]:
-    """Around one task's work in this process: its span (in the tool call's trace when the call made the row), and
-    once it is finished, its count by model and status."""
-    with traces.task_span(record):
+    """Around one task's work in this process: its span (in the tool call's trace when the call made the row), its
+    task id and tenant on every log line, and once it is finished, its count by model and status."""
+    with traces.task_span(record), logs.bound(record):
         yield
     if record.finished:
         metrics.task_finished(record)
