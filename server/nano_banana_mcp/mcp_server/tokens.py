@@ -198,7 +198,8 @@ def kept_token(path: Path) -> SecretStr:
 def read_tokens_file(path: Path) -> tuple[TenantToken, ...]:
     """The tenants of a tokens file: one ``tenant token [KEY_ENV_VAR]`` line each (the token may be
     ``sha256:<hex>``, its digest); blank lines and ``#`` comments are skipped. A third field names the environment
-    variable holding the tenant's own Monet API key, read now: every paid call of that tenant uses it.
+    variable holding the tenant's own Monet API key, read now: every paid call of that tenant uses it. A last field
+    ``daily_images=N`` gives the tenant its own daily image limit (``nano_banana_mcp.spend``).
 
     A malformed line, a token shorter than 16 characters, a tenant or token given twice, a key variable that is not
     a ``MONET_*`` one or is unset or empty, or a file without tenants is a ConfigError naming the file and the line;
