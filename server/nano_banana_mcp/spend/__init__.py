@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.spend.limits import LIMIT_SETTING, DailyLimits, LimitReached
 from nano_banana_mcp.spend.prices import DEFAULT_RESOLUTION, Prices, load_prices
-from nano_banana_mcp.spend.usage import Made, UsageReport, made_by, paid, usage_report
+from nano_banana_mcp.spend.usage import Made, UsageReport, made_by, paid, usage_report, with_made
 
 __all__ = [
     "DEFAULT_RESOLUTION",
@@ -28,6 +28,7 @@ __all__ = [
     "made_by",
     "paid",
     "usage_report",
+    "with_made",
 ]
 
 

@@ -9,9 +9,9 @@ give is counted in ``unpriced``, never guessed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -20,9 +20,23 @@ from nano_banana_mcp.spend.prices import DEFAULT_RESOLUTION, Prices
 
 if TYPE_CHECKING:  # spend is a leaf: the tasks package imports it
     from nano_banana_mcp.tasks.records import TaskRecord
+    from nano_banana_mcp.tasks.results import TaskResult
     from nano_banana_mcp.tasks.store import LedgerStore
 
-__all__ = ["Made", "PeriodUsage", "TenantUsage", "UsageLine", "UsageReport", "made_by", "paid", "usage_report"]
+__all__ = [
+    "Made",
+    "PeriodUsage",
+    "TenantUsage",
+    "UsageLine",
+    "UsageReport",
+    "made_by",
+    "paid",
+    "usage_report",
+    "with_made",
+]
+
+
+_R = TypeVar("_R", bound="TaskResult")
 
 
 def paid(record: TaskRecord) -> bool:
@@ -53,6 +67,20 @@ def made_by(records: Sequence[TaskRecord], prices: Prices, *, images: int | None
     resolution = request.resolution or DEFAULT_RESOLUTION
     cost = prices.cost(request.model, request.resolution, images)
     return Made(images=images, model=request.model, resolution=resolution, cost=cost, unit=prices.unit)
+
+
+def with_made(
+    outcome: Callable[[Sequence[TaskRecord], Sequence[_R]], _R],
+    records: Sequence[TaskRecord],
+    results: Sequence[_R],
+    prices: Prices,
+) -> _R:
+    """A call's one result (``outcome`` of its rows and their results) with what it made (``made``): its tasks but
+    those whose create the API refused (the rows may be as they were at submit, so the refusals are read off the
+    results, as ``tasks.results.outcome`` reads them)."""
+    refused = sum(r.status == "failed" and r.task_id == row.key for r, row in zip(results, records, strict=True))
+    made = made_by(records, prices, images=len(results) - refused).line()
+    return outcome(records, results).model_copy(update={"made": made})
 
 
 class UsageLine(BaseModel):

@@ -20,7 +20,7 @@ from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, NanoBananaError, NotFound, TaskNotFound
 from nano_banana_mcp.monet import MonetClient, MonetClients
-from nano_banana_mcp.spend import Prices, Spend, UsageReport, made_by, usage_report
+from nano_banana_mcp.spend import Spend, UsageReport, made_by, usage_report, with_made
 from nano_banana_mcp.storage import ImageStore
 from nano_banana_mcp.tasks.listing import Listing
 from nano_banana_mcp.tasks.previews import PREVIEWS_KEPT, Previews
@@ -59,8 +59,7 @@ class Service:
     store: ImageStore
     """Where saved images are kept: the output folder, or a bucket (``storage.image_store``)."""
     offline: bool = False
-    spend: Spend = field(default_factory=Spend)
-    """Prices and daily limits (``Spend.of(settings)``; ``runtime.open_service`` builds it)."""
+    spend: Spend = field(default_factory=Spend)  # prices and daily limits: open_service gives Spend.of(settings)
     # Decoding a full image for a preview takes tens of MB; a few at a time is as fast on few cores.
     image_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
     previews: Previews = field(default_factory=lambda: Previews(PREVIEWS_KEPT), init=False, repr=False)
@@ -158,7 +157,7 @@ class Service:
         results = await self._wait_all([r.key for r in records], wait_seconds, on_progress, tenant)
         if all(r.status == "failed" for r in results):  # maybe refused: the rows as they stand say how
             records = [await self._current(r.key) or r for r in records]
-        return _with_made(outcome(records, results), records, results, self.spend.prices)
+        return with_made(outcome, records, results, self.spend.prices)
 
     async def _wait_all(
         self, keys: Sequence[str], wait_seconds: float, on_progress: ProgressCallback | None, tenant: str
@@ -252,8 +251,7 @@ class Service:
     def call_result(self, state: CallState) -> TaskResult:
         """What ``generate`` would have returned for the call's rows as they stand (``MonetError`` if every create was
         refused)."""
-        results = [self.result(r) for r in state.records]
-        return _with_made(outcome(state.records, results), state.records, results, self.spend.prices)
+        return with_made(outcome, state.records, [self.result(r) for r in state.records], self.spend.prices)
 
     async def next_change(self, keys: Sequence[str]) -> None:
         """Return at the next change (progress included) of one of these rows that this process works on; never, if it
@@ -400,12 +398,3 @@ class Service:
         if self.runner is None:
             raise AssertionError("a client was built but no runner")
         return client, self.runner
-
-
-def _with_made(
-    result: TaskResult, records: Sequence[TaskRecord], results: Sequence[TaskResult], prices: Prices
-) -> TaskResult:
-    """A call's result with what it made: its tasks but those whose create the API refused (the rows may be as they
-    were at submit, so the refusals are read off the results, as ``outcome`` reads them)."""
-    refused = sum(r.status == "failed" and r.task_id == row.key for r, row in zip(results, records, strict=True))
-    return result.model_copy(update={"made": made_by(records, prices, images=len(results) - refused).line()})
