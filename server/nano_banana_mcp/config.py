@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -182,6 +182,30 @@ class Settings(BaseSettings):
     max_download_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="Largest image download.")
     max_reference_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest reference image.")
 
+    # Spend (nano_banana_mcp.spend; docs/deploy.md).
+    prices: Path | None = Field(
+        default=None,
+        description="TOML file of the price of one image per model and resolution, in your own unit: results and "
+        "usage show cost (default: everything is counted in images).",
+    )
+    daily_image_limit: int | None = Field(
+        default=None,
+        ge=0,
+        description="Images each tenant may request per UTC day (a tokens file line's daily_images=N overrides it "
+        "for that tenant); a call that would pass it is refused before anything is paid (default: no limit).",
+    )
+    confirm_over: int | None = Field(
+        default=None,
+        ge=0,
+        description="Ask the person (form elicitation) before a call makes more images than this (default: never ask; "
+        "a call makes at most 4, and the daily limit is what stops a loop).",
+    )
+    confirm_unasked: Literal["refuse", "proceed"] = Field(
+        default="refuse",
+        description="What a call over confirm_over does on a client that cannot ask the person: refuse it (saying "
+        "how many images are allowed without asking), or proceed.",
+    )
+
     # The built-in emulator (offline mode).
     emulator_task_seconds: Seconds = Field(default=4.0, description="How long an offline task takes.")
 
@@ -190,7 +214,7 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return _usable(value, recorded=True).expanduser().resolve()
 
-    @field_validator("http_token_file", "http_tokens_file", "database_url_file", mode="after")
+    @field_validator("http_token_file", "http_tokens_file", "database_url_file", "prices", mode="after")
     @classmethod
     def _expand_file(cls, value: Path | None) -> Path | None:
         return None if value is None else _usable(value).expanduser().resolve()

@@ -16,6 +16,8 @@ from pydantic import SecretStr
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.monet import MonetClient, MonetClients, RetryPolicy
+from nano_banana_mcp.observability import logs, metrics
+from nano_banana_mcp.spend import Spend
 from nano_banana_mcp.storage import image_store
 from nano_banana_mcp.tasks import LEDGER_FILE, Ledger, LedgerStore, Runner, Service
 from nano_banana_mcp.tasks.create_path import CreatePath
@@ -60,14 +62,17 @@ async def open_service(
     *,
     on_finished: Listener | None = None,
     tenant_keys: Mapping[str, SecretStr] | None = None,
+    tenant_limits: Mapping[str, int] | None = None,
 ) -> AsyncIterator[Service]:
     """Everything a running server needs: the ledger, one HTTP client, and the runner's task group.
 
     ``tenant_keys`` are the Monet keys of the tenants that have their own (a tokens file's third field): their calls
     go out on that key, every other tenant's on ``MONET_API_KEY``. In offline mode the built-in emulator is started
     on a free loopback port first, and every tenant uses it. Unfinished tasks in the ledger are resumed at once.
+    ``tenant_limits``: the tenants' own daily image limits (a tokens file's ``daily_images=N``).
     """
     tenant_keys = dict(tenant_keys or {})
+    logs.redact(*(s.get_secret_value() for s in (*logs.secrets_of(settings), *tenant_keys.values())))
     # Every worker thread that allocates gets a malloc arena of its own that keeps its freed memory. A few
     # threads do our blocking work (file writes, image checks) as fast as forty on a laptop's cores and hold
     # far less (bench/concurrency.py, 200 generations at once: peak RSS 183 MB with anyio's default 40
@@ -95,20 +100,19 @@ async def open_service(
             if tenant_keys:
                 log.info("offline mode: the tenants' own Monet keys are not used; every tenant uses the emulator")
                 tenant_keys = {}
-        ledger = await ledger_for(settings, api_scope=scope, upload_scope=base_url).open()
+        ledger = metrics.timed(await ledger_for(settings, api_scope=scope, upload_scope=base_url).open())
         stack.push_async_callback(ledger.close)
 
         shared: list[httpx.AsyncClient] = []
 
         def http() -> httpx.AsyncClient:  # built on first use: one client for the whole process, whatever the key
             if not shared:
-                shared.append(
-                    httpx.AsyncClient(
-                        timeout=settings.request_timeout,
-                        limits=httpx.Limits(max_connections=settings.max_streams + 100, max_keepalive_connections=50),
-                        headers={"User-Agent": "nano-banana-mcp"},
-                    )
+                client = httpx.AsyncClient(
+                    timeout=settings.request_timeout,
+                    limits=httpx.Limits(max_connections=settings.max_streams + 100, max_keepalive_connections=50),
+                    headers={"User-Agent": "nano-banana-mcp"},
                 )
+                shared.append(metrics.observe_client(client))  # counted, timed and traced (observability/)
             return shared[0]
 
         retry = retry_policy(settings)
@@ -148,6 +152,7 @@ async def open_service(
                     runner=runner,
                     offline=settings.offline,
                     store=store,
+                    spend=Spend.of(settings, tenant_limits, on_refused=metrics.limit_refused),  # bad prices: stop
                 )
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:

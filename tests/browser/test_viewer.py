@@ -300,6 +300,8 @@ async def test_gallery_shows_recent_tasks_and_opens_one(host: TestHost, emulator
     cards = view.locator("button.card")
     await expect(cards).to_have_count(3)
     await expect(cards.nth(0)).to_contain_text("a city that fails")
+    # The header's spend line, from nano-banana://usage (the session's server has made others' images too).
+    await expect(view.locator("[data-usage]")).to_have_text(re.compile(r"^Today: \d+ images$"))
     await expect(cards.nth(0).locator(".badge")).to_have_text("failed")
     await expect(cards.nth(1).locator("img")).to_have_count(1)
     await expect(cards.nth(2).locator("img")).to_have_count(1)

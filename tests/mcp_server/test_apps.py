@@ -15,6 +15,7 @@ from mcp_types import TextResourceContents
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.mcp_server import create_server
 from nano_banana_mcp.mcp_server.apps import REQUEST_META, VIEWER_URI
+from nano_banana_mcp.mcp_server.usage import USAGE_URI
 from nano_banana_mcp.uris import SETS_URI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_eras]  # capability negotiation: the protocol is the subject
@@ -56,8 +57,9 @@ async def test_a_client_without_apps_lists_exactly_what_it_did(apps_client: Clie
     plain = listed(await mcp_client.list_tools())
     assert all("_meta" not in tool for tool in plain)
     assert plain == [{k: v for k, v in t.items() if k != "_meta"} for t in listed(await apps_client.list_tools())]
-    assert [r.uri for r in (await mcp_client.list_resources()).resources] == [SETS_URI]
-    assert sorted(r.uri for r in (await apps_client.list_resources()).resources) == sorted([SETS_URI, VIEWER_URI])
+    listed_uris = [r.uri for r in (await mcp_client.list_resources()).resources]
+    assert sorted(listed_uris) == sorted([SETS_URI, USAGE_URI])
+    assert sorted(r.uri for r in (await apps_client.list_resources()).resources) == sorted([*listed_uris, VIEWER_URI])
 
 
 async def test_view_is_one_small_self_contained_html_document(apps_client: Client) -> None:

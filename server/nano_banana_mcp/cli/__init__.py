@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 import anyio
 
 from nano_banana_mcp import __version__
-from nano_banana_mcp.cli import doctor, emulator, generate, install, listing, serve, sets
+from nano_banana_mcp.cli import doctor, emulator, generate, install, listing, serve, sets, usage
 from nano_banana_mcp.cli.arguments import Parser
 from nano_banana_mcp.cli.exits import exit_code, own_error
 from nano_banana_mcp.cli.settings import settings_from
 from nano_banana_mcp.errors import NanoBananaError
-from nano_banana_mcp.terminal import PrintableFormatter, printable
+from nano_banana_mcp.observability import logs
+from nano_banana_mcp.terminal import printable
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = ("serve", "generate", "tasks", "models", "sets", "emulator", "install", "uninstall", "doctor")
+_COMMANDS = ("serve", "generate", "tasks", "models", "sets", "emulator", "install", "uninstall", "doctor", "usage")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_tasks_parser(sub)
     listing.add_models_parser(sub)
     sets.add_parser(sub)
+    usage.add_parser(sub)
     emulator.add_parser(sub)
     install.add_parsers(sub)
     doctor.add_parser(sub)
@@ -57,8 +60,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     command = args.command
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    formatter, warning = logs.formatter(os.environ.get(logs.FORMAT_SETTING))  # NANO_BANANA_LOG_FORMAT: text or json
+    handler.setFormatter(formatter)
     logging.basicConfig(level=getattr(args, "log_level", "WARNING"), handlers=[handler])
+    if warning:
+        logging.getLogger(__name__).warning(warning)
     try:
         code = _dispatch(command, args)
     except NanoBananaError as err:
@@ -91,6 +97,8 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
         return anyio.run(listing.run_tasks, settings, args)
     if command == "sets":
         return anyio.run(sets.run, settings, args)
+    if command == "usage":
+        return anyio.run(usage.run, settings, args)
     if command == "doctor":
         return anyio.run(doctor.run, settings, args)
     raise AssertionError(command)

@@ -18,6 +18,7 @@ from nano_banana_mcp.cli.exits import EXIT_OK, own_error
 from nano_banana_mcp.cli.settings import add_settings_flags
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import NanoBananaError
+from nano_banana_mcp.observability import logs
 
 if TYPE_CHECKING:
     import socket
@@ -96,7 +97,9 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Serve until stopped: stdio, or with ``--http`` streamable HTTP on the port bound (its auth set up first)."""
     from nano_banana_mcp.mcp_server import create_server  # noqa: PLC0415
+    from nano_banana_mcp.observability import traces  # noqa: PLC0415
 
+    traces.configure()  # opt-in: only when the OTEL_* variables ask for traces
     if args.http:
         from nano_banana_mcp.config import normal_host  # noqa: PLC0415
         from nano_banana_mcp.mcp_server import http_app  # noqa: PLC0415
@@ -151,7 +154,10 @@ def _run_http(app: Starlette, sock: socket.socket, banner: str) -> None:
             raise
 
     app.router.lifespan_context = lifespan
-    config = uvicorn.Config(app, log_level="warning")
+    from uvicorn.config import LOGGING_CONFIG  # noqa: PLC0415
+
+    # JSON logs (NANO_BANANA_LOG_FORMAT): uvicorn's own lines go to our handler too, not to its text one
+    config = uvicorn.Config(app, log_level="warning", log_config=None if logs.is_json() else LOGGING_CONFIG)
 
     class _SaidByUs(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:

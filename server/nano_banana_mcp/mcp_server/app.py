@@ -28,11 +28,14 @@ from nano_banana_mcp.images.formats import mime_type
 from nano_banana_mcp.mcp_server.apps import ViewerApps, apps_only
 from nano_banana_mcp.mcp_server.http import HttpAuth, TenantToken, http_auth, transport_security
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
+from nano_banana_mcp.mcp_server.metrics_route import MetricsEndpoint
 from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
 from nano_banana_mcp.mcp_server.sets import install_sets, request_scope
 from nano_banana_mcp.mcp_server.tasks_extension import BackgroundTasks
 from nano_banana_mcp.mcp_server.tools import App, build_tools, service_of, tenant_of
+from nano_banana_mcp.mcp_server.usage import UsageResource
 from nano_banana_mcp.mcp_server.watch import ListenLimits
+from nano_banana_mcp.observability import logs, metrics
 from nano_banana_mcp.runtime import open_service
 from nano_banana_mcp.tasks import COLLECT_WAIT, DEFAULT_TENANT, TaskRecord
 from nano_banana_mcp.uris import IMAGE_URI, TASK_URI, task_uri
@@ -134,6 +137,7 @@ def create_server(
     in memory): its client shares this machine, and the client's roots may name folders to read.
     """
     tenant_keys = {entry.tenant: entry.key for entry in tenants if entry.key is not None}
+    tenant_limits = {entry.tenant: entry.daily_images for entry in tenants if entry.daily_images is not None}
 
     bus = TenantBus()
     tasks = BackgroundTasks(bus)  # the MCP Tasks extension: the host carries the long wait
@@ -142,6 +146,7 @@ def create_server(
         return await app.service.knows(task_id, tenant=tenant_of())
 
     subscribers = LegacySubscribers(known)
+    usage = UsageResource()  # nano-banana://usage: the caller's own spend
 
     async def on_finished(record: TaskRecord) -> None:
         """Tell subscribed clients that a task's resource changed (finished in the background).
@@ -156,8 +161,11 @@ def create_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
-        async with open_service(settings, on_finished=on_finished, tenant_keys=tenant_keys) as service:
+        async with open_service(
+            settings, on_finished=on_finished, tenant_keys=tenant_keys, tenant_limits=tenant_limits
+        ) as service:
             app = App(service=service, settings=settings, local=public_url is None)  # HTTP: client roots never read
+            usage.app = app
             if health is not None:
                 health.app = app
             try:
@@ -181,6 +189,7 @@ def create_server(
         **_auth(token, tenants, public_url, oauth),
     )
     subscribers.install(mcp)
+    usage.install(mcp)
 
     async def static_uris() -> set[str]:
         return {str(resource.uri) for resource in await mcp.list_resources()}
@@ -247,6 +256,11 @@ def http_app(
         health=health,
     )
     mcp.custom_route("/healthz", methods=["GET"])(health.endpoint)  # outside /mcp: no token, no Host check
+    verifier = _auth(auth.token, auth.tenants, public_url, auth.oauth).get("token_verifier")
+    tokens = [auth.token.get_secret_value()] if auth.token is not None else []
+    logs.redact(*tokens, *(t.secret.decode(errors="replace") for t in auth.tenants if not t.hashed))
+    metrics.know_tenants(entry.tenant for entry in auth.tenants)  # tenant labels: these, then a bounded few
+    mcp.custom_route("/metrics", methods=["GET"])(MetricsEndpoint(health, verifier).endpoint)  # its own bearer check
     return mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))
 
 

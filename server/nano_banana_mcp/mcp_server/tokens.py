@@ -54,6 +54,8 @@ _KEY_ENV_PREFIX = "MONET_"
 _MIN_TOKEN_CHARS = 16
 """A tenant's token (written in the tokens file, not by its digest) has at least this many characters."""
 _SHA256 = "sha256:"
+_DAILY_IMAGES = "daily_images="
+"""A tokens file line's optional last field: the tenant's own daily image limit (``nano_banana_mcp.spend``)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class TenantToken:
     """The environment variable holding the tenant's own Monet API key (a third field), else None: the server's."""
     key: SecretStr | None = field(default=None, repr=False, compare=False)
     """That key, read when the file was read; never shown."""
+    daily_images: int | None = None
+    """The tenant's own daily image limit (a ``daily_images=N`` field), over NANO_BANANA_DAILY_IMAGE_LIMIT."""
 
     def matches(self, token: bytes, digest: bytes) -> bool:
         """Whether a presented token (and its SHA-256) is this one, in constant time."""
@@ -194,7 +198,8 @@ def kept_token(path: Path) -> SecretStr:
 def read_tokens_file(path: Path) -> tuple[TenantToken, ...]:
     """The tenants of a tokens file: one ``tenant token [KEY_ENV_VAR]`` line each (the token may be
     ``sha256:<hex>``, its digest); blank lines and ``#`` comments are skipped. A third field names the environment
-    variable holding the tenant's own Monet API key, read now: every paid call of that tenant uses it.
+    variable holding the tenant's own Monet API key, read now: every paid call of that tenant uses it. A last field
+    ``daily_images=N`` gives the tenant its own daily image limit (``nano_banana_mcp.spend``).
 
     A malformed line, a token shorter than 16 characters, a tenant or token given twice, a key variable that is not
     a ``MONET_*`` one or is unset or empty, or a file without tenants is a ConfigError naming the file and the line;
@@ -244,7 +249,11 @@ def read_tokens_file(path: Path) -> tuple[TenantToken, ...]:
 
 
 def _tenant_line(fields: list[str], at: str) -> TenantToken:
-    """One line's ``tenant token [KEY_ENV_VAR]`` (its fields, split on white space); ``at`` names the file and line."""
+    """One line's ``tenant token [KEY_ENV_VAR] [daily_images=N]`` (its fields, split on white space); ``at`` names the
+    file and line."""
+    limits = [f for f in fields[2:] if f.startswith(_DAILY_IMAGES)]
+    fields = [f for f in fields if f not in limits]
+    daily = _daily_images(limits, at)
     tenant = fields[0]
     if not _TENANT_NAME.fullmatch(tenant):
         raise ConfigError(
@@ -263,11 +272,24 @@ def _tenant_line(fields: list[str], at: str) -> TenantToken:
             f"{at}: {len(fields)} fields where `tenant token` or `tenant token KEY_ENV_VAR` was expected (a token has "
             "no spaces)."
         )
-    entry = _tenant_token(tenant, fields[1], at)
+    entry = replace(_tenant_token(tenant, fields[1], at), daily_images=daily)
     if len(fields) == 3:
         name = fields[2]
         return replace(entry, key_env=name, key=_tenant_key(name, at))
     return entry
+
+
+def _daily_images(fields: list[str], at: str) -> int | None:
+    """A line's own daily image limit: its one ``daily_images=N`` field (N from 0), else None."""
+    if not fields:
+        return None
+    value = fields[0].removeprefix(_DAILY_IMAGES)
+    if len(fields) > 1 or not (value.isascii() and value.isdigit() and len(value) <= 9):
+        raise ConfigError(
+            f"{at}: write the tenant's own daily image limit once, as daily_images=N with N a whole number from 0 "
+            f"(for example daily_images=200). ({TOKENS_FILE_SETTING})"
+        )
+    return int(value)
 
 
 def _tenant_key(name: str, at: str) -> SecretStr:

@@ -10,8 +10,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated
 
+from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Resolve
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
@@ -21,6 +23,8 @@ from nano_banana_mcp.catalog import AspectRatio, GenerateRequest, ModelInfo, Mod
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import NanoBananaError
 from nano_banana_mcp.mcp_server.apps import ui_binding
+from nano_banana_mcp.mcp_server.confirm import NOT_ASKED as _NOT_ASKED
+from nano_banana_mcp.mcp_server.confirm import SpendConfirmation, confirm_spend, confirmed
 from nano_banana_mcp.mcp_server.http import tenant_of
 from nano_banana_mcp.mcp_server.legacy import client_roots
 from nano_banana_mcp.mcp_server.schema import slim_tool
@@ -111,7 +115,10 @@ def service_of(ctx: Context[App]) -> Service:
 async def tool_result(service: Service, result: TaskResult) -> Annotated[CallToolResult, TaskResult]:
     """What ``generate_image`` and ``get_task`` return (and a completed MCP task carries): summary line, a small
     thumbnail per saved image (or a note saying why there is none), a resource link per image, structured content."""
-    content: list[ContentBlock] = [TextContent(type="text", text=result.summary())]
+    text = result.summary()
+    if result.status == "success" and result.made is not None:  # what was paid for, where the agent reads
+        text = f"{text} Made {result.made}."
+    content: list[ContentBlock] = [TextContent(type="text", text=text)]
     for index, image in enumerate(result.images):
         if image.path is None:
             continue
@@ -161,11 +168,13 @@ async def generate_image(
         str | None,
         Field(min_length=1, max_length=200, description="Your id; sent again, it returns the same tasks."),
     ] = None,
+    confirmation: Annotated[ElicitationResult[SpendConfirmation], Resolve(confirm_spend)] = _NOT_ASKED,
 ) -> Annotated[CallToolResult, TaskResult]:
     """Submit a generation and wait up to ``wait_seconds`` for its images; return them, or the task id.
 
     The agent reads the description ``build_tools`` passes (built from the catalogue), not this docstring.
     """
+    confirmed(confirmation)  # NANO_BANANA_CONFIRM_OVER: the person said yes, or was not asked (mcp_server/confirm.py)
     with agent_errors():
         request = GenerateRequest(
             prompt=prompt,

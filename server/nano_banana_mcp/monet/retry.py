@@ -108,8 +108,11 @@ def _install_log_hook() -> None:
         return
     from stamina.instrumentation import set_on_retry_hooks  # noqa: PLC0415
 
+    from nano_banana_mcp.observability.metrics import retried  # noqa: PLC0415 - with stamina, on first use
+
     def log_retry(details: RetryDetails) -> None:
         log.debug("retry %d in %.2fs after: %s", details.retry_num, details.wait_for, details.caused_by)
+        retried(details.caused_by)
 
     set_on_retry_hooks([log_retry])
     _hook_installed = True

@@ -38,6 +38,7 @@ from nano_banana_mcp.tasks.store import RowTaken
 __all__ = [
     "COLUMNS",
     "FINISHED",
+    "PAID",
     "UNFINISHED",
     "Dialect",
     "SqlLedger",
@@ -65,6 +66,8 @@ COLUMNS = (
 """A task row's columns as both ledgers select and insert them (:func:`record_from_row` reads them in this order)."""
 UNFINISHED = f"phase IN ({', '.join(repr(p) for p in UNFINISHED_PHASES)})"
 FINISHED = f"phase IN ({', '.join(repr(p) for p in FINISHED_PHASES)})"
+PAID = "NOT (phase = 'failed' AND task_id IS NULL)"
+"""The rows that may be paid for (nano_banana_mcp.spend): all but a create the API refused, which made nothing."""
 
 _SELECT = ", ".join(COLUMNS)
 _CALL_ROW = "c.created_at, c.cancelled_at, c.keys, " + ", ".join(f"t.{c}" for c in COLUMNS)
@@ -124,6 +127,9 @@ class Statements:
     release: str
     cached_upload: str
     remember_upload: str
+    images_since: str
+    spent_since: str
+    spent_since_of_tenant: str
 
     @classmethod
     def of(cls, dialect: Dialect) -> Statements:
@@ -152,6 +158,10 @@ class Statements:
             "RETURNING id",
             "release": "UPDATE tasks SET owner=NULL WHERE key=? AND owner=?",
             "cached_upload": "SELECT url, expires_at FROM uploads WHERE sha256=? AND scope=? AND tenant=?",
+            "images_since": f"SELECT count(*) FROM tasks WHERE tenant=? AND created_at >= ? AND {PAID}",
+            "spent_since": f"SELECT tenant, request, created_at FROM tasks WHERE created_at >= ? AND {PAID}",
+            "spent_since_of_tenant": "SELECT tenant, request, created_at FROM tasks WHERE tenant=? AND created_at >= ? "
+            f"AND {PAID}",
             "remember_upload": "INSERT INTO uploads (sha256, scope, tenant, url, expires_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (sha256, scope, tenant) DO UPDATE SET url=excluded.url, expires_at=excluded.expires_at",
         }
@@ -242,6 +252,20 @@ class SqlLedger(ABC):
         else:
             [(count,)] = await self._rows(self.sql.count, (tenant,))
         return int(count)
+
+    # -- spend -----------------------------------------------------------------------------------
+
+    async def images_since(self, since: datetime, *, tenant: str) -> int:
+        [(count,)] = await self._rows(self.sql.images_since, (tenant, self.sql.dialect.time(since)))
+        return int(count)
+
+    async def spent_since(self, since: datetime, *, tenant: str | None = None) -> list[tuple[str, str, datetime]]:
+        when = self.sql.dialect.time(since)
+        if tenant is None:
+            rows = await self._rows(self.sql.spent_since, (when,))
+        else:
+            rows = await self._rows(self.sql.spent_since_of_tenant, (tenant, when))
+        return [(t, request, self.sql.dialect.read_time(created)) for t, request, created in rows]
 
     # -- calls answered with a task ----------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from nano_banana_mcp.errors import MonetError
 from nano_banana_mcp.monet import Task
@@ -60,6 +61,9 @@ class TaskResult(BaseModel):
     created_at: datetime | None = None
     next_step: str | None = None
     sets: list[str] = Field(default_factory=list, json_schema_extra=_bare_array)  # nano-banana://sets/{name} used
+    # "2 images with nano-banana-2 at 2K, cost 0.12 USD": what is paid for (spend.Made). In the structured content and
+    # the text, not in the declared output schema: tools/list is at its 8.5 KB budget (tests/mcp_server/test_schema).
+    made: SkipJsonSchema[str | None] = None
 
     def summary(self) -> str:
         """One line for the agent to read."""

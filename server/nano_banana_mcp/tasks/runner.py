@@ -36,6 +36,7 @@ from functools import partial
 import anyio
 from anyio.abc import TaskGroup
 
+from nano_banana_mcp import observability
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import (
     AuthError,
@@ -135,6 +136,9 @@ class Runner:
         record = self._live.get(key)
         return record.model_copy(deep=deep) if record is not None else None
 
+    def load(self) -> tuple[int, int, list[TaskRecord]]:  # stream slots in use, allowed; rows worked now (/metrics)
+        return self._streams.borrowed_tokens, self._settings.max_streams, list(self._live.values())
+
     def changed(self, key: str) -> anyio.Event:
         """An event set at the next change of this row. Take it before reading the row."""
         event = self._events.get(key)
@@ -166,7 +170,8 @@ class Runner:
             if record is not None and not record.finished:
                 self._live[key] = record
                 log.info("task %s: working (%s)", record.handle, record.phase)
-                await self._persist.run(self._advance, record)
+                with observability.task(record):  # its trace, and its count once finished (/metrics)
+                    await self._persist.run(self._advance, record)
                 log.info("task %s: %s", record.handle, record.status if not record.error else record.error)
         except RowTaken:
             log.warning("task %s: another process took the row over; it carries it on, this one stops", key)

@@ -14,6 +14,7 @@ from nano_banana_mcp.images.finishing import finish_in_place
 from nano_banana_mcp.images.naming import output_path
 from nano_banana_mcp.images.provenance import Provenance
 from nano_banana_mcp.monet import MonetClient
+from nano_banana_mcp.observability import metrics, traces
 from nano_banana_mcp.storage import ImageStore, StorageError
 from nano_banana_mcp.tasks.records import SavedImage, TaskRecord
 
@@ -93,7 +94,9 @@ class Saver:
                 final, meta = await fetch(client(), record, index, image.url, out_dir, max_bytes=self._max_bytes)
                 self._staged[record.key, index] = (final, meta)
             size = (await anyio.Path(final).stat()).st_size
-            location = await self._store.put(final, meta.mime_type)
+            with traces.span("nano_banana.store", **{"nano_banana.image.bytes": size}):
+                location = await self._store.put(final, meta.mime_type)
+            metrics.image_saved(record.request.model, size)
             del self._staged[record.key, index]
             record.saved(
                 index,

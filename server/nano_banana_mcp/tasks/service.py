@@ -20,6 +20,7 @@ from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest, NanoBananaError, NotFound, TaskNotFound
 from nano_banana_mcp.monet import MonetClient, MonetClients
+from nano_banana_mcp.spend import Spend, UsageReport, made_by, usage_report, with_made
 from nano_banana_mcp.storage import ImageStore
 from nano_banana_mcp.tasks.listing import Listing
 from nano_banana_mcp.tasks.previews import PREVIEWS_KEPT, Previews
@@ -59,6 +60,7 @@ class Service:
     store: ImageStore
     """Where saved images are kept: the output folder, or a bucket (``storage.image_store``)."""
     offline: bool = False
+    spend: Spend = field(default_factory=Spend)  # prices and daily limits: open_service gives Spend.of(settings)
     # Decoding a full image for a preview takes tens of MB; a few at a time is as fast on few cores.
     image_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
     previews: Previews = field(default_factory=lambda: Previews(PREVIEWS_KEPT), init=False, repr=False)
@@ -109,6 +111,7 @@ class Service:
         made = {key: row for key in keys if request_id is not None and (row := await self.ledger.get(key)) is not None}
         for row in made.values():
             check_same(row, request, request_id)
+        await self.spend.limits.check(self.ledger, tenant, count - len(made))  # before anything is uploaded or paid
         ready = request
         if len(made) < count:  # the references are resolved (and uploaded) only for rows still to be written
             urls = await self.references.resolve(request.images, client_roots, tenant)
@@ -117,16 +120,17 @@ class Service:
         # Each row (with its idempotency key) exists before its create is sent, and the runner has it before this
         # call can be cancelled: whatever happens next, each task is made once, followed and saved.
         with anyio.CancelScope(shield=True):
-            for key in keys:
-                record = made.get(key)
-                if record is None:
-                    record = TaskRecord(key=key, request=ready, offline=self.offline, tenant=tenant)
-                    if not await self.ledger.add(record):  # a call with the same request_id wrote it meanwhile
-                        record = await self.ledger.get(key)
-                        assert record is not None  # rows are never deleted
-                        check_same(record, request, request_id)
-                records.append(record)
-                self._resume(record)
+            async with self.spend.limits.turn(self.ledger, tenant, count - len(made)):  # no other call passes now
+                for key in keys:
+                    record = made.get(key)
+                    if record is None:
+                        record = TaskRecord(key=key, request=ready, offline=self.offline, tenant=tenant)
+                        if not await self.ledger.add(record):  # a call with the same request_id wrote it meanwhile
+                            record = await self.ledger.get(key)
+                            assert record is not None  # rows are never deleted
+                            check_same(record, request, request_id)
+                    records.append(record)
+                    self._resume(record)
         return records
 
     async def generate(
@@ -157,7 +161,7 @@ class Service:
         results = await self._wait_all([r.key for r in records], wait_seconds, on_progress, tenant)
         if all(r.status == "failed" for r in results):  # maybe refused: the rows as they stand say how
             records = [await self._current(r.key) or r for r in records]
-        return outcome(records, results)
+        return with_made(outcome, records, results, self.spend.prices)
 
     async def _wait_all(
         self, keys: Sequence[str], wait_seconds: float, on_progress: ProgressCallback | None, tenant: str
@@ -251,7 +255,7 @@ class Service:
     def call_result(self, state: CallState) -> TaskResult:
         """What ``generate`` would have returned for the call's rows as they stand (``MonetError`` if every create was
         refused)."""
-        return outcome(state.records, [self.result(r) for r in state.records])
+        return with_made(outcome, state.records, [self.result(r) for r in state.records], self.spend.prices)
 
     async def next_change(self, keys: Sequence[str]) -> None:
         """Return at the next change (progress included) of one of these rows that this process works on; never, if it
@@ -343,6 +347,10 @@ class Service:
         )
         return await listing.page(page, page_size, status, tenant)
 
+    async def usage(self, *, tenant: str | None) -> UsageReport:
+        """Today's and this month's usage of one tenant (None: of every tenant, for the operator), from the ledger."""
+        return await usage_report(self.ledger, self.spend.prices, self.spend.limits, tenant=tenant)
+
     async def upload(
         self,
         path: str,
@@ -372,7 +380,8 @@ class Service:
 
     def result(self, record: TaskRecord, *, links: bool = True) -> TaskResult:
         """What an agent is told of a task of ours (see :func:`~nano_banana_mcp.tasks.results.result_of`)."""
-        return result_of(record, self.store, links=links)
+        result = result_of(record, self.store, links=links)
+        return result.model_copy(update={"made": made_by([record], self.spend.prices).line()})
 
     def _fresh(self, record: TaskRecord, *, deep: bool = True) -> TaskRecord:
         """A row just read from the ledger, with the runner's fresher working copy when this process works on it

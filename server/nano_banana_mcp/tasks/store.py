@@ -96,6 +96,18 @@ class LedgerStore(Protocol):
 
     async def count(self, status: Status | None = None, *, tenant: str = DEFAULT_TENANT) -> int: ...
 
+    # -- spend (nano_banana_mcp.spend) -----------------------------------------------------------
+
+    async def images_since(self, since: datetime, *, tenant: str) -> int:
+        """The tenant's rows created at or after ``since`` that may be paid for: all but a create the API refused (a
+        failed row it never named: nothing was made)."""
+        ...
+
+    async def spent_since(self, since: datetime, *, tenant: str | None = None) -> list[tuple[str, str, datetime]]:
+        """``(tenant, request JSON, created_at)`` of the rows :meth:`images_since` counts, of one tenant or (None)
+        of every tenant."""
+        ...
+
     # -- calls answered with a task ----------------------------------------------------------------
 
     async def add_call(self, call: Call) -> None:
