@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token HTTP clients must send (default: one made on first start, kept in the data dir).",
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for GET /metrics on the HTTP server (default: the server's one token). Required "
+        "to read /metrics with a tokens file or an identity provider: a tenant's token does not open it.",
+    )
     http_token_file: Path | None = Field(
         default=None, description="File holding the bearer token HTTP clients must send (instead of http_token)."
     )

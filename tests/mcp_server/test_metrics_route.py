@@ -3,6 +3,7 @@ parser after real calls (generations, a retried 503, a limit refusal)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -87,3 +88,26 @@ async def test_metrics_after_real_calls(settings: Settings, emulator: Emulator, 
     assert value(after, "nano_banana_stream_slots") == served.max_streams
     assert ("nano_banana_oldest_working_task_seconds", frozenset()) in after
     assert value(after, "nano_banana_tasks_working") == 0
+
+
+@pytest.mark.parametrize("metrics_token", [None, TOKEN])
+def test_a_tenants_token_does_not_open_metrics(
+    tmp_path: Path, settings: Settings, serve_http: ServeHttp, metrics_token: str | None
+) -> None:
+    """With a tokens file, /metrics (every tenant's figures and names) is the operator's: NANO_BANANA_METRICS_TOKEN
+    opens it, a tenant's token never does; without a metrics token it is closed, saying which setting opens it."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("alice alice-token-0123456789\n")
+    tokens.chmod(0o600)
+    update: dict[str, object] = {"http_tokens_file": tokens, "http_token": None}
+    if metrics_token is not None:
+        update["metrics_token"] = SecretStr(metrics_token)
+    with serve_http(settings.model_copy(update=update)) as base:
+        as_alice = httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer alice-token-0123456789"}, timeout=20)
+        assert "nano_banana" not in as_alice.text
+        if metrics_token is None:
+            assert as_alice.status_code == 403
+            assert "NANO_BANANA_METRICS_TOKEN" in as_alice.text
+        else:
+            assert as_alice.status_code == 401
+            assert value(scrape(base), "nano_banana_stream_slots") >= 1

@@ -256,11 +256,16 @@ def http_app(
         health=health,
     )
     mcp.custom_route("/healthz", methods=["GET"])(health.endpoint)  # outside /mcp: no token, no Host check
-    verifier = _auth(auth.token, auth.tenants, public_url, auth.oauth).get("token_verifier")
     tokens = [auth.token.get_secret_value()] if auth.token is not None else []
     logs.redact(*tokens, *(t.secret.decode(errors="replace") for t in auth.tenants if not t.hashed))
     metrics.know_tenants(entry.tenant for entry in auth.tenants)  # tenant labels: these, then a bounded few
-    mcp.custom_route("/metrics", methods=["GET"])(MetricsEndpoint(health, verifier).endpoint)  # its own bearer check
+    metrics_token = settings.metrics_token if settings.metrics_token is not None else auth.token
+    if metrics_token is not None and metrics_token.get_secret_value().strip():
+        logs.redact(metrics_token.get_secret_value())
+        reader = MetricsEndpoint(health, StaticTokenVerifier(metrics_token))
+    else:  # tenants' tokens name tenants, not the operator: /metrics (every tenant's figures) stays closed to them
+        reader = MetricsEndpoint(health, None, closed=auth.required)
+    mcp.custom_route("/metrics", methods=["GET"])(reader.endpoint)  # its own bearer check
     return mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))
 
 

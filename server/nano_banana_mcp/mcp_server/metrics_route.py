@@ -1,6 +1,7 @@
 """``GET /metrics`` on the HTTP server: the Prometheus text of :mod:`nano_banana_mcp.observability.metrics`, to a
-bearer of the server's token (the single token, a tenant's token from the tokens file, or an access token of the
-identity provider; nobody at all only with ``--no-auth`` on loopback). Outside ``/mcp``, as ``/healthz`` is."""
+bearer of the operator's token: ``NANO_BANANA_METRICS_TOKEN``, else the server's one token. With a tokens file or
+an identity provider and no metrics token, nobody reads it (a tenant's token names a tenant, and the figures are every
+tenant's); with ``--no-auth`` on loopback, anybody. Outside ``/mcp``, as ``/healthz`` is."""
 
 from __future__ import annotations
 
@@ -19,13 +20,20 @@ __all__ = ["MetricsEndpoint"]
 
 
 class MetricsEndpoint:
-    """The route's handler; ``verifier`` None: no token required (``--no-auth``)."""
+    """The route's handler; ``verifier`` None: no token required (``--no-auth``), or, ``closed``, none opens it."""
 
-    def __init__(self, health: Health, verifier: TokenVerifier | None) -> None:
+    def __init__(self, health: Health, verifier: TokenVerifier | None, *, closed: bool = False) -> None:
         self._health = health
         self._verifier = verifier
+        self._closed = closed
 
     async def endpoint(self, request: Request) -> Response:
+        if self._closed:
+            return PlainTextResponse(
+                "/metrics is closed: tenants' tokens do not open it. Set NANO_BANANA_METRICS_TOKEN on the server and "
+                "send it: Authorization: Bearer <token>.",
+                status_code=403,
+            )
         if self._verifier is not None:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             known = await self._verifier.verify_token(token.strip()) if scheme.lower() == "bearer" else None
