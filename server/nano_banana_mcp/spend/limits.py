@@ -95,8 +95,8 @@ class DailyLimits:
         left = max(0, limit - used)
         fewer = f"ask for at most {left}, or wait" if left else "wait"
         raise LimitReached(
-            f"Refused before anything was paid: the daily limit{who} is {limit} images ({LIMIT_SETTING}), "
-            f"{used} are used today and this call asks for {images}. It resets at "
+            f"Refused before anything was paid: the daily limit{who} is {_images(limit)} ({LIMIT_SETTING}), "
+            f"{used} {'is' if used == 1 else 'are'} used today and this call asks for {images}. It resets at "
             f"{resets_at(at):%Y-%m-%d %H:%M} UTC (in {_in(resets_at(at) - at)}); {fewer}."
         )
 
@@ -111,3 +111,7 @@ class DailyLimits:
         async with lock:
             await self.check(ledger, tenant, images)
             yield
+
+
+def _images(n: int) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
