@@ -143,7 +143,7 @@ async def test_a_tenants_own_limit_from_the_tokens_file(settings: Settings, tmp_
     assert limits == {"alice": 1}
     async with open_service(settings.model_copy(update={"daily_image_limit": 5}), tenant_limits=limits) as service:
         await service.generate(GenerateRequest(prompt="alice's"), wait_seconds=30, tenant="alice")
-        with pytest.raises(LimitReached, match="daily limit for tenant alice is 1 images"):
+        with pytest.raises(LimitReached, match="daily limit for tenant alice is 1 image \\("):
             await service.submit(GenerateRequest(prompt="alice's second"), tenant="alice")
         await service.generate(GenerateRequest(prompt="bob's"), wait_seconds=30, count=2, tenant="bob")
     assert emulator.creates == 3
