@@ -2,9 +2,10 @@
 
 Hosts drop the server's ``instructions`` and some turn every block into JSON text (OpenClaw's Tool Search), so the
 first text block of a result is complete on its own and short: the status, each saved path with its ``uri``, and the
-next step. ``structuredContent`` repeats it for programs, and carries no image data.
+next step. ``structuredContent`` repeats it for programs (not for OpenClaw: see ``clients``), and carries no image
+data.
 
-The inline JPEG preview is left out for OpenClaw (``clientInfo.name`` ``openclaw…``): with Tool Search, on by default
+The inline JPEG preview is left out for OpenClaw (``clients.is_openclaw``): with Tool Search, on by default
 there, an image block reaches the model as base64 text (about 15 KB a preview, paid in tokens and never seen as an
 image), and with it off a text-only model loses it. Its agent looks at the saved file with its ``view_image`` tool
 instead. The ``preview`` setting overrides the choice (``on``/``off``).
@@ -17,12 +18,10 @@ from typing import Any
 
 from mcp.server.mcpserver import Context
 
+from nano_banana_mcp.mcp_server.clients import is_openclaw
 from nano_banana_mcp.tasks import OFFLINE_NOTE, TaskResult
 
 __all__ = ["DEFAULT_VIEW", "HostView", "host_view", "summary_text"]
-
-OPENCLAW_CLIENTS = ("openclaw",)
-"""``clientInfo.name`` prefixes of OpenClaw's MCP clients (2026.9.6 sends ``openclaw-bundle-mcp``)."""
 
 
 @dataclass(frozen=True)
@@ -39,19 +38,9 @@ DEFAULT_VIEW = HostView()
 """A client nothing is known of: previews, no ``MEDIA:`` advice."""
 
 
-def client_name(ctx: Context[Any]) -> str:
-    """The client's ``clientInfo.name`` (lower case), or "" when it gave none."""
-    try:
-        params = ctx.request_context.session.client_params
-    except (AttributeError, LookupError, ValueError):
-        return ""
-    info = params.client_info if params is not None else None
-    return (info.name if info is not None else "").strip().lower()
-
-
 def host_view(ctx: Context[Any], preview: str = "auto") -> HostView:
     """The view for this request's client under the ``preview`` setting (``auto``, ``on`` or ``off``)."""
-    openclaw = client_name(ctx).startswith(OPENCLAW_CLIENTS)
+    openclaw = is_openclaw(ctx.request_context.session)
     shown = preview == "on" or (preview == "auto" and not openclaw)
     return HostView(preview=shown, media_lines=openclaw)
 
