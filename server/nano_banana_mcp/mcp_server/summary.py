@@ -5,10 +5,12 @@ first text block of a result is complete on its own and short: the status, each 
 next step. ``structuredContent`` repeats it for programs (not for OpenClaw: see ``clients``), and carries no image
 data.
 
-The inline JPEG preview is left out for OpenClaw (``clients.is_openclaw``): with Tool Search, on by default
-there, an image block reaches the model as base64 text (about 15 KB a preview, paid in tokens and never seen as an
-image), and with it off a text-only model loses it. Its agent looks at the saved file with its ``view_image`` tool
-instead. The ``preview`` setting overrides the choice (``on``/``off``).
+The inline JPEG preview is left out for OpenClaw (``clients.is_openclaw``): with Tool Search, on by default there,
+an image block reaches the model as base64 text (45 KB for a preview of an emulator image, paid in tokens, never seen
+as an image, and cut off with the rest past 20,000 characters), and with Tool Search off a text-only model loses it.
+Its agent looks at the saved file with its ``view_image`` tool instead. The ``preview`` setting overrides the choice
+(``on``/``off``). Clients that merely declare no capabilities keep the preview: most hosts show an image block as an
+image, whatever they declare.
 """
 
 from __future__ import annotations
