@@ -7,6 +7,8 @@
 #                  over HTTP, against the wheel's `nano-banana-mcp --offline`.
 #   4. bundle:     what Claude Desktop does with the .mcpb: unpack it, resolve `mcp_config` with the mcpb
 #                  library's own getMcpConfigForManifest, and run that command (`uv run ...`) under the Inspector.
+#   2b. openclaw:  .ci/openclaw.sh: OpenClaw's skill loader on SKILL.md, `install openclaw`, and real `openclaw agent
+#                  exec` turns with a scripted model at a loopback provider, Tool Search on and off.
 #
 # Node >= 22.19 (the Inspector's floor), mcpb and the Inspector are installed from the npm registry into
 # .ci/.node/, uv from PyPI into .ci/.uv/ (both ignored; reused while the pinned versions match).
@@ -176,6 +178,10 @@ async def main() -> None:
 print(f"  nano_banana_mcp {nano_banana_mcp.__version__} from {where.parent}")
 anyio.run(main)
 EOF
+
+# -- 2b. OpenClaw: its skill loader, install openclaw, real agent turns with a scripted model (.ci/openclaw.sh) -----
+step "openclaw: skill, install openclaw, agent exec turns (Tool Search on and off) against $NB"
+bash .ci/openclaw.sh "$NB"
 
 # -- 3. MCP Inspector CLI -------------------------------------------------------------------------------
 summarize() { # the shape of an Inspector result file, in one line

@@ -108,6 +108,19 @@ def test_generate_prints_the_saved_path(tmp_path: Path, offline_env: dict[str, s
     assert "placeholder" in proc.stderr
 
 
+def test_generate_media_prints_media_lines(tmp_path: Path, offline_env: dict[str, str], run_cli: RunCli) -> None:
+    """`--media` prints one standalone `MEDIA:<absolute path>` line per image, the line OpenClaw attaches from a reply,
+    for an agent that runs the command line instead of the MCP tools."""
+    proc = run_cli(["generate", "--offline", "--media", "two cats", "--count", "2"], offline_env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        assert line.startswith("MEDIA:/")
+        path = Path(line.removeprefix("MEDIA:"))
+        assert path.is_absolute() and path.is_file() and path.parent == tmp_path / "out"
+
+
 def test_generate_json(offline_env: dict[str, str], run_cli: RunCli) -> None:
     """`--json` prints the same structured result the MCP tool returns."""
     proc = run_cli(["generate", "--offline", "--json", "a dog", "--model", "nano-banana-1"], offline_env)

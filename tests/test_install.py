@@ -119,7 +119,8 @@ async def test_openclaw_entry_takes_the_key_from_openclaws_environment(
     env = host_env(home)
     assert run(command, "install", "openclaw", env=env).returncode == 0
     entry = written_entry("openclaw", env)
-    assert entry["env"] == {install.KEY_VAR: "${MONET_API_KEY}"}
+    assert entry["env"][install.KEY_VAR] == "${MONET_API_KEY}"
+    assert set(entry["env"]) == {install.KEY_VAR, "NANO_BANANA_OUTPUT_DIR"}  # the folder: tests/install/
     assert entry["requestTimeoutMs"] >= 90_000  # above OpenClaw's 60 s default, with room for uploads
 
     api = {"MONET_BASE_URL": process_env["MONET_BASE_URL"]}  # this test's stand-in for the real API

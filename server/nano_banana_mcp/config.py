@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     output_dir: Path = Field(default_factory=_default_output_dir, description="Where images are saved.")
     data_dir: Path = Field(default_factory=_default_data_dir, description="Ledger and caches.")
     offline: bool = Field(default=False, description="Use the built-in emulator; no key needed.")
+    preview: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="A small JPEG preview in each image result: on, off, or auto (on, except for OpenClaw, whose "
+        "Tool Search hands images to the model as base64 text: its agent looks with view_image instead).",
+    )
 
     # What the server may touch.
     allowed_dirs: Annotated[list[Path], NoDecode] = Field(

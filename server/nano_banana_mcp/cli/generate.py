@@ -76,7 +76,13 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
         default=600.0,
         help="seconds to wait before printing the task id instead (default 600)",
     )
-    gen.add_argument("--json", action="store_true", help="print the result as JSON")
+    out = gen.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the result as JSON")
+    out.add_argument(
+        "--media",
+        action="store_true",
+        help="print a MEDIA:<absolute path> line per saved image, as OpenClaw's reply attachments read them",
+    )
     add_settings_flags(gen)
 
 
@@ -106,7 +112,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         print(result.model_dump_json(indent=2))
     elif result.status == "success":
         for image in result.images:
-            print(printable(image.path or image.url or ""))
+            where = image.path or image.url or ""
+            print(printable(f"MEDIA:{where}" if args.media else where))
         if result.offline:
             print("note: offline mode, these are emulator placeholders", file=sys.stderr)
     elif result.status == "failed":

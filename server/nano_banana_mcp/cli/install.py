@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from nano_banana_mcp.cli.arguments import Parser
 from nano_banana_mcp.cli.exits import EXIT_CONFIG, EXIT_OK
@@ -54,6 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
 def run(command: str, args: argparse.Namespace) -> int:
     """``install`` or ``uninstall`` (``command``); a file that is refused is left alone and the entry printed."""
     from nano_banana_mcp import install  # noqa: PLC0415
+    from nano_banana_mcp.install.openclaw import media_folder  # noqa: PLC0415
 
     if command == "uninstall":
         print(_lines(install.uninstall(args.host, name=args.name, dry_run=args.dry_run).report()))
@@ -66,9 +68,9 @@ def run(command: str, args: argparse.Namespace) -> int:
     try:
         change = install.install(args.host, name=args.name, offline=args.offline, key=key, dry_run=args.dry_run)
     except ConfigError as err:  # the file was left alone: say what to add by hand
-        entry = json.dumps(
-            install.redacted(install.entry_for(args.host, install.server_command(), offline=args.offline))
-        )
+        folder = str(media_folder({}, home=Path.home(), environ=os.environ)) if args.host == "openclaw" else None
+        by_hand = install.entry_for(args.host, install.server_command(), offline=args.offline, output_dir=folder)
+        entry = json.dumps(install.redacted(by_hand))
         print(f"error: {printable(str(err))}", file=sys.stderr)
         print(printable(f"The entry to add by hand, as server {args.name!r}: {entry}"), file=sys.stderr)
         if args.host == "openclaw":

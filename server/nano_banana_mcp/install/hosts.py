@@ -23,6 +23,7 @@ __all__ = [
     "KEY_VAR",
     "OPENCLAW_KEY_REFERENCE",
     "OPENCLAW_REQUEST_TIMEOUT_MS",
+    "OUTPUT_VAR",
     "Host",
     "config_path",
     "entry_for",
@@ -39,6 +40,7 @@ Host = Literal["claude-desktop", "claude-code", "cursor", "openclaw"]
 HOSTS: tuple[Host, ...] = get_args(Host)
 DEFAULT_NAME = "nano-banana"
 KEY_VAR = "MONET_API_KEY"
+OUTPUT_VAR = "NANO_BANANA_OUTPUT_DIR"
 OPENCLAW_REQUEST_TIMEOUT_MS = 120_000
 """OpenClaw cuts an MCP request off after 60 s unless the entry says otherwise. generate_image uploads its references,
 then waits up to 45 s by default: two minutes leaves room for both."""
@@ -64,10 +66,13 @@ def server_command(executable: str | None = None, *, platform: str = sys.platfor
     return [str(python), "-m", "nano_banana_mcp"]
 
 
-def entry_for(host: Host, command: Sequence[str], *, offline: bool = False, key: str | None = None) -> dict[str, Any]:
+def entry_for(
+    host: Host, command: Sequence[str], *, offline: bool = False, key: str | None = None, output_dir: str | None = None
+) -> dict[str, Any]:
     """The server's entry in ``host``'s config: ``command`` (from ``server_command``), ``--offline`` if asked, and
     the key only when given. OpenClaw gets a ``${MONET_API_KEY}`` reference instead (it starts servers without its
-    own environment) and a request timeout above its 60 s default."""
+    own environment) and a request timeout above its 60 s default. ``output_dir``: where the server saves images
+    (``NANO_BANANA_OUTPUT_DIR``; for OpenClaw, ``install.openclaw.media_folder``)."""
     program, *args = command
     if offline:
         args.append("--offline")
@@ -76,6 +81,8 @@ def entry_for(host: Host, command: Sequence[str], *, offline: bool = False, key:
         env[KEY_VAR] = key
     elif host == "openclaw" and not offline:
         env[KEY_VAR] = OPENCLAW_KEY_REFERENCE
+    if output_dir is not None:
+        env[OUTPUT_VAR] = output_dir
     entry: dict[str, Any] = {"type": "stdio"} if host == "claude-code" else {}
     entry |= {"command": program, "args": args}
     if env or host == "claude-code":  # `claude mcp add` always writes an env object

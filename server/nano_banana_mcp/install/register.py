@@ -25,6 +25,7 @@ from nano_banana_mcp.install.hosts import (
     servers_in,
     servers_path,
 )
+from nano_banana_mcp.install.openclaw import media_folder
 
 __all__ = ["Change", "install", "uninstall"]
 
@@ -85,9 +86,16 @@ def install(
 ) -> Change:
     """Register this installation (or ``command``) as server ``name`` in ``host``'s user-wide config file."""
     path = _where(host, home, platform, environ)
-    entry = entry_for(host, server_command() if command is None else command, offline=offline, key=key)
+    program = server_command() if command is None else command
+    entry = entry_for(host, program, offline=offline, key=key)
 
     def add(document: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
+        nonlocal entry
+        if host == "openclaw":  # images go where OpenClaw lets the agent attach them: its workspace
+            folder = media_folder(
+                document, home=Path.home() if home is None else home, environ=os.environ if environ is None else environ
+            )
+            entry = entry_for(host, program, offline=offline, key=key, output_dir=str(folder))
         existing = servers_in(document, host).get(name)
         try:
             updated = merge(document, host, name, entry)

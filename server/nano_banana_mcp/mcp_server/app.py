@@ -26,6 +26,7 @@ from nano_banana_mcp.config import Settings, is_loopback, normal_host
 from nano_banana_mcp.errors import ConfigError, NanoBananaError
 from nano_banana_mcp.images.formats import mime_type
 from nano_banana_mcp.mcp_server.apps import ViewerApps, apps_only
+from nano_banana_mcp.mcp_server.clients import openclaw_results
 from nano_banana_mcp.mcp_server.http import HttpAuth, TenantToken, http_auth, transport_security
 from nano_banana_mcp.mcp_server.legacy import LegacySubscribers
 from nano_banana_mcp.mcp_server.metrics_route import MetricsEndpoint
@@ -184,7 +185,7 @@ def create_server(
         tools=build_tools(),
         extensions=[ViewerApps(), tasks],  # MCP Apps: the viewer, bound to the tools that show images
         # Apps offered only to clients that negotiated it; images typed; listens for task notifications served
-        middleware=[apps_only, image_types, tasks.listen, request_scope],
+        middleware=[apps_only, image_types, tasks.listen, request_scope, openclaw_results],
         subscriptions=bus,
         **_auth(token, tenants, public_url, oauth),
     )

@@ -28,6 +28,8 @@ from nano_banana_mcp.mcp_server.confirm import SpendConfirmation, confirm_spend,
 from nano_banana_mcp.mcp_server.http import tenant_of
 from nano_banana_mcp.mcp_server.legacy import client_roots
 from nano_banana_mcp.mcp_server.schema import slim_tool
+from nano_banana_mcp.mcp_server.summary import DEFAULT_VIEW, HostView, host_view, summary_text
+from nano_banana_mcp.mcp_server.waits import WAIT_CAP, capped, clamp_note, wait_field
 from nano_banana_mcp.storage import StorageError
 from nano_banana_mcp.tasks import (
     COLLECT_WAIT,
@@ -58,11 +60,12 @@ __all__ = [
     "tenant_of",
     "tool_result",
     "upload_reference",
+    "view_of",
 ]
 
 log = logging.getLogger(__name__)
 
-MAX_WAIT = 600.0
+MAX_WAIT = WAIT_CAP
 
 
 @dataclass
@@ -112,26 +115,24 @@ def service_of(ctx: Context[App]) -> Service:
     return ctx.request_context.lifespan_context.service
 
 
-async def tool_result(service: Service, result: TaskResult) -> Annotated[CallToolResult, TaskResult]:
-    """What ``generate_image`` and ``get_task`` return (and a completed MCP task carries): summary line, a small
-    thumbnail per saved image (or a note saying why there is none), a resource link per image, structured content."""
-    text = result.summary()
-    if result.status == "success" and result.made is not None:  # what was paid for, where the agent reads
-        text = f"{text} Made {result.made}."
-    content: list[ContentBlock] = [TextContent(type="text", text=text)]
+def view_of(ctx: Context[App]) -> HostView:
+    """How results are shaped for this request's client (see ``summary``)."""
+    return host_view(ctx, ctx.request_context.lifespan_context.settings.preview)
+
+
+async def tool_result(
+    service: Service, result: TaskResult, view: HostView = DEFAULT_VIEW, clamped: str | None = None
+) -> Annotated[CallToolResult, TaskResult]:
+    """What ``generate_image`` and ``get_task`` return (and a completed MCP task carries): the summary (``summary``),
+    a small thumbnail per saved image unless ``view`` leaves it out (or a note saying why there is none), a resource
+    link per image, structured content (no image data)."""
+    content: list[ContentBlock] = [TextContent(type="text", text=summary_text(result, view, clamped))]
     for index, image in enumerate(result.images):
         if image.path is None:
             continue
         location = image.path
-        try:
-            data, mime = await service.thumbnail(location)
-        except (OSError, ValueError, StorageError) as err:  # the preview is a courtesy: the result comes without it
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            log.warning("no preview of %s: %s", location, reason)
-            note = f"No preview of image {index + 1} ({reason}); the result stands, the image is at {location}."
-            content.append(TextContent(type="text", text=note))
-        else:
-            content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime))
+        if view.preview:
+            content.append(await _preview(service, location, index))
         content.append(
             ResourceLink(
                 type="resource_link",
@@ -143,6 +144,19 @@ async def tool_result(service: Service, result: TaskResult) -> Annotated[CallToo
             )
         )
     return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
+
+
+async def _preview(service: Service, location: str, index: int) -> ContentBlock:
+    """The inline preview of a saved image, or a note saying why there is none (the preview is a courtesy: the result
+    comes without it)."""
+    try:
+        data, mime = await service.thumbnail(location)
+    except (OSError, ValueError, StorageError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        log.warning("no preview of %s: %s", location, reason)
+        note = f"No preview of image {index + 1} ({reason}); the result stands, the image is at {location}."
+        return TextContent(type="text", text=note)
+    return ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime)
 
 
 # -- tools -------------------------------------------------------------------------------------
@@ -160,10 +174,7 @@ async def generate_image(
     ] = None,
     count: Annotated[int, Field(ge=1, le=catalog.MAX_COUNT, description="Images, each its own task.")] = 1,
     output_format: Annotated[OutputFormat | None, Field(description="Convert saved files.")] = None,
-    wait_seconds: Annotated[
-        float,
-        Field(ge=0, le=MAX_WAIT, description="Seconds to wait before returning the task id."),
-    ] = 45,
+    wait_seconds: Annotated[float, wait_field("Then it returns the task id.")] = 45,
     request_id: Annotated[
         str | None,
         Field(min_length=1, max_length=200, description="Your id; sent again, it returns the same tasks."),
@@ -185,26 +196,26 @@ async def generate_image(
             output_format=output_format,
         )
         service = service_of(ctx)
+        wait_seconds, asked = capped(wait_seconds)
         records = await service.submit(request, roots_of(ctx), count, tenant=tenant_of(), request_id=request_id)
         deferral = DEFERRAL.get()
         if deferral is not None:  # the host may carry the wait (the MCP Tasks extension): a short one here
             deferral.records, wait_seconds = records, min(wait_seconds, deferral.seconds)
         result = await service.collect(records, wait_seconds, ctx.report_progress, tenant=tenant_of())
-        return await tool_result(service, result)
+        return await tool_result(service, result, view_of(ctx), clamp_note(asked) if asked is not None else None)
 
 
 async def get_task(
     task_id: Annotated[str, Field(min_length=1, max_length=200, description="The task id from generate_image.")],
     ctx: Context[App],
-    wait_seconds: Annotated[
-        float, Field(ge=0, le=MAX_WAIT, description="Wait up to this long for the task to finish.")
-    ] = 0,
+    wait_seconds: Annotated[float, wait_field("Wait this long for it to finish.")] = 0,
 ) -> Annotated[CallToolResult, TaskResult]:
     """Status and images of a task; with wait_seconds, wait for it to finish first."""
     with agent_errors():
         service = service_of(ctx)
+        wait_seconds, asked = capped(wait_seconds)
         result = await service.wait(task_id, wait_seconds, ctx.report_progress, tenant=tenant_of())
-        return await tool_result(service, result)
+        return await tool_result(service, result, view_of(ctx), clamp_note(asked) if asked is not None else None)
 
 
 async def list_tasks(
@@ -238,10 +249,10 @@ async def list_models() -> ModelList:
 
 def _generate_description() -> str:
     return (
-        "Generate or edit images with a Nano Banana model. Returns when the images are saved, or after "
-        "wait_seconds with a task_id that keeps running: collect it with get_task(task_id, "
-        f"wait_seconds={COLLECT_WAIT}), never by generating again. To edit an image you made, pass its "
-        f"images[].uri in images.\n{catalog.summary()}"
+        "Generate or edit images with a Nano Banana model. Returns the saved images, or after wait_seconds a "
+        f"task_id that keeps running: collect it with get_task(task_id, wait_seconds={COLLECT_WAIT}), never by "
+        "generating again; if cut off, list_tasks shows it first. To edit an image, pass its images[].uri in "
+        f"images.\n{catalog.summary()}"
     )
 
 
