@@ -33,7 +33,12 @@ async def test_json_logs_name_task_and_tenant_and_never_a_secret(
     tokens = tmp_path / "tokens"
     tokens.write_text(f"alice {TOKEN}\n")
     tokens.chmod(0o600)
-    env = process_env | {"NANO_BANANA_LOG_FORMAT": "json", "NANO_BANANA_HTTP_TOKENS_FILE": str(tokens)}
+    metrics_token = "operator-metrics-token-0123456789"
+    env = process_env | {
+        "NANO_BANANA_LOG_FORMAT": "json",
+        "NANO_BANANA_HTTP_TOKENS_FILE": str(tokens),
+        "NANO_BANANA_METRICS_TOKEN": metrics_token,
+    }
     log = tmp_path / "stderr.txt"
     with log.open("wb") as err:
         process = subprocess.Popen(
@@ -46,6 +51,8 @@ async def test_json_logs_name_task_and_tenant_and_never_a_secret(
             time.sleep(0.05)
         base = found.group(1)
         assert httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer wrong"}, timeout=20).status_code == 401
+        scraped = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {metrics_token}"}, timeout=20)
+        assert scraped.status_code == 200
         async with (
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http,
             Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client,
@@ -60,6 +67,7 @@ async def test_json_logs_name_task_and_tenant_and_never_a_secret(
     text = log.read_text(errors="replace")
     assert api_key not in text
     assert TOKEN not in text
+    assert metrics_token not in text
     lines = [json.loads(line) for line in text.splitlines() if line.strip() and not line.startswith(BANNER)]
     assert lines, text
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
