@@ -108,6 +108,20 @@ ERAS = ("auto", "legacy")
 """The protocol eras the server speaks: 2026-07-28 (``auto``) and the 2025-11-25 handshake most hosts speak today."""
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (pyproject's addopts): twice as many workers as cores, up to four more than cores. Most tests wait
+    on a server, a subprocess or the emulator's task time rather than compute (the suite keeps 2 cores about half
+    busy with 2 workers), so a core serves a second worker while the first waits. PYTEST_XDIST_AUTO_NUM_WORKERS, if
+    set, still decides (xdist's own hook reads it)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or config.option.numprocesses == "logical":
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return min(2 * cores, cores + 4)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
