@@ -108,6 +108,7 @@ ERAS = ("auto", "legacy")
 """The protocol eras the server speaks: 2026-07-28 (``auto``) and the 2025-11-25 handshake most hosts speak today."""
 
 
+@pytest.hookimpl(optionalhook=True)  # without pytest-xdist (-p no:xdist) there is no such hook
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` (pyproject's addopts): twice as many workers as cores, up to four more than cores. Most tests wait
     on a server, a subprocess or the emulator's task time rather than compute (the suite keeps 2 cores about half
