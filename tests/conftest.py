@@ -23,6 +23,7 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 from pydantic import SecretStr
+from tests.loopback import TLS
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
@@ -237,7 +238,7 @@ _MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type":
 
 
 def _initialize(base: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(f"{base}/mcp", json=_HELLO, headers=_MCP_HEADERS | (headers or {}), timeout=20)
+    return httpx.post(f"{base}/mcp", json=_HELLO, headers=_MCP_HEADERS | (headers or {}), timeout=20, verify=TLS)
 
 
 @pytest.fixture(scope="session")
