@@ -23,6 +23,7 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 from pydantic import SecretStr
+from tests.loopback import TLS
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
@@ -106,6 +107,21 @@ def make_settings() -> MakeSettings:
 
 ERAS = ("auto", "legacy")
 """The protocol eras the server speaks: 2026-07-28 (``auto``) and the 2025-11-25 handshake most hosts speak today."""
+
+
+@pytest.hookimpl(optionalhook=True)  # without pytest-xdist (-p no:xdist) there is no such hook
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (pyproject's addopts): twice as many workers as cores, up to four more than cores. Most tests wait
+    on a server, a subprocess or the emulator's task time rather than compute (the suite keeps 2 cores about half
+    busy with 2 workers), so a core serves a second worker while the first waits. PYTEST_XDIST_AUTO_NUM_WORKERS, if
+    set, still decides (xdist's own hook reads it)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or config.option.numprocesses == "logical":
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return min(2 * cores, cores + 4)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -222,7 +238,7 @@ _MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type":
 
 
 def _initialize(base: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(f"{base}/mcp", json=_HELLO, headers=_MCP_HEADERS | (headers or {}), timeout=20)
+    return httpx.post(f"{base}/mcp", json=_HELLO, headers=_MCP_HEADERS | (headers or {}), timeout=20, verify=TLS)
 
 
 @pytest.fixture(scope="session")

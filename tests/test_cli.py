@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -501,6 +502,17 @@ def start_team_server(env: dict[str, str], command: str) -> tuple[subprocess.Com
     return proc, time.monotonic() - started
 
 
+def start_team_servers(
+    envs: dict[str, dict[str, str]], command: str
+) -> dict[str, tuple[subprocess.CompletedProcess[str], float]]:
+    """:func:`start_team_server` for each case at once: each start then meets the same load on the machine as the
+    baseline it is compared with (one after the other, a busy moment could fall on either), and the test waits for
+    the slowest rather than for them all."""
+    with ThreadPoolExecutor(len(envs)) as pool:
+        started = {case: pool.submit(start_team_server, env, command) for case, env in envs.items()}
+        return {case: future.result() for case, future in started.items()}
+
+
 def assert_one_line_start_failure(
     proc: subprocess.CompletedProcess[str], seconds: float, setting: str, case: str
 ) -> str:
@@ -535,8 +547,10 @@ def test_a_team_database_that_is_wrongly_set_stops_the_start_in_one_line(
         "wrong password": password_url(DB_PASSWORD + "-wrong"),
     }
     took: dict[str, float] = {}
-    for case, url in cases.items():
-        proc, took[case] = start_team_server(offline_env | {"NANO_BANANA_DATABASE_URL": url}, command)
+    started = start_team_servers(
+        {case: offline_env | {"NANO_BANANA_DATABASE_URL": url} for case, url in cases.items()}, command
+    )
+    for case, (proc, took[case]) in started.items():
         line = assert_one_line_start_failure(proc, took[case], "NANO_BANANA_DATABASE_URL", case)
         assert "-wrong" not in line, case
     assert "password authentication failed" in line
@@ -564,9 +578,9 @@ def test_a_team_bucket_that_cannot_be_used_stops_the_start_in_one_line(
         "silent endpoint": s3_server.env | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent_port}"},
     }
     took: dict[str, float] = {}
-    for case, aws in cases.items():
-        env = offline_env | aws | {"NANO_BANANA_STORAGE_URL": "s3://no-such-bucket-here/images"}
-        proc, took[case] = start_team_server(env, command)
+    bucket = {"NANO_BANANA_STORAGE_URL": "s3://no-such-bucket-here/images"}
+    started = start_team_servers({case: offline_env | aws | bucket for case, aws in cases.items()}, command)
+    for case, (proc, took[case]) in started.items():
         line = assert_one_line_start_failure(proc, took[case], "NANO_BANANA_STORAGE_URL", case)
         assert "no-such-bucket-here" in line, case
         assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in proc.stderr

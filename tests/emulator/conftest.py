@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, connect_sse
+from tests.loopback import TLS
 
 from nano_banana_mcp.emulator import Emulator
 
@@ -72,7 +73,7 @@ class Api:
 def client(emulator: Emulator, api_key: str) -> Iterator[httpx.Client]:
     assert emulator.base_url is not None
     headers = {"Authorization": f"Bearer {api_key}"}
-    with httpx.Client(base_url=emulator.base_url, headers=headers, timeout=5) as client:
+    with httpx.Client(base_url=emulator.base_url, headers=headers, timeout=5, verify=TLS) as client:
         yield client
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 from PIL import Image
+from tests.loopback import TLS
 
 from nano_banana_mcp.emulator import CHAOS_KINDS, CONTROL_PREFIX, HOSTILE_KINDS, Emulator, Faults, serve_in_thread
 
@@ -284,7 +285,7 @@ def test_auth_failures_do_not_consume_chaos(emulator: Emulator) -> None:
     """A request refused as unauthorized is a 401 however high the chaos rate."""
     emulator.set_chaos(1.0, seed=3)
     for _ in range(5):
-        assert httpx.get(f"{emulator.base_url}/api/v1/tasks/list").status_code == 401
+        assert httpx.get(f"{emulator.base_url}/api/v1/tasks/list", verify=TLS).status_code == 401
     assert emulator.chaos_fired == Counter()
 
 
@@ -590,7 +591,7 @@ def control_server() -> Iterator[Emulator]:
 def control(control_server: Emulator) -> Iterator[httpx.Client]:
     """A client without credentials for a fresh control=True emulator."""
     control_server.reset()
-    with httpx.Client(base_url=str(control_server.base_url), timeout=5) as client:
+    with httpx.Client(base_url=str(control_server.base_url), timeout=5, verify=TLS) as client:
         yield client
 
 
@@ -598,7 +599,7 @@ def control(control_server: Emulator) -> Iterator[httpx.Client]:
 def control_api(control_server: Emulator) -> Iterator[httpx.Client]:
     """An authorised API client for the control=True emulator."""
     headers = {"Authorization": f"Bearer {CONTROL_KEY}"}
-    with httpx.Client(base_url=str(control_server.base_url), headers=headers, timeout=5) as client:
+    with httpx.Client(base_url=str(control_server.base_url), headers=headers, timeout=5, verify=TLS) as client:
         yield client
 
 

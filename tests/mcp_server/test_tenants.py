@@ -23,6 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 from pydantic import SecretStr
+from tests.loopback import TLS
 
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.config import Settings
@@ -81,7 +82,7 @@ def tenants_server(
 @asynccontextmanager
 async def connect(served: Served, token: str, **kwargs: Any) -> AsyncIterator[Client]:
     async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=TLS) as http,
         Client(streamable_http_client(served.url, http_client=http), read_timeout_seconds=30, **kwargs) as client,
     ):
         yield client

@@ -13,6 +13,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from tests.loopback import TLS
 
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator
@@ -50,7 +51,7 @@ def served(
 @asynccontextmanager
 async def connect(url: str, token: str) -> AsyncIterator[Client]:
     async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=TLS) as http,
         Client(streamable_http_client(url, http_client=http), read_timeout_seconds=30) as client,
     ):
         yield client

@@ -18,6 +18,7 @@ import anyio
 import httpx
 from anyio.abc import Process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from tests.loopback import TLS
 
 PROTOCOL = "2026-07-28"
 TASKS = "io.modelcontextprotocol/tasks"
@@ -200,7 +201,7 @@ class HttpWire(Wire):
         self.headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
         if token is not None:
             self.headers["Authorization"] = f"Bearer {token}"
-        self.http = http or httpx.AsyncClient(timeout=60)
+        self.http = http or httpx.AsyncClient(timeout=60, verify=TLS)
 
     async def aclose(self) -> None:
         await self.http.aclose()

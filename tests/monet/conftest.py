@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from pydantic import SecretStr
+from tests.loopback import TLS
 
 from nano_banana_mcp.emulator import Emulator
 from nano_banana_mcp.monet import MonetClient, RetryPolicy
@@ -20,7 +21,7 @@ def fast_retry() -> RetryPolicy:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=TLS) as client:
         yield client
 
 

@@ -95,14 +95,13 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    """Serve until stopped: stdio, or with ``--http`` streamable HTTP on the port bound (its auth set up first)."""
-    from nano_banana_mcp.mcp_server import create_server  # noqa: PLC0415
+    """Serve until stopped: stdio, or with ``--http`` streamable HTTP on the port bound (its auth set up first, before
+    the SDK is loaded: a refused token file or a busy port is said at once)."""
     from nano_banana_mcp.observability import traces  # noqa: PLC0415
 
     traces.configure()  # opt-in: only when the OTEL_* variables ask for traces
     if args.http:
         from nano_banana_mcp.config import normal_host  # noqa: PLC0415
-        from nano_banana_mcp.mcp_server import http_app  # noqa: PLC0415
         from nano_banana_mcp.mcp_server.http import bind, http_auth  # noqa: PLC0415
 
         auth = http_auth(settings, args.host, no_auth=args.no_auth)
@@ -120,11 +119,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         with bind(args.host, args.port) as sock:  # the port actually served (--port 0: a free one)
+            from nano_banana_mcp.mcp_server import http_app  # noqa: PLC0415
+
             served = sock.getsockname()[1]
             app = http_app(settings, args.host, served, auth=auth)
             host = normal_host(args.host)
             _run_http(app, sock, auth.start_message(f"http://{f'[{host}]' if ':' in host else host}:{served}/mcp"))
     else:
+        from nano_banana_mcp.mcp_server import create_server  # noqa: PLC0415
         from nano_banana_mcp.mcp_server.stdio import serve_stdio  # noqa: PLC0415
 
         anyio.run(serve_stdio, create_server(settings))

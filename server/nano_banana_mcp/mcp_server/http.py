@@ -23,9 +23,6 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.transport_security import TransportSecuritySettings
-
 from nano_banana_mcp.config import Settings, is_loopback, normal_host
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.mcp_server.tokens import (
@@ -43,6 +40,7 @@ from nano_banana_mcp.sockets import listening_socket
 from nano_banana_mcp.tasks import DEFAULT_TENANT
 
 if TYPE_CHECKING:
+    from mcp.server.transport_security import TransportSecuritySettings
     from pydantic import SecretStr
 
     from nano_banana_mcp.mcp_server.oauth import OAuthConfig
@@ -129,9 +127,11 @@ def http_auth(settings: Settings, host: str, *, no_auth: bool = False) -> HttpAu
         (TOKENS_FILE_SETTING, settings.http_tokens_file),
     )
     configured = [setting for setting, value in given if value is not None]  # an empty token is set, and refused
-    from nano_banana_mcp.mcp_server.oauth import ISSUER_SETTING, oauth_config  # noqa: PLC0415 - no cycle at import
+    oauth = None
+    if settings.oauth_issuer is not None or settings.oauth_audience is not None:  # it loads the SDK: only when asked
+        from nano_banana_mcp.mcp_server.oauth import ISSUER_SETTING, oauth_config  # noqa: PLC0415 - no cycle at import
 
-    oauth = oauth_config(settings)
+        oauth = oauth_config(settings)
     if oauth is not None:
         if no_auth or configured:
             other = _NO_AUTH if no_auth else configured[0]
@@ -170,6 +170,8 @@ def tenant_of() -> str:
 
     Read from the SDK's per-request auth context and handed to the service explicitly, never kept anywhere.
     """
+    from mcp.server.auth.middleware.auth_context import get_access_token  # noqa: PLC0415 - see transport_security
+
     token = get_access_token()
     return token.subject if token is not None and token.subject else DEFAULT_TENANT
 
@@ -181,6 +183,10 @@ def transport_security(host: str, port: int) -> TransportSecuritySettings:
     with that port, and an Origin header the matching ``http://`` origin. Off loopback the names clients use
     are not known here, so the check is off and the bearer token guards the server.
     """
+    # The SDK is imported where it is used, not with this module: a start-up refused for its token or tokens file
+    # (http_auth) says so before the SDK is loaded (~0.7 s of CPU).
+    from mcp.server.transport_security import TransportSecuritySettings  # noqa: PLC0415
+
     if not is_loopback(host):
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
     names = dict.fromkeys(

@@ -1,0 +1,14 @@
+"""What the tests' own HTTP clients share: one TLS context.
+
+httpx and httpx2 build a new one for every client that is not given one, loading the CA bundle each time (~20 ms of
+CPU, hundreds of times a run); the tests' clients speak plain HTTP to loopback, so this one is never used to verify
+anything. The product's clients are left alone: they build their own, as they do for users.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+__all__ = ["TLS"]
+
+TLS = ssl.create_default_context()
