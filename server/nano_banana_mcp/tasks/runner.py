@@ -311,7 +311,7 @@ class Runner:
                         continue
                     unnamed = True
                     if event.progress is not None and record.task_id is None:
-                        record.progress = event.progress
+                        record.progress, record.updated_at = event.progress, now()
                         self._notify(record.key)
         except MonetError as err:
             if record.task_id is not None:
@@ -384,10 +384,14 @@ class Runner:
     # -- record keeping ------------------------------------------------------------------------
 
     async def _observe(self, record: TaskRecord, task: Task, *, partial: bool = False) -> None:
-        """Take in what the API said; a change of phase or status is written, progress only kept here."""
+        """Take in what the API said; a change of phase or status is written, progress only kept here (with the time it
+        moved: ``updated_at``, which the next write replaces)."""
+        progress = record.progress
         if record.observe(task, partial=partial):
             await self._save(record)
         else:
+            if record.progress != progress:
+                record.updated_at = now()
             self._notify(record.key)
 
     async def _save(self, record: TaskRecord) -> None:
