@@ -30,9 +30,9 @@ import anyio
 import anyio.to_thread
 
 from nano_banana_mcp.errors import ConfigError
-from nano_banana_mcp.tasks.ledger_sql import UNFINISHED, Dialect, SqlLedger, Statements
+from nano_banana_mcp.tasks.ledger_sql import UNFINISHED, Dialect, SqlLedger, Statements, call_from_rows
 from nano_banana_mcp.tasks.owners import OwnerLocks
-from nano_banana_mcp.tasks.records import TaskRecord
+from nano_banana_mcp.tasks.records import DEFAULT_TENANT, Call, TaskRecord
 
 __all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "Ledger"]
 
@@ -279,14 +279,25 @@ class Ledger(SqlLedger):
         return changed
 
     async def _call_rows(self, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        if self._reader is not None:
-            try:  # on the event loop: a few rows by key, and no lock is ever waited for (see the module docstring)
-                rows: list[tuple[Any, ...]] = self._reader.execute(self.sql.find_call, params).fetchall()
-            except sqlite3.Error:  # busy (a checkpoint or a recovery holds the file), or worse: the worker reads,
-                pass  # waiting as every ledger call does, and says what is wrong
-            else:
-                return rows
-        return await super()._call_rows(params)
+        try:  # on the event loop: a few rows by key, and no lock is ever waited for (see the module docstring)
+            return self._call_rows_now(params)
+        except BlockingIOError:  # busy (a checkpoint or a recovery holds the file), or worse: the worker reads,
+            return await super()._call_rows(params)  # waiting as every ledger call does, and says what is wrong
+
+    def _call_rows_now(self, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self._reader is None:
+            raise BlockingIOError("the ledger is not open")
+        try:
+            rows: list[tuple[Any, ...]] = self._reader.execute(self.sql.find_call, params).fetchall()
+        except sqlite3.Error as err:
+            raise BlockingIOError(str(err)) from err
+        return rows
+
+    def find_call_now(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> tuple[Call, list[TaskRecord]] | None:
+        """:meth:`find_call` read on the calling thread (the event loop), waiting for no lock; ``BlockingIOError`` when
+        it cannot be read so (the ledger busy, or closed)."""
+        rows = self._call_rows_now((self.sql.dialect.text(call_id), tenant))
+        return call_from_rows(call_id, tenant, rows, self.sql.dialect.read_time) if rows else None
 
     # -- owners --------------------------------------------------------------------------------
 

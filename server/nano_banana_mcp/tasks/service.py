@@ -233,13 +233,29 @@ class Service:
     async def call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> CallState | None:
         """The tenant's call and its rows, fresh; None for an id that is unknown or another tenant's (alike).
 
-        One ledger read, and no resume: the sweep carries on rows nobody works (a call polled every second must not
-        claim rows every second), and :meth:`wait` or :meth:`get` resumes a row asked for by its own id.
+        One ledger read. A row waiting here for a setting (parked: a folder not writable, a key refused) is tried
+        again, as :meth:`get` does: being asked for is the cue that it may have been mended. No other resume: the
+        sweep carries on rows nobody works (a call polled every second must not claim rows every second).
         """
-        found = await self.ledger.find_call(call_id, tenant=tenant)
+        return self._call_state(await self.ledger.find_call(call_id, tenant=tenant))
+
+    def call_now(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> CallState | None:
+        """:meth:`call`, read on the calling thread (the event loop) without waiting; ``BlockingIOError`` when the
+        ledger cannot answer so (PostgreSQL, or SQLite busy): then :meth:`call`."""
+        find_now = getattr(self.ledger, "find_call_now", None)  # the SQLite ledger's
+        if find_now is None:
+            raise BlockingIOError("this ledger is read asynchronously")
+        found: tuple[Call, list[TaskRecord]] | None = find_now(call_id, tenant=tenant)
+        return self._call_state(found)
+
+    def _call_state(self, found: tuple[Call, list[TaskRecord]] | None) -> CallState | None:
         if found is None:
             return None
         call, records = found
+        runner = self.runner
+        for record in records:
+            if runner is not None and runner.parked(record.key) is not None:
+                self._resume(record)
         return CallState(call, [self._fresh(r, deep=False) for r in records])
 
     async def cancel_call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> CallState | None:
