@@ -33,6 +33,8 @@ from nano_banana_mcp.mcp_server.metrics_route import MetricsEndpoint
 from nano_banana_mcp.mcp_server.oauth import JwtVerifier, OAuthConfig
 from nano_banana_mcp.mcp_server.sets import install_sets, request_scope
 from nano_banana_mcp.mcp_server.tasks_extension import BackgroundTasks
+from nano_banana_mcp.mcp_server.tasks_polls import TaskPolls, polls_of
+from nano_banana_mcp.mcp_server.tasks_polls_http import install as install_polls
 from nano_banana_mcp.mcp_server.tools import App, build_tools, service_of, tenant_of
 from nano_banana_mcp.mcp_server.usage import UsageResource
 from nano_banana_mcp.mcp_server.watch import ListenLimits
@@ -169,9 +171,11 @@ def create_server(
             usage.app = app
             if health is not None:
                 health.app = app
+            polls.bind(service)
             try:
                 yield app
             finally:
+                polls.unbind()
                 if health is not None:
                     health.app = None
 
@@ -191,6 +195,7 @@ def create_server(
     )
     subscribers.install(mcp)
     usage.install(mcp)
+    polls = TaskPolls(mcp)  # the plain tasks/get answered by the transports, ahead of the SDK's pipeline
 
     async def static_uris() -> set[str]:
         return {str(resource.uri) for resource in await mcp.list_resources()}
@@ -267,7 +272,11 @@ def http_app(
     else:  # tenants' tokens name tenants, not the operator: /metrics (every tenant's figures) stays closed to them
         reader = MetricsEndpoint(health, None, closed=auth.required)
     mcp.custom_route("/metrics", methods=["GET"])(reader.endpoint)  # its own bearer check
-    return mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))
+    app = mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))
+    polls = polls_of(mcp)
+    if polls is not None:
+        install_polls(app, polls)  # the plain tasks/get answered ahead of the SDK's handler, after its auth
+    return app
 
 
 class Health:

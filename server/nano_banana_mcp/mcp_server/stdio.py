@@ -28,8 +28,20 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
-from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+from mcp_types import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    PROTOCOL_VERSION_META_KEY,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    jsonrpc_message_adapter,
+)
 from pydantic import ValidationError
+
+from nano_banana_mcp.mcp_server.tasks_polls import METHOD, TaskPolls, polls_of
+from nano_banana_mcp.tasks import DEFAULT_TENANT
 
 if sys.platform != "win32":
     import fcntl
@@ -40,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _ID = re.compile(r'"id"\s*:\s*(-?\d{1,15}(?![\d.eE])|"(?:[^"\\]|\\.){0,200}")')
 """A top-level-looking ``"id"`` member of a line that did not parse: a number or a short string."""
+_VERSION_KEY = PROTOCOL_VERSION_META_KEY  # only 2026-07-28 requests carry it: it opens a modern connection
 
 
 def request_id_of(err: Exception) -> str | int | None:
@@ -118,17 +131,38 @@ class _Answering:
 
 
 class _PipeLines:
-    """The lines of a pipe, read on the event loop as it becomes readable: no worker thread per line."""
+    """The lines of a pipe, read on the event loop as it becomes readable: no worker thread per line.
 
-    def __init__(self, fd: int) -> None:
+    With ``shortcut`` (:class:`_Polls`), a line it answers is answered here, on ``writer``, and never reaches the SDK.
+    """
+
+    def __init__(self, fd: int, writer: _PipeWriter) -> None:
         self._fd = fd
+        self._writer = writer
         self._parts: list[bytes] = []  # the line being read
         self._lines: deque[str] = deque()
+        self.shortcut: _Polls | None = None
+        self._answered = 0  # answered here since the last checkpoint
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> str:
+        while True:
+            line = await self._line()
+            answer = self.shortcut.answer(line) if self.shortcut is not None else None
+            if answer is None:
+                self._answered = 0
+                await self._writer.drain()  # answers held for the rest of a burst
+                return line
+            self._writer.put(answer.encode("utf-8"), hold=bool(self._lines))  # a burst's answers: one write
+            await self._writer.drain()  # the client reads its answers before more of its lines are read
+            self._answered += 1
+            if self._answered >= _ANSWERS_PER_CHECKPOINT:  # a client that keeps the pipe full starves no one
+                self._answered = 0
+                await anyio.lowlevel.checkpoint()
+
+    async def _line(self) -> str:
         while not self._lines:
             try:
                 chunk = os.read(self._fd, _CHUNK)
@@ -152,25 +186,86 @@ class _PipeLines:
 
 
 class _PipeWriter:
-    """Writes to a pipe on the event loop, waiting while it is full: no worker thread per message."""
+    """Writes to a pipe on the event loop: no worker thread per message. A message is written at once when the pipe
+    takes it (one system call); what it does not take waits, in order, and whoever writes next waits for it to
+    drain: the SDK's writer and the shortcut's answers never interleave."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._pending = bytearray()
+        self._draining = anyio.Lock()
 
-    async def write(self, text: str) -> None:
-        data = memoryview(text.encode("utf-8"))
-        while data:
+    def put(self, data: bytes, *, hold: bool = False) -> None:
+        """Write ``data`` after anything still pending; what the pipe does not take now is kept for :meth:`drain`.
+        ``hold``: keep it for the next write or :meth:`drain` (more is about to follow: one system call for all)."""
+        if hold:
+            self._pending += data
+            return
+        if not self._pending:
             try:
                 written = os.write(self._fd, data)
             except BlockingIOError:
-                await anyio.wait_writable(self._fd)
-                continue
+                written = 0
+            if written == len(data):
+                return
             data = data[written:]
+        self._pending += data
+
+    async def drain(self) -> None:
+        """Until everything put has been written."""
+        if not self._pending:
+            return
+        with contextlib.suppress(BlockingIOError):  # most often the pipe takes it all at once
+            del self._pending[: os.write(self._fd, self._pending)]
+        if not self._pending:
+            return
+        async with self._draining:
+            while self._pending:
+                try:
+                    written = os.write(self._fd, self._pending)
+                except BlockingIOError:
+                    await anyio.wait_writable(self._fd)
+                    continue
+                del self._pending[:written]
+
+    async def write(self, text: str) -> None:
+        self.put(text.encode("utf-8"))
+        await self.drain()
 
     async def flush(self) -> None:
-        """Nothing is buffered here."""
+        """Nothing is buffered here once :meth:`write` returns."""
 
 
+class _Polls:
+    """The stdio side of :mod:`~nano_banana_mcp.mcp_server.tasks_polls`: a ``tasks/get`` line it may answer is answered
+    as it is read, once the connection is a 2026-07-28 one (decided by the first request, as the SDK decides it:
+    ``mcp/server/runner.py``, ``serve_dual_era_loop``); the answer is the SDK's own serialisation of it."""
+
+    def __init__(self, polls: TaskPolls) -> None:
+        self._polls = polls
+        self._modern: bool | None = None  # None until the first request
+
+    def answer(self, line: str) -> str | None:
+        if self._modern is False or (self._modern and METHOD not in line):
+            return None
+        try:
+            message = jsonrpc_message_adapter.validate_json(line, by_name=False)  # as the SDK's reader parses it
+        except ValidationError:
+            return None  # the SDK's reader says so (answer_unreadable)
+        if not isinstance(message, JSONRPCRequest):
+            return None
+        if self._modern is None:
+            meta = (message.params or {}).get("_meta")
+            self._modern = message.method != "initialize" and isinstance(meta, dict) and _VERSION_KEY in meta
+            return None  # the opening request decides the era; the SDK serves it
+        result = self._polls.answer_now(message, DEFAULT_TENANT)
+        if result is None:
+            return None
+        answer = JSONRPCResponse(jsonrpc="2.0", id=message.id, result=result)
+        return answer.model_dump_json(by_alias=True, exclude_unset=True) + "\n"  # as the SDK's writer writes it
+
+
+_ANSWERS_PER_CHECKPOINT = 16
 _CHUNK = 1 << 16
 
 
@@ -194,7 +289,8 @@ def _pipes() -> Iterator[tuple[_PipeLines, _PipeWriter] | None]:
         os.dup2(2, 1)
         for fd in (wire_in, wire_out):
             os.set_blocking(fd, False)
-        yield _PipeLines(wire_in), _PipeWriter(wire_out)
+        writer = _PipeWriter(wire_out)
+        yield _PipeLines(wire_in, writer), writer
     finally:
         os.close(null)
         for fd, wire in ((0, wire_in), (1, wire_out)):
@@ -215,12 +311,16 @@ def _is_pipe(fd: int) -> bool:
 async def serve_stdio(mcp: MCPServer[Any]) -> None:
     """``mcp.run()`` over stdio, with unreadable requests answered (see the module docstring), and the pipes read and
     written on the event loop (:func:`_pipes`): the SDK's streams use a worker thread for every line read and two
-    for every message written, which capped a server at ~1,000 messages a second on 2 cores (bench/tasks_poll.py)."""
+    for every message written, which capped a server at ~1,000 messages a second on 2 cores (bench/tasks_poll.py).
+    A plain ``tasks/get`` is answered as it is read (:mod:`~nano_banana_mcp.mcp_server.tasks_polls`)."""
     # MCPServer.run_stdio_async does the same with the SDK's own streams; its low-level server is the
     # documented way in: https://github.com/modelcontextprotocol/python-sdk/blob/main/docs/migration.md
     lowlevel = mcp._lowlevel_server  # pyright: ignore[reportPrivateUsage]
     with _pipes() as pipes:
         stdin, stdout = pipes if pipes is not None else (None, None)
+        polls = polls_of(mcp)
+        if stdin is not None and polls is not None:
+            stdin.shortcut = _Polls(polls)
         async with stdio_server(cast(Any, stdin), cast(Any, stdout)) as (read_stream, write_stream):
             await lowlevel.run(
                 _Answering(read_stream, write_stream), write_stream, lowlevel.create_initialization_options()
