@@ -113,7 +113,7 @@ class StdioWire(Wire):
     def __init__(self, process: Process) -> None:
         super().__init__()
         self.process = process
-        self._waiting: dict[int, MemoryObjectSendStream[dict[str, Any]]] = {}
+        self._waiting: dict[int | str, MemoryObjectSendStream[dict[str, Any]]] = {}
         self._streams: dict[int, MemoryObjectSendStream[dict[str, Any]]] = {}
         self.other: list[dict[str, Any]] = []  # notifications no listen stream owns (progress, ...)
         self._send_lock = anyio.Lock()
@@ -166,6 +166,17 @@ class StdioWire(Wire):
         send, receive = anyio.create_memory_object_stream[dict[str, Any]](1)
         self._waiting[message["id"]] = send
         await self._send(message)
+        with anyio.fail_after(60):
+            return await receive.receive()
+
+    async def exchange_line(self, line: str, ident: int | str) -> dict[str, Any]:
+        """The answer to a request written as exactly this line (whose id is ``ident``), error answers included."""
+        assert self.process.stdin is not None
+        send, receive = anyio.create_memory_object_stream[dict[str, Any]](1)
+        self._waiting[ident] = send
+        self.transcript.append(("->", {"line": line}))
+        async with self._send_lock:
+            await self.process.stdin.send(line.encode() + b"\n")
         with anyio.fail_after(60):
             return await receive.receive()
 

@@ -28,6 +28,7 @@ request state) do nothing to a ``tasks/get``.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -49,6 +50,8 @@ from nano_banana_mcp.tasks import CallState, Service
 __all__ = ["METHOD", "TaskPolls", "polls_of"]
 
 METHOD = "tasks/get"
+
+log = logging.getLogger(__name__)
 
 _POLLS: weakref.WeakKeyDictionary[MCPServer[Any], TaskPolls] = weakref.WeakKeyDictionary()
 
@@ -120,4 +123,5 @@ class TaskPolls:
         task = open_task(state, service) if state is not None and service is not None else None
         if task is None:
             return None  # unknown or not the caller's (the SDK's -32602), or completed (the SDK builds the result)
+        log.debug("tasks/get of %s… answered ahead of the SDK", task["taskId"][:6])
         return {"resultType": "complete", **task, "_meta": {SERVER_INFO_META_KEY: dict(self._stamp)}}

@@ -1,0 +1,175 @@
+"""The plain ``tasks/get`` is answered ahead of the SDK's pipeline, with exactly the SDK's answer: every request below
+is sent twice, once as a client sends it, once in a form only the SDK's path takes (over stdio the method spelled
+``tasks\\/get``, a JSON escape the shortcut does not look for; over HTTP a chunked body, which has no Content-Length),
+and the two answers must be the same, errors included. Over HTTP (the real app, in this process) the shortcut's debug
+line shows which requests it answered: the plain polls of a working or cancelled task, and nothing else."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from tests.mcp_server.wire import CLIENT_INFO, PROTOCOL, TASKS, HttpWire, StdioWire, envelope
+
+from nano_banana_mcp.config import Settings
+from nano_banana_mcp.emulator import Emulator
+
+pytestmark = pytest.mark.anyio
+
+ALICE = "alice-polls-token-0123456789"
+BOB = "bob-polls-token-9876543210"
+UNKNOWN = "nLq3T0n8xZyQ0t6f2bW4cVh1sJ9kDe7R"
+SHORTCUT = "nano_banana_mcp.mcp_server.tasks_polls"
+VERSION_KEY, INFO_KEY, CAPABILITIES_KEY = (
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientInfo",
+    "io.modelcontextprotocol/clientCapabilities",
+)
+
+
+def _get(task_id: Any, meta: dict[str, Any] | None = None, ident: int | str = 7, **extra: Any) -> dict[str, Any]:
+    params = {"taskId": task_id, "_meta": envelope() if meta is None else meta, **extra}
+    return {"jsonrpc": "2.0", "id": ident, "method": "tasks/get", "params": params}
+
+
+def _variants(working: str, cancelled: str, completed: str) -> dict[str, tuple[dict[str, Any], bool]]:
+    """Requests, and whether the shortcut answers them (the rest are the SDK's: errors, a completed task)."""
+    other_extension = {"extensions": {TASKS: {}, "io.example/other": {"x": 1}}}
+    return {
+        "working": (_get(working), True),
+        "a string id": (_get(working, ident="poll-1"), True),
+        "more in _meta and params": (
+            _get(working, {VERSION_KEY: PROTOCOL, CAPABILITIES_KEY: other_extension, "progressToken": 3}, note="x"),
+            True,
+        ),
+        "cancelled": (_get(cancelled), True),
+        "completed": (_get(completed), False),
+        "unknown id": (_get(UNKNOWN), False),
+        "a long id": (_get("x" * 201), False),
+        "without the extension": (_get(working, envelope(extensions=())), False),
+        "capabilities of the wrong shape": (
+            _get(working, {VERSION_KEY: PROTOCOL, INFO_KEY: CLIENT_INFO, CAPABILITIES_KEY: {"extensions": [TASKS]}}),
+            False,
+        ),
+        "a task id that is a number": (_get(12345), False),
+        "no capabilities in the envelope": (_get(working, {VERSION_KEY: PROTOCOL, INFO_KEY: CLIENT_INFO}), False),
+        "another protocol version": (_get(working, envelope() | {VERSION_KEY: "2099-01-01"}), False),
+    }
+
+
+async def _tasks(wire: StdioWire | HttpWire, emulator: Emulator) -> tuple[str, str, str]:
+    """A task still queued at the API (its state does not move for a minute), one cancelled, one completed."""
+    emulator.task_seconds = 1.5
+    completed = (await wire.call_tool("generate_image", {"prompt": "done soon"}))["taskId"]
+    emulator.task_seconds = 600.0
+    working = (await wire.call_tool("generate_image", {"prompt": "queued for long"}))["taskId"]
+    cancelled = (await wire.call_tool("generate_image", {"prompt": "cancelled"}))["taskId"]
+    await wire.request("tasks/cancel", {"taskId": cancelled})
+    await wire.poll(completed)
+    with anyio.fail_after(30):  # the API has said "pending": nothing changes now for a minute
+        while not (await wire.get(working))["statusMessage"].startswith("Queued at the Monet API"):
+            await anyio.sleep(0.05)
+    return working, cancelled, completed
+
+
+async def test_over_stdio_the_shortcut_answers_as_the_sdk_does(
+    command: str, process_env: dict[str, str], emulator: Emulator
+) -> None:
+    async with StdioWire.spawn([command], process_env) as wire:
+        working, cancelled, completed = await _tasks(wire, emulator)
+        for name, (request, shortcut) in _variants(working, cancelled, completed).items():
+            line = json.dumps(request)
+            answered = await wire.exchange_line(line, request["id"])
+            by_the_sdk = await wire.exchange_line(line.replace('"tasks/get"', '"tasks\\/get"'), request["id"])
+            assert answered == by_the_sdk, name
+            if shortcut:
+                assert answered["result"]["status"] in ("working", "cancelled"), name
+
+
+@pytest.fixture
+def polls_server(
+    tmp_path: Path,
+    make_settings: Callable[[str | None, Path], Settings],
+    emulator: Emulator,
+    serve_http: Callable[[Settings], AbstractContextManager[str]],
+) -> Iterator[str]:
+    """The HTTP app with two tenants, alice and bob; its ``/mcp`` URL."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alice {ALICE}\nbob {BOB}\n")
+    tokens.chmod(0o600)
+    settings = make_settings(emulator.base_url, tmp_path).model_copy(update={"http_tokens_file": tokens})
+    with serve_http(settings) as base:
+        yield f"{base}/mcp"
+
+
+def _headers(token: str, **changes: str) -> list[tuple[str, str]]:
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": PROTOCOL,
+        "Mcp-Method": "tasks/get",
+    } | changes
+    return list(headers.items())
+
+
+async def _post(
+    http: httpx.AsyncClient, url: str, body: bytes, headers: list[tuple[str, str]], *, chunked: bool
+) -> tuple[int, str, Any]:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body
+
+    response = await http.post(url, content=chunks() if chunked else body, headers=headers)
+    text = response.text
+    return response.status_code, response.headers.get("content-type", ""), json.loads(text) if text[:1] == "{" else text
+
+
+async def test_over_http_the_shortcut_answers_as_the_sdk_does_and_only_the_plain_polls(
+    polls_server: str, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    wire = HttpWire(polls_server, ALICE)
+    try:
+        working, cancelled, completed = await _tasks(wire, emulator)
+    finally:
+        await wire.aclose()
+    cases: list[tuple[str, dict[str, Any], list[tuple[str, str]], bool]] = [
+        (name, request, _headers(ALICE), shortcut)
+        for name, (request, shortcut) in _variants(working, cancelled, completed).items()
+    ]
+    cases += [
+        ("another tenant's task", _get(working), _headers(BOB), False),
+        ("a foreign Host", _get(working), _headers(ALICE, Host="evil.example:80"), False),
+        ("a foreign Origin", _get(working), _headers(ALICE, Origin="http://evil.example"), False),
+        ("not JSON by its Content-Type", _get(working), _headers(ALICE, **{"Content-Type": "text/plain"}), False),
+        ("no event stream accepted", _get(working), _headers(ALICE, Accept="application/json"), False),
+        ("any type accepted", _get(working), _headers(ALICE, Accept="*/*"), True),
+        (
+            "a version header unlike the envelope",
+            _get(working),
+            _headers(ALICE, **{"MCP-Protocol-Version": "x"}),
+            False,
+        ),
+        ("a method header unlike the body", _get(working), _headers(ALICE, **{"Mcp-Method": "tasks/cancel"}), False),
+        ("the method header twice", _get(working), [*_headers(ALICE), ("Mcp-Method", "tasks/get")], False),
+        ("a notification", {k: v for k, v in _get(working).items() if k != "id"}, _headers(ALICE), False),
+        ("no bearer token", _get(working), [h for h in _headers(ALICE) if h[0] != "Authorization"], False),
+    ]
+    caplog.set_level(logging.DEBUG, logger=SHORTCUT)
+    async with httpx.AsyncClient(timeout=30) as http:
+        for name, request, headers, shortcut in cases:
+            body = json.dumps(request).encode()
+            caplog.clear()
+            answered = await _post(http, polls_server, body, headers, chunked=False)
+            took = [r for r in caplog.records if r.name == SHORTCUT and "answered ahead of the SDK" in r.message]
+            assert len(took) == int(shortcut), name
+            by_the_sdk = await _post(http, polls_server, body, headers, chunked=True)
+            assert answered == by_the_sdk, name
+            if shortcut:
+                assert answered[0] == 200 and answered[2]["result"]["status"] in ("working", "cancelled"), name
