@@ -206,13 +206,14 @@ class Replica:
                 self.kill()
 
 
-def start_replica(name: str, env: dict[str, str], home: Path) -> Replica:
-    """Spawn a replica with its own data and output folders under ``home`` (as a machine of its own has)."""
+def start_replica(name: str, env: dict[str, str], home: Path, command: str = COMMAND) -> Replica:
+    """Spawn a replica with its own data and output folders under ``home`` (as a machine of its own has);
+    ``command``: another checkout's ``nano-banana-mcp`` (a before/after)."""
     home.mkdir(parents=True, exist_ok=True)
     log = home / "stderr.log"
     with log.open("wb") as err:
         process = subprocess.Popen(
-            [COMMAND, "serve", "--http", "--host", "127.0.0.1", "--port", "0"],
+            [command, "serve", "--http", "--host", "127.0.0.1", "--port", "0"],
             env=env | {"NANO_BANANA_DATA_DIR": str(home / "data"), "NANO_BANANA_OUTPUT_DIR": str(home / "out")},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -38,6 +38,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import COMMAND, KEY, percentile, server_env, write
+from _common import COMMAND, KEY, percentile, server_env, write, write_labelled
 from _team import Postgres, Replica, free_port, start_replica, wait_ready
 
 PROTOCOL = "2026-07-28"
@@ -97,15 +98,16 @@ def request(method: str, params: dict[str, Any], ident: int) -> dict[str, Any]:
 class StdioClient:
     """JSON lines over a server process's pipes; answers matched to requests by id."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], command: str = COMMAND) -> None:
         self.env = env
+        self.command = command
         self.ids = itertools.count(1)
         self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            COMMAND,
+            self.command,
             env=self.env,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -308,6 +310,7 @@ async def measured(
             cpu_seconds(extra() if extra else []),
             time.perf_counter(),
         )
+        own = time.process_time()
         if run is None:
             await asyncio.sleep(seconds)
         else:
@@ -315,6 +318,7 @@ async def measured(
         elapsed = time.perf_counter() - wall
         used = cpu_seconds(client.pids) - before
         figures.cpu[f"server_cpu_{label}_core_share"] = used / elapsed
+        figures.cpu[f"client_cpu_{label}_core_share"] = (time.process_time() - own) / elapsed  # this process's
         if extra is not None:
             figures.cpu[f"postgresql_cpu_{label}_core_share"] = (cpu_seconds(extra()) - before_extra) / elapsed
         if run is not None:  # the polls' own cost, without what following the tasks costs meanwhile
@@ -369,6 +373,7 @@ async def run_transport(transport: str, args: argparse.Namespace, base_url: str)
         work,
         NANO_BANANA_HTTP_TOKEN=TOKEN,
         NANO_BANANA_MAX_STREAMS=str(args.max_streams),
+        NANO_BANANA_POLL_INTERVAL=str(args.follow_seconds),
         NANO_BANANA_POLL_MAX_INTERVAL=str(args.follow_seconds),
     )
     figures = Figures(transport, args.tasks)
@@ -377,11 +382,11 @@ async def run_transport(transport: str, args: argparse.Namespace, base_url: str)
     extra = None
     try:
         if transport == "stdio":
-            client: Any = StdioClient(env)
+            client: Any = StdioClient(env, args.command)
             await client.start()
             creator = client
         elif transport == "http":
-            replicas.append(start_replica("http", env, work / "http"))
+            replicas.append(start_replica("http", env, work / "http", args.command))
             wait_ready(replicas[0])
             client = creator = HttpClient(replicas[0].base, [replicas[0].process.pid])
             await client.start()
@@ -390,7 +395,7 @@ async def run_transport(transport: str, args: argparse.Namespace, base_url: str)
             postgres.start()
             env = env | {"NANO_BANANA_DATABASE_URL": postgres.new_database("bench")}
             for name in ("A", "B"):
-                replicas.append(start_replica(name, env, work / name))
+                replicas.append(start_replica(name, env, work / name, args.command))
             for replica in replicas:
                 wait_ready(replica)
             creator = HttpClient(replicas[0].base, [replicas[0].process.pid])
@@ -450,7 +455,8 @@ def main() -> None:
         "--follow-seconds",
         type=float,
         default=30.0,
-        help="how often the server's runner asks the API about each task in flight (NANO_BANANA_POLL_MAX_INTERVAL)",
+        help="how often the server's runner asks the API about each task in flight (NANO_BANANA_POLL_INTERVAL and "
+        "NANO_BANANA_POLL_MAX_INTERVAL: from the first poll on)",
     )
     parser.add_argument("--max-streams", type=int, default=0, help="NANO_BANANA_MAX_STREAMS for the servers")
     parser.add_argument(
@@ -459,9 +465,21 @@ def main() -> None:
         help="instead of the windows: the CPU of one request (use with --tasks 50): a method the server does not "
         "have, tasks/get of an unknown id, tasks/get",
     )
+    parser.add_argument(
+        "--command", default=COMMAND, help="the nano-banana-mcp to measure (another checkout's, for a before/after)"
+    )
+    parser.add_argument(
+        "--label", help="keep the figures under this label in the results file, beside other labels' (before/after)"
+    )
     args = parser.parse_args()
     figures = asyncio.run(main_async(args))
-    write("tasks_poll_per_request" if args.per_request else "tasks_poll", figures)
+    name = "tasks_poll_per_request" if args.per_request else "tasks_poll"
+    if args.label is None:
+        write(name, figures)
+    else:
+        measure = "per-request CPU" if args.per_request else "tasks/get latency, server CPU: idle and polling windows"
+        command = " ".join(["bench/tasks_poll.py", *sys.argv[1:]])
+        write_labelled(f"{name}_labelled", args.label, figures, command=command, measure=measure)
 
 
 if __name__ == "__main__":
