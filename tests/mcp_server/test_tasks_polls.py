@@ -173,3 +173,22 @@ async def test_over_http_the_shortcut_answers_as_the_sdk_does_and_only_the_plain
             assert answered == by_the_sdk, name
             if shortcut:
                 assert answered[0] == 200 and answered[2]["result"]["status"] in ("working", "cancelled"), name
+
+
+async def test_a_failing_shortcut_leaves_the_answer_to_the_sdk(
+    polls_server: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the shortcut fail (a bug), the poll is still answered, by the SDK, as if there were no shortcut."""
+    wire = HttpWire(polls_server, ALICE)
+    try:
+        emulator.task_seconds = 600.0
+        task_id = (await wire.call_tool("generate_image", {"prompt": "still answered"}))["taskId"]
+
+        async def broken(*_args: object, **_kwargs: object) -> None:
+            raise RuntimeError("a bug in the shortcut")
+
+        monkeypatch.setattr("nano_banana_mcp.mcp_server.tasks_polls.TaskPolls.answer", broken)
+        task = await wire.get(task_id)
+    finally:
+        await wire.aclose()
+    assert task["resultType"] == "complete" and task["taskId"] == task_id and task["status"] == "working"
