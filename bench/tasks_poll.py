@@ -1,12 +1,14 @@
 """MCP tasks under load: N tasks in flight at once, each polled with ``tasks/get`` every second.
 
     .venv/bin/python bench/tasks_poll.py [--tasks 1000] [--seconds 30] [--transports stdio,http,postgresql]
+        [--command OTHER_CHECKOUT/.venv/bin/nano-banana-mcp --label before]
 
 The emulator runs as a process of its own (``nano-banana-mcp emulator``) with tasks that take ``--task-seconds``
 (900 by default), so every task stays in flight for the whole run. The servers create through ``/tasks/async`` and
 ask the API about each task every ``--follow-seconds`` (30; ``NANO_BANANA_MAX_STREAMS=0``,
-``NANO_BANANA_POLL_MAX_INTERVAL``): with the defaults (100 streams, a poll every 5 s), 1,000 tasks in flight cost
-the emulator and the runner more than this 2-core machine had to spare, and that is not what is measured here.
+``NANO_BANANA_POLL_INTERVAL`` and ``NANO_BANANA_POLL_MAX_INTERVAL``): with the defaults (100 streams, a poll every
+5 s), 1,000 tasks in flight cost the emulator and the runner more than this 2-core machine had to spare, and that is
+not what is measured here.
 For each transport a real server is started:
 
 - ``stdio``: ``nano-banana-mcp`` over its stdin and stdout (SQLite ledger);
@@ -18,15 +20,19 @@ The tasks are created with ``tools/call generate_image`` declaring the extension
 windows of ``--seconds`` each: **idle** (the tasks in flight, no polling: what following them at the API costs) and
 **polling** (each task's ``tasks/get`` sent once a second, spread evenly: N requests a second). The client is a lean
 one written here (raw JSON lines on stdio; raw HTTP/1.1 on keep-alive connections), not the SDK; it runs on the same
-machine. Figures: ``tasks/get`` latency (request written -> answer read) p50 / p99 / max, answers that were not
-``working``, the server's CPU (user + system, from ``/proc``) in both windows as a share of one core, and for
-PostgreSQL the cluster's own CPU. A server that cannot keep up stretches the polling window (its polls queue): so
-the CPU of one poll (the polling window's CPU less the idle share, divided by the polls) and what N polls a second
-then cost (idle share + N x that) are given too; they do not depend on whether the machine let it keep up.
+machine, in a process of its own, whose CPU is given too (``client_cpu_*``: a client that saturated would show
+there, not as server latency). Figures: ``tasks/get`` latency (request written -> answer read) p50 / p99 / max,
+answers that were not ``working``, the server's CPU (user + system, from ``/proc``) in both windows as a share of
+one core, and for PostgreSQL the cluster's own CPU. A server that cannot keep up stretches the polling window (its
+polls queue): so the CPU of one poll (the polling window's CPU less the idle share, divided by the polls) and what N
+polls a second then cost (idle share + N x that) are given too; they do not depend on whether the machine let it
+keep up.
 Goal: p99 <= 10 ms and <= 25% of a core on SQLite.
 
 ``--per-request --tasks 50`` measures instead what one request costs the server
-(``results/tasks_poll_per_request.json``).
+(``results/tasks_poll_per_request.json``). ``--command`` measures another checkout's server (its venv's
+``nano-banana-mcp``) with this client, and ``--label`` keeps the figures under a label in
+``results/tasks_poll_labelled.json`` (``..._per_request_labelled.json``): a before/after measured side by side.
 """
 
 from __future__ import annotations
