@@ -12,6 +12,7 @@ line with no id (a stray log line on the other side) can start an error storm be
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -143,6 +144,40 @@ class _PipeLines:
         self._lines: deque[str] = deque()
         self.shortcut: _Polls | None = None
         self._answered = 0  # answered here since the last checkpoint
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the pipe stays registered (asyncio only)
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def _readable(self) -> None:
+        """Until the pipe is readable. On asyncio the pipe stays registered with the loop while it is read (anyio's
+        ``wait_readable`` registers and unregisters it at every wait: two system calls a line); it is unregistered
+        only while nobody waits, so that a client sending faster than the server reads never spins the loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # another event loop (trio): anyio's way
+            await anyio.wait_readable(self._fd)
+            return
+        self._waiter = loop.create_future()
+        if self._loop is None:
+            loop.add_reader(self._fd, self._wake)
+            self._loop = loop
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        elif waiter is None and self._loop is not None:  # nobody reads now: wait to be asked again
+            self._loop.remove_reader(self._fd)
+            self._loop = None
+
+    def close(self) -> None:
+        """Unregister the pipe from the loop (serving has ended)."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop = None
 
     def __aiter__(self) -> Self:
         return self
@@ -167,7 +202,7 @@ class _PipeLines:
             try:
                 chunk = os.read(self._fd, _CHUNK)
             except BlockingIOError:
-                await anyio.wait_readable(self._fd)
+                await self._readable()
                 continue
             if not chunk:  # end of input: a last line without its newline, then the end
                 if not self._parts:
@@ -326,7 +361,11 @@ async def serve_stdio(mcp: MCPServer[Any]) -> None:
         polls = polls_of(mcp)
         if stdin is not None and polls is not None:
             stdin.shortcut = _Polls(polls)
-        async with stdio_server(cast(Any, stdin), cast(Any, stdout)) as (read_stream, write_stream):
-            await lowlevel.run(
-                _Answering(read_stream, write_stream), write_stream, lowlevel.create_initialization_options()
-            )
+        try:
+            async with stdio_server(cast(Any, stdin), cast(Any, stdout)) as (read_stream, write_stream):
+                await lowlevel.run(
+                    _Answering(read_stream, write_stream), write_stream, lowlevel.create_initialization_options()
+                )
+        finally:
+            if stdin is not None:
+                stdin.close()

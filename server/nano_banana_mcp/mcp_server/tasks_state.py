@@ -6,6 +6,7 @@ cancelled. The rules are those of :mod:`nano_banana_mcp.mcp_server.tasks_extensi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -121,6 +122,7 @@ def _row_message(record: TaskRecord) -> str:
     return f"Generating with {model}: {record.progress or 0.0:.0f}%; waiting for the Monet API to finish."
 
 
+@functools.lru_cache(maxsize=4096)  # a task's times are read again at every poll; formatting them is not free
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
