@@ -8,7 +8,9 @@ endpoint, with the same body. That is all the API documents about idempotency, s
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import logging
+import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
@@ -20,6 +22,13 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
+
+# httpcore imports sniffio on every request (httpcore/_synchronization.py, 1.0); when it is not installed (anyio no
+# longer needs it), each failed import searches sys.path anew, which stalled the event loop and cost the runner
+# ~40% of its CPU following 1,000 tasks (bench/tasks_poll.py). None in sys.modules fails the import at once (the
+# documented meaning of None there), so httpcore takes asyncio as before, only without the search.
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 from nano_banana_mcp.catalog import GenerateRequest
 from nano_banana_mcp.errors import MalformedResponse, MonetConnectionError, MonetError
