@@ -195,8 +195,8 @@ class TaskRecord(BaseModel):
         before = (self.phase, self.task_id, self.api_status)
         if self.phase == "submitting":
             self.phase, self.task_id, self.error = "created", task.id, None
-        if task.progress is not None:
-            self.progress = task.progress
+        if task.progress is not None and task.progress != self.progress:  # a change, even if it is not written
+            self.progress, self.updated_at = task.progress, now()  # (tasks/get's lastUpdatedAt moves with it)
         self.api_status = task.status
         if self.phase == "created" and task.status == "success" and not (partial and not task.urls):
             urls = task.urls

@@ -384,14 +384,10 @@ class Runner:
     # -- record keeping ------------------------------------------------------------------------
 
     async def _observe(self, record: TaskRecord, task: Task, *, partial: bool = False) -> None:
-        """Take in what the API said; a change of phase or status is written, progress only kept here (with the time it
-        moved: ``updated_at``, which the next write replaces)."""
-        progress = record.progress
+        """Take in what the API said; a change of phase or status is written, progress only kept here."""
         if record.observe(task, partial=partial):
             await self._save(record)
         else:
-            if record.progress != progress:
-                record.updated_at = now()
             self._notify(record.key)
 
     async def _save(self, record: TaskRecord) -> None:

@@ -245,18 +245,15 @@ class Service:
         find_now = getattr(self.ledger, "find_call_now", None)  # the SQLite ledger's
         if find_now is None:
             raise BlockingIOError("this ledger is read asynchronously")
-        found: tuple[Call, list[TaskRecord]] | None = find_now(call_id, tenant=tenant)
-        return self._call_state(found)
+        return self._call_state(find_now(call_id, tenant=tenant))
 
     def _call_state(self, found: tuple[Call, list[TaskRecord]] | None) -> CallState | None:
         if found is None:
             return None
-        call, records = found
-        runner = self.runner
-        for record in records:
-            if runner is not None and runner.parked(record.key) is not None:
+        for record in found[1]:
+            if self.runner is not None and self.runner.parked(record.key) is not None:
                 self._resume(record)
-        return CallState(call, [self._fresh(r, deep=False) for r in records])
+        return CallState(found[0], [self._fresh(r, deep=False) for r in found[1]])
 
     async def cancel_call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> CallState | None:
         """Cancel the tenant's call, as far as anything can be: the API has no cancel, so its rows go on, and their
