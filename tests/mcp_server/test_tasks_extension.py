@@ -409,4 +409,4 @@ async def test_any_replica_answers_for_a_task_and_hears_it_finish(
         finally:
             await a.aclose()
             await b.aclose()
-    assert emulator.creates == 2, (emulator.creates_by_key, emulator.creates_by_endpoint)
+    assert emulator.creates == 2, (emulator.state.by_key, emulator.creates_by_endpoint)  # idempotency key: endpoints
