@@ -271,7 +271,6 @@ def http_app(
     metrics.know_tenants(entry.tenant for entry in auth.tenants)  # tenant labels: these, then a bounded few
     metrics_token = settings.metrics_token if settings.metrics_token is not None else auth.token
     if metrics_token is not None and metrics_token.get_secret_value().strip():
-        logs.redact(metrics_token.get_secret_value())
         reader = MetricsEndpoint(health, StaticTokenVerifier(metrics_token))
     else:  # tenants' tokens name tenants, not the operator: /metrics (every tenant's figures) stays closed to them
         reader = MetricsEndpoint(health, None, closed=auth.required)

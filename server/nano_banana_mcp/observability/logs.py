@@ -44,8 +44,8 @@ def redact(*secrets: str | None) -> None:
 
 
 def secrets_of(settings: Settings) -> list[SecretStr]:
-    """The secrets a process's settings hold: the API key, the HTTP token, the database URL."""
-    held = (settings.api_key, settings.http_token, settings.database())
+    """The secrets a process's settings hold: the API key, the HTTP and metrics tokens, the database URL."""
+    held = (settings.api_key, settings.http_token, settings.metrics_token, settings.database())
     return [secret for secret in held if secret is not None]
 
 
