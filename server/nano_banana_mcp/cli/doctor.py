@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nano_banana_mcp.cli.arguments import Parser
 from nano_banana_mcp.cli.exits import EXIT_FAILED, EXIT_OK
 from nano_banana_mcp.cli.settings import add_settings_flags
-from nano_banana_mcp.config import Settings
 from nano_banana_mcp.install import DEFAULT_NAME
+
+if TYPE_CHECKING:
+    from nano_banana_mcp.config import Settings
 
 __all__ = ["add_parser", "run"]
 

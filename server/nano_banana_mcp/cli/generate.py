@@ -9,18 +9,17 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
-from pydantic import ValidationError
 
 from nano_banana_mcp import catalog
 from nano_banana_mcp.cli.arguments import Parser, seconds
 from nano_banana_mcp.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_PENDING
 from nano_banana_mcp.cli.settings import add_settings_flags
-from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import InvalidRequest
 from nano_banana_mcp.terminal import printable
 
 if TYPE_CHECKING:
     from nano_banana_mcp.catalog import GenerateRequest
+    from nano_banana_mcp.config import Settings
     from nano_banana_mcp.tasks import Service, TaskResult
 
 __all__ = ["add_parser", "run"]
@@ -88,6 +87,8 @@ def add_parser(sub: argparse._SubParsersAction[Parser]) -> None:
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     """Generate, print the saved paths (or the result as JSON); the exit code says saved, failed or still running."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
     from nano_banana_mcp.catalog import GenerateRequest  # noqa: PLC0415
     from nano_banana_mcp.runtime import open_service  # noqa: PLC0415
 

@@ -15,11 +15,14 @@ from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.install import DEFAULT_NAME, HOSTS, KEY_VAR
 from nano_banana_mcp.terminal import printable
 
-__all__ = ["add_parsers", "run"]
+__all__ = ["add_parser", "run"]
 
 
-def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
-    """``install`` and ``uninstall``: the host, the server's name, a dry run; how the key gets there."""
+def add_parser(sub: argparse._SubParsersAction[Parser], command: str) -> None:
+    """``install`` or ``uninstall`` (``command``): the host, the server's name, a dry run; how the key gets there."""
+    if command == "uninstall":
+        _add_uninstall(sub)
+        return
     hosts = ", ".join(HOSTS)
     install = sub.add_parser(
         "install",
@@ -41,6 +44,9 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> None:
         action="store_true",
         help=f"copy ${KEY_VAR} from this shell into the entry's env (the file is made readable only by you)",
     )
+
+
+def _add_uninstall(sub: argparse._SubParsersAction[Parser]) -> None:
     uninstall = sub.add_parser(
         "uninstall",
         help="take the server out of an MCP host's config",

@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from nano_banana_mcp import catalog
 from nano_banana_mcp.cli.arguments import Parser, positive
 from nano_banana_mcp.cli.exits import EXIT_OK
 from nano_banana_mcp.cli.settings import add_settings_flags
-from nano_banana_mcp.config import Settings
 from nano_banana_mcp.terminal import printable
+
+if TYPE_CHECKING:
+    from nano_banana_mcp.config import Settings
 
 __all__ = ["add_models_parser", "add_tasks_parser", "run_models", "run_tasks"]
 

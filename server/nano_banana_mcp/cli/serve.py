@@ -16,7 +16,6 @@ import anyio
 from nano_banana_mcp.cli.arguments import Parser, port
 from nano_banana_mcp.cli.exits import EXIT_OK, own_error
 from nano_banana_mcp.cli.settings import add_settings_flags
-from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import NanoBananaError
 from nano_banana_mcp.observability import logs
 
@@ -24,6 +23,8 @@ if TYPE_CHECKING:
     import socket
 
     from starlette.applications import Starlette
+
+    from nano_banana_mcp.config import Settings
 
 __all__ = ["add_parser", "run"]
 

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 from nano_banana_mcp.cli.arguments import Parser
 from nano_banana_mcp.cli.exits import EXIT_OK
 from nano_banana_mcp.cli.settings import add_settings_flags
-from nano_banana_mcp.config import Settings
 from nano_banana_mcp.tasks.records import DEFAULT_TENANT
-from nano_banana_mcp.tasks.sets import MAX_SET_IMAGES, ReferenceSet
+from nano_banana_mcp.tasks.sets import MAX_SET_IMAGES
 from nano_banana_mcp.terminal import printable
 
 if TYPE_CHECKING:
+    from nano_banana_mcp.config import Settings
     from nano_banana_mcp.tasks import Service
+    from nano_banana_mcp.tasks.sets import ReferenceSet
 
 __all__ = ["add_parser", "run"]
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import AliasChoices, ValidationError
-
-from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nano_banana_mcp.config import Settings
 
 __all__ = ["SETTING_FLAGS", "add_settings_flags", "settings_from"]
 
@@ -121,6 +122,10 @@ _FLAGS = {
 
 def _setting_name(field: str) -> str:
     """How a person sets ``field``: its environment variable, and its flag when it has one."""
+    from pydantic import AliasChoices  # noqa: PLC0415
+
+    from nano_banana_mcp.config import Settings  # noqa: PLC0415
+
     info = Settings.model_fields.get(field)
     alias = info.validation_alias if info is not None else None
     env = str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"NANO_BANANA_{field.upper()}"
@@ -131,6 +136,12 @@ def _setting_name(field: str) -> str:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """The settings: the flags given in ``args`` over the environment; ConfigError names each invalid one."""
+    # the settings' model and pydantic are imported here, by the commands that use them, not by every start of the
+    # command (`install`, `models` and --help never do)
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from nano_banana_mcp.config import Settings  # noqa: PLC0415
+
     overrides = {k: v for k in SETTING_FLAGS if (v := getattr(args, k, None)) is not None}
     try:
         return Settings(**overrides)

@@ -4,13 +4,16 @@ table or JSON, read from the ledger (the same count as the daily limit's)."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from nano_banana_mcp.cli.arguments import Parser
 from nano_banana_mcp.cli.exits import EXIT_OK
 from nano_banana_mcp.cli.settings import add_settings_flags
-from nano_banana_mcp.config import Settings
-from nano_banana_mcp.spend.usage import PeriodUsage, UsageReport
 from nano_banana_mcp.terminal import printable
+
+if TYPE_CHECKING:
+    from nano_banana_mcp.config import Settings
+    from nano_banana_mcp.spend.usage import PeriodUsage, UsageReport
 
 __all__ = ["add_parser", "render", "run"]
 
