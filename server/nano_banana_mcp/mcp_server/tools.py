@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -264,7 +265,15 @@ _UPLOAD_DESCRIPTION = (
 
 def build_tools() -> list[Tool]:
     """The five tools with titles, annotations, per-model schema rules, and compacted schemas; those whose results
-    the MCP Apps viewer shows are bound to it (``apps.apps_only`` hides the binding from clients without Apps)."""
+    the MCP Apps viewer shows are bound to it (``apps.apps_only`` hides the binding from clients without Apps).
+
+    Each server gets its own copies of tools made once per process: the SDK reads a function's signature into
+    pydantic models and schemas (~40 ms for the five), and they depend on nothing but this module and the catalogue."""
+    return [tool.model_copy(deep=True) for tool in _made_tools()]
+
+
+@functools.cache
+def _made_tools() -> tuple[Tool, ...]:
     read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True)  # destructive_hint means nothing here
     generate = Tool.from_function(
         generate_image,
@@ -305,4 +314,4 @@ def build_tools() -> list[Tool]:
             annotations=read_only.model_copy(update={"open_world_hint": False}),
         ),
     ]
-    return [slim_tool(tool) for tool in tools]
+    return tuple(slim_tool(tool) for tool in tools)
