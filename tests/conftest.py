@@ -132,6 +132,26 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+SLOW_FIXTURES = frozenset(
+    {"command", "process_env", "offline_env", "database_url", "postgres", "s3_server", "serve_http", "host"}
+)
+"""Fixtures of tests that start a process or a server, or use the session's PostgreSQL or S3: they take the time."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules whose tests start processes first, then by size (pyproject's --no-loadscope-reorder keeps this order):
+    with each module on one worker (loadscope), a long module handed out last would keep one worker busy at the end
+    while the others wait (the browser's 11 tests, ~30 s, were; xdist's own order is by the number of tests)."""
+    slow: dict[str, int] = {}
+    size: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        size[module] = size.get(module, 0) + 1
+        slow[module] = slow.get(module, 0) + bool(SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    rank = {module: (-slow[module], -size[module]) for module in size}
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])  # stable: a module's own order is kept
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``@pytest.mark.both_eras``: ``mode`` (and so ``mcp_client``) takes each era, as ``[auto]`` and ``[legacy]``."""
     if metafunc.definition.get_closest_marker("both_eras") is None:
