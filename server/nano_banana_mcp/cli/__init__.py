@@ -9,6 +9,7 @@ settings flags they share are in ``settings`` and the exit codes in ``exits``.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -120,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         print(f"error: {printable(str(own))}", file=sys.stderr)
         code = exit_code(own)
+    # On its way out the interpreter collects garbage over every object still alive, those start-up made included (the
+    # SDK's and pydantic's types and schemas): ~0.1 s of CPU at every exit. Frozen, they are left alone; what is
+    # closed is closed already (every file, ledger and client is closed by its own `with`).
+    gc.freeze()
     sys.exit(code)
 
 
