@@ -112,7 +112,8 @@ async def serve(
 def _config(app: ASGIApp) -> uvicorn.Config:
     config = uvicorn.Config(
         app,
-        http="h11",
+        http="h11",  # its faults (bodies cut short, connections dropped) as written for h11 and asyncio's loop,
+        loop="asyncio",  # whatever else is installed (httptools and uvloop are, for serve --http)
         ws="none",
         lifespan="off",
         log_config=None,
