@@ -182,9 +182,11 @@ class TimedLedger:
     def __class__(self) -> type:
         return type(self._inner)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # a method (timed if a coroutine) is looked up once, then kept on self
         value = getattr(self._inner, name)
         if not inspect.iscoroutinefunction(value) or name.startswith("_"):
+            if inspect.ismethod(value) and not name.startswith("_"):
+                setattr(self, name, value)  # the poll's find_call_now, looked up at every poll
             return value
         histogram = LEDGER_LATENCY.labels(operation=name)
         method = cast("Callable[..., Awaitable[Any]]", value)
@@ -197,6 +199,7 @@ class TimedLedger:
             finally:
                 histogram.observe(time.perf_counter() - began)
 
+        setattr(self, name, timed)  # found by the next look-up without __getattr__ (a poll looks one up each time)
         return timed
 
     async def open(self) -> TimedLedger:
