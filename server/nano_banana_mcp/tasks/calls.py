@@ -57,19 +57,22 @@ class CallsMixin:
 
     def call_now(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> CallState | None:
         """:meth:`call`, read on the calling thread (the event loop) without waiting; ``BlockingIOError`` when the
-        ledger cannot answer so (PostgreSQL, or SQLite busy): then :meth:`call`."""
+        ledger cannot answer so (PostgreSQL, or SQLite busy): then :meth:`call`. The rows this process works on are
+        the runner's own records (neither read from the ledger's row nor copied, a host polls every second): the
+        state is for a reader that is done with it before anything awaits."""
         find_now = getattr(self.ledger, "find_call_now", None)  # the SQLite ledger's
         if find_now is None:
             raise BlockingIOError("this ledger is read asynchronously")
-        return self._call_state(find_now(call_id, tenant=tenant))
+        known = self.runner.live_now if self.runner is not None else None
+        return self._call_state(find_now(call_id, tenant=tenant, known=known), fresh=False)
 
-    def _call_state(self, found: tuple[Call, list[TaskRecord]] | None) -> CallState | None:
+    def _call_state(self, found: tuple[Call, list[TaskRecord]] | None, *, fresh: bool = True) -> CallState | None:
         if found is None:
             return None
         for record in found[1]:
             if self.runner is not None and self.runner.parked(record.key) is not None:
                 self._resume(record)
-        return CallState(found[0], [self._fresh(r, deep=False) for r in found[1]])
+        return CallState(found[0], [self._fresh(r, deep=False) for r in found[1]] if fresh else found[1])
 
     async def cancel_call(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> CallState | None:
         """Cancel the tenant's call, as far as anything can be: the API has no cancel, so its rows go on, and their

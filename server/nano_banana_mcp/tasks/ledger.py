@@ -293,11 +293,14 @@ class Ledger(SqlLedger):
             raise BlockingIOError(str(err)) from err
         return rows
 
-    def find_call_now(self, call_id: str, *, tenant: str = DEFAULT_TENANT) -> tuple[Call, list[TaskRecord]] | None:
+    def find_call_now(
+        self, call_id: str, *, tenant: str = DEFAULT_TENANT, known: Callable[[str], TaskRecord | None] | None = None
+    ) -> tuple[Call, list[TaskRecord]] | None:
         """:meth:`find_call` read on the calling thread (the event loop), waiting for no lock; ``BlockingIOError`` when
-        it cannot be read so (the ledger busy, or closed)."""
+        it cannot be read so (the ledger busy, or closed). ``known``: a fresher record of a row, by key, taken instead
+        of the row's (the runner's working copy)."""
         rows = self._call_rows_now((self.sql.dialect.text(call_id), tenant))
-        return call_from_rows(call_id, tenant, rows, self.sql.dialect.read_time) if rows else None
+        return call_from_rows(call_id, tenant, rows, self.sql.dialect.read_time, known) if rows else None
 
     # -- owners --------------------------------------------------------------------------------
 

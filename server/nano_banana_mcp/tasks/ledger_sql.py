@@ -373,10 +373,14 @@ def record_from_row(row: Sequence[Any], read_time: Callable[[Any], datetime]) ->
 
 
 def call_from_rows(
-    call_id: str, tenant: str, rows: Sequence[Sequence[Any]], read_time: Callable[[Any], datetime]
+    call_id: str,
+    tenant: str,
+    rows: Sequence[Sequence[Any]],
+    read_time: Callable[[Any], datetime],
+    known: Callable[[str], TaskRecord | None] | None = None,
 ) -> tuple[Call, list[TaskRecord]]:
     """A call and its rows as both ledgers select them (the call's created_at, cancelled_at and keys, then the row's
-    :data:`COLUMNS`), its times read by the database's ``read_time``."""
+    :data:`COLUMNS`), its times read by the database's ``read_time``; a row ``known`` gives (by key) is not read."""
     created, cancelled, keys = rows[0][:3]
     call = Call(
         id=call_id,
@@ -385,4 +389,6 @@ def call_from_rows(
         created_at=read_time(created),
         cancelled_at=read_time(cancelled) if cancelled else None,
     )
-    return call, [record_from_row(row[3:], read_time) for row in rows]
+    if known is None:
+        return call, [record_from_row(row[3:], read_time) for row in rows]
+    return call, [known(row[3]) or record_from_row(row[3:], read_time) for row in rows]

@@ -136,6 +136,11 @@ class Runner:
         record = self._live.get(key)
         return record.model_copy(deep=deep) if record is not None else None
 
+    def live_now(self, key: str) -> TaskRecord | None:
+        """The freshest state of a row this process works on, not a copy: only for a reader that is done with it
+        before anything awaits (the runner changes it in place)."""
+        return self._live.get(key)
+
     def load(self) -> tuple[int, int, list[TaskRecord]]:  # stream slots in use, allowed; rows worked now (/metrics)
         return self._streams.borrowed_tokens, self._settings.max_streams, list(self._live.values())
 
