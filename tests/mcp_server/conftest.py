@@ -13,15 +13,21 @@ import uvicorn
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.mcp_server import http_app
 from nano_banana_mcp.mcp_server.http import bind
+from nano_banana_mcp.mcp_server.tasks_polls_uvicorn import protocol_for
 
-ServeHttp = Callable[[Settings], AbstractContextManager[str]]
+ServeHttp = Callable[..., AbstractContextManager[str]]
+"""``serve_http(settings, protocol=True)``: see :func:`_serving`."""
 
 
 @contextmanager
-def _serving(settings: Settings) -> Iterator[str]:
+def _serving(settings: Settings, *, protocol: bool = True) -> Iterator[str]:
+    """``protocol``: with the HTTP protocol ``serve --http`` runs (the plain ``tasks/get`` answered by it); else
+    uvicorn's own (the app's front middleware answers it)."""
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(http_app(settings, "127.0.0.1", port), log_level="warning"))
+    app = http_app(settings, "127.0.0.1", port)
+    http = (protocol_for(app) if protocol else None) or "auto"
+    server = uvicorn.Server(uvicorn.Config(app, http=http, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

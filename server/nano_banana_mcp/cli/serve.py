@@ -160,7 +160,15 @@ def _run_http(app: Starlette, sock: socket.socket, banner: str) -> None:
     from uvicorn.config import LOGGING_CONFIG  # noqa: PLC0415
 
     # JSON logs (NANO_BANANA_LOG_FORMAT): uvicorn's own lines go to our handler too, not to its text one
-    config = uvicorn.Config(app, log_level="warning", log_config=None if logs.is_json() else LOGGING_CONFIG)
+    from nano_banana_mcp.mcp_server.tasks_polls_uvicorn import protocol_for  # noqa: PLC0415
+
+    # httptools' protocol, answering the hosts' tasks/get polls itself; else uvicorn's choice ("auto")
+    config = uvicorn.Config(
+        app,
+        http=protocol_for(app) or "auto",
+        log_level="warning",
+        log_config=None if logs.is_json() else LOGGING_CONFIG,
+    )
 
     class _SaidByUs(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:

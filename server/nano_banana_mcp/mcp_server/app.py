@@ -278,7 +278,9 @@ def http_app(
     app = mcp.streamable_http_app(host=name, transport_security=transport_security(host, port))
     polls = polls_of(mcp)
     if polls is not None:
-        install_polls(app, polls)  # the plain tasks/get answered ahead of the SDK's handler, after its auth
+        # the plain tasks/get answered in front of the app, with the SDK's own auth: its verifier never waits unless
+        # it is an identity provider's (keys fetched), so the protocol may answer it without a task of its own
+        install_polls(app, polls, auth_at_once=auth.oauth is None)
     return app
 
 

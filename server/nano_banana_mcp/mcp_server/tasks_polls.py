@@ -97,9 +97,12 @@ class TaskPolls:
             return None
         return typed
 
-    def answer_now(self, request: JSONRPCRequest, tenant: str) -> dict[str, Any] | None:
-        """The result for this request, read without waiting (stdio, on the event loop); None: the SDK serves it."""
-        typed = self.params(request)
+    def answer_now(
+        self, request: JSONRPCRequest, tenant: str, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any] | None:
+        """The result for this request, read without waiting (on the event loop: stdio, and HTTP's protocol); None:
+        the SDK serves it."""
+        typed = self.params(request, headers)
         if typed is None or self._service is None:
             return None
         try:
