@@ -2,14 +2,14 @@
 
 Under :class:`~nano_banana_mcp.mcp_server.tasks_polls_http.PollsFront`, a poll still cost uvicorn's ASGI cycle: a
 task per request, the scope, the ``receive``/``send`` messages, and the status line and headers written apart from
-the body (two writes, two packets). A bare asyncio protocol with the same parser answers a request for a third of
-that CPU (``bench/tasks_poll.py``). So where uvicorn serves the app with httptools (``serve --http``), its protocol
-is this subclass: a request the gate would look at (:meth:`~PollsGate.candidate`) is held until its body is in, then
-answered at once (:meth:`~PollsGate.answer_now`: the same checks, a verifier and a ledger that do not wait) in one
-write, with the headers uvicorn writes (``date``, ``server``, ``content-length``, ``content-type``), and the
-connection goes on as after any response (keep-alive, the next pipelined request). Anything else, and any request
-the gate does not answer at once (PostgreSQL, an identity provider's tokens, SQLite busy, an error to give), starts
-uvicorn's ASGI cycle as it would have, with the body already read: the app, the front, then the SDK answer it.
+the body (two writes, two packets): on this machine, uvicorn answering a trivial ASGI app cost about three times the
+CPU of a bare asyncio protocol with the same parser. So where uvicorn serves the app with httptools (``serve --http``),
+its protocol is this subclass: a request the gate would look at (:meth:`~PollsGate.candidate`) is held until its
+body is in, then answered at once (:meth:`~PollsGate.answer_now`: the same checks, a verifier and a ledger that do
+not wait) in one write, with the headers uvicorn writes (``date``, ``server``, ``content-length``, ``content-type``),
+and the connection goes on as after any response (keep-alive, the next pipelined request). Anything else, and any
+request the gate does not answer at once (PostgreSQL, an identity provider's tokens, SQLite busy, an error to give),
+starts uvicorn's ASGI cycle as it would have, with the body already read: the app, the front, then the SDK answer it.
 
 It relies on uvicorn's ``HttpToolsProtocol`` (0.55): ``_start_asgi_task(cycle, app)``, where a request's cycle is
 started, and the cycle's ``body``, ``more_body``, ``keep_alive``, ``default_headers`` and response flags. Should a
