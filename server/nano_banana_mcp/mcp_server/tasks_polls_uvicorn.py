@@ -56,7 +56,8 @@ def protocol_for(app: Any) -> type[asyncio.Protocol] | None:
         _held: tuple[RequestResponseCycle, Any] | None = None
 
         def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-            if app is self.app and not cycle.waiting_for_100_continue and self._gate.candidate(cycle.scope):
+            waiting = getattr(cycle, "waiting_for_100_continue", True)  # (an older uvicorn: none answered here)
+            if app is self.app and not waiting and self._gate.candidate(cycle.scope):
                 if cycle.more_body:  # its body is still coming: answered (or started) once it is in
                     self._held = (cycle, app)
                     return
@@ -76,18 +77,18 @@ def protocol_for(app: Any) -> type[asyncio.Protocol] | None:
                 return False
             try:
                 answer = self._gate.answer_now(cycle.scope, bytes(cycle.body))
+                if answer is None:
+                    return False
+                head = [status]
+                for name, value in cycle.default_headers:
+                    head += [name, b": ", value, b"\r\n"]
+                head += [b"content-length: ", str(len(answer)).encode(), b"\r\ncontent-type: application/json\r\n"]
+                if not cycle.keep_alive:
+                    head.append(b"connection: close\r\n")
+                head += [b"\r\n", answer]
             except Exception:  # a bug here must not cost the request: the app answers it
                 log.exception("tasks/get shortcut failed; the SDK's handler answers")
                 return False
-            if answer is None:
-                return False
-            head = [status]
-            for name, value in cycle.default_headers:
-                head += [name, b": ", value, b"\r\n"]
-            head += [b"content-length: ", str(len(answer)).encode(), b"\r\ncontent-type: application/json\r\n"]
-            if not cycle.keep_alive:
-                head.append(b"connection: close\r\n")
-            head += [b"\r\n", answer]
             if cycle.access_log:
                 cycle.access_logger.info(
                     '%s - "%s %s HTTP/%s" %d',
