@@ -35,6 +35,7 @@ API_KEY = "monet_test_key"
 MakeSettings = Callable[[str | None, Path], Settings]
 MakeUndecodablePng = Callable[[Path, tuple[int, int]], Path]
 TextOf = Callable[[CallToolResult], str]
+ServerEnv = Callable[[Path], dict[str, str]]
 
 
 class MakePng(Protocol):
@@ -184,21 +185,33 @@ def command() -> str:
     return COMMAND
 
 
+@pytest.fixture(scope="session")
+def server_env(emulator_server: Emulator) -> ServerEnv:
+    """``server_env(root)``: the environment of a real nano-banana-mcp process talking to the session's emulator,
+    with test-speed timings, its home and files under ``root`` (for a process shared by a module or the session)."""
+
+    def env(root: Path) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(root),
+            "MONET_API_KEY": API_KEY,
+            "MONET_BASE_URL": emulator_server.base_url or "",
+            "NANO_BANANA_OUTPUT_DIR": str(root / "out"),
+            "NANO_BANANA_DATA_DIR": str(root / "data"),
+            "NANO_BANANA_RETRY_BASE_DELAY": "0.01",
+            "NANO_BANANA_POLL_INTERVAL": "0.05",
+            "NANO_BANANA_POLL_MAX_INTERVAL": "0.2",
+            "NANO_BANANA_SWEEP_INTERVAL": "0.2",
+        }
+
+    return env
+
+
 @pytest.fixture
-def process_env(tmp_path: Path, emulator: Emulator) -> dict[str, str]:
-    """Environment for a real nano-banana-mcp process talking to the emulator, with test-speed timings."""
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "MONET_API_KEY": API_KEY,
-        "MONET_BASE_URL": emulator.base_url or "",
-        "NANO_BANANA_OUTPUT_DIR": str(tmp_path / "out"),
-        "NANO_BANANA_DATA_DIR": str(tmp_path / "data"),
-        "NANO_BANANA_RETRY_BASE_DELAY": "0.01",
-        "NANO_BANANA_POLL_INTERVAL": "0.05",
-        "NANO_BANANA_POLL_MAX_INTERVAL": "0.2",
-        "NANO_BANANA_SWEEP_INTERVAL": "0.2",
-    }
+def process_env(tmp_path: Path, emulator: Emulator, server_env: ServerEnv) -> dict[str, str]:
+    """Environment for a real nano-banana-mcp process talking to the emulator (reset for this test), with test-speed
+    timings, its files under the test's ``tmp_path``."""
+    return server_env(tmp_path)
 
 
 @pytest.fixture(scope="session")

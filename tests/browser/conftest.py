@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import pytest
@@ -27,7 +27,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
 from playwright.async_api import ConsoleMessage, Frame, Page
 
-from nano_banana_mcp.emulator import Emulator
+if TYPE_CHECKING:
+    from tests.conftest import ServerEnv
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -63,20 +64,10 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="session")
-def mcp_url(emulator_server: Emulator, tmp_path_factory: pytest.TempPathFactory, command: str) -> Iterator[str]:
+def mcp_url(server_env: ServerEnv, tmp_path_factory: pytest.TempPathFactory, command: str) -> Iterator[str]:
     """A real ``nano-banana-mcp serve --http --no-auth`` process on a free port, using the session's emulator."""
     root = tmp_path_factory.mktemp("browser-server")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(root),
-        "MONET_API_KEY": emulator_server.api_key,
-        "MONET_BASE_URL": emulator_server.base_url or "",
-        "NANO_BANANA_OUTPUT_DIR": str(root / "out"),
-        "NANO_BANANA_DATA_DIR": str(root / "data"),
-        "NANO_BANANA_RETRY_BASE_DELAY": "0.01",
-        "NANO_BANANA_POLL_INTERVAL": "0.05",
-        "NANO_BANANA_POLL_MAX_INTERVAL": "0.2",
-    }
+    env = server_env(root)
     log = root / "stderr.txt"
     with log.open("w") as err:
         proc = subprocess.Popen(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +12,8 @@ from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
 if TYPE_CHECKING:
-    from nano_banana_mcp.emulator import Emulator
+    from tests.conftest import ServerEnv
+
 
 pytestmark = pytest.mark.anyio
 
@@ -78,17 +78,9 @@ class Served:
 
 @pytest.fixture(scope="module")
 async def served(
-    emulator_server: Emulator, tmp_path_factory: pytest.TempPathFactory, command: str
+    server_env: ServerEnv, tmp_path_factory: pytest.TempPathFactory, command: str
 ) -> AsyncIterator[Served]:
-    root = tmp_path_factory.mktemp("stdio")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(root),
-        "MONET_API_KEY": emulator_server.api_key,
-        "MONET_BASE_URL": emulator_server.base_url or "",
-        "NANO_BANANA_OUTPUT_DIR": str(root / "out"),
-        "NANO_BANANA_DATA_DIR": str(root / "data"),
-    }
+    env = server_env(tmp_path_factory.mktemp("stdio"))
     async with await anyio.open_process([command], env=env) as process:
         server = Served(process)
         await server.send(json.dumps(HELLO))
