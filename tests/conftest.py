@@ -3,6 +3,7 @@ PostgreSQL cluster for the session, started by the first test that needs one."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import itertools
 import os
@@ -112,20 +113,23 @@ ERAS = ("auto", "legacy")
 
 @pytest.hookimpl(optionalhook=True)  # without pytest-xdist (-p no:xdist) there is no such hook
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """``-n auto`` (pyproject's addopts): twice as many workers as cores, up to four more than cores. Most tests wait
-    on a server, a subprocess or the emulator's task time rather than compute (the suite keeps 2 cores about half
-    busy with 2 workers), so a core serves a second worker while the first waits. PYTEST_XDIST_AUTO_NUM_WORKERS, if
-    set, still decides (xdist's own hook reads it)."""
+    """``-n auto`` (pyproject's addopts): two and a half workers per core, up to four more than cores. Most tests
+    wait on a server, a subprocess or the emulator's task time rather than compute (the suite keeps 2 cores about
+    half busy with 2 workers), so a core serves other workers while one waits. On 2 cores, 5 workers ran the suite in
+    92-103 s where 4 took 101-113 s (alternating runs, one machine); 6 were no faster than 4, each worker's
+    collection costing ~2.5 s of CPU. PYTEST_XDIST_AUTO_NUM_WORKERS, if set, still decides (xdist's own hook reads
+    it)."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or config.option.numprocesses == "logical":
         return None
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return min(2 * cores, cores + 4)
+    return min(cores * 5 // 2, cores + 4)
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    gc.disable()  # while the test modules are imported: see pytest_collection_finish
     config.addinivalue_line(
         "markers",
         "both_eras: the test's subject is the protocol (transport, notifications, roots, resources, schemas, "
@@ -137,6 +141,14 @@ SLOW_FIXTURES = frozenset(
     {"command", "process_env", "offline_env", "database_url", "postgres", "s3_server", "serve_http", "host"}
 )
 """Fixtures of tests that start a process or a server, or use the session's PostgreSQL or S3: they take the time."""
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection imported (the SDK, pydantic's schemas, the product, the test modules) lives as long as the
+    worker: frozen, the collector never traverses it again, as the product does after its own start-up
+    (nano_banana_mcp.collector)."""
+    gc.freeze()
+    gc.enable()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,6 +15,7 @@ import anyio.to_thread
 import httpx
 from pydantic import SecretStr
 
+from nano_banana_mcp import collector
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.errors import ConfigError
 from nano_banana_mcp.monet import MonetClient, MonetClients, RetryPolicy
@@ -104,8 +105,9 @@ async def open_service(
             emulator = Emulator(api_key=own_key, task_seconds=settings.emulator_task_seconds)
             base_url = stack.enter_context(serve_in_thread(emulator, path_token=secrets.token_urlsafe(24)))
             key, scope = SecretStr(own_key), "offline"
-            url = httpx.URL(base_url)
-            log.info("offline mode: built-in emulator on %s:%s (private to this process)", url.host, url.port)
+            log.info(
+                "offline mode: built-in emulator on %s (private to this process)", httpx.URL(base_url).netloc.decode()
+            )
             if tenant_keys:
                 log.info("offline mode: the tenants' own Monet keys are not used; every tenant uses the emulator")
                 tenant_keys = {}
@@ -155,6 +157,7 @@ async def open_service(
                         clients, ledger, settings, tg, store, on_finished=on_finished, create_path=create_path
                     )
                     runner.start()
+                collector.started()
                 yield Service(
                     settings=settings,
                     ledger=ledger,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from nano_banana_mcp import collector
 from nano_banana_mcp.cli.arguments import Parser
 from nano_banana_mcp.cli.exits import exit_code, own_error
 from nano_banana_mcp.cli.settings import settings_from
@@ -96,6 +97,7 @@ class _Version(argparse.Action):
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``nano-banana-mcp`` command (and of ``python -m nano_banana_mcp``)."""
+    collector.starting()  # until the command runs (collector.started): its imports make only long-lived objects
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in _COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "serve")  # `nano-banana-mcp [--offline ...]` is how MCP hosts start the server

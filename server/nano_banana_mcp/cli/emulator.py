@@ -8,6 +8,7 @@ import sys
 
 import anyio
 
+from nano_banana_mcp import collector
 from nano_banana_mcp.cli.arguments import Parser, port, seconds
 from nano_banana_mcp.cli.exits import EXIT_OK
 from nano_banana_mcp.errors import ConfigError
@@ -48,5 +49,6 @@ def run(args: argparse.Namespace) -> int:
         f"Monet emulator on http://{args.host}:{sock.getsockname()[1]} (key {args.api_key}); Ctrl-C to stop",
         file=sys.stderr,
     )
+    collector.started()
     anyio.run(functools.partial(serve, emulator, args.host, sock=sock))
     return EXIT_OK

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import gc
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -173,9 +172,6 @@ def create_server(
             if health is not None:
                 health.app = app
             polls.bind(service)
-            # What start-up made (modules, the SDK's and pydantic's schemas) is never traversed by the collector
-            # again: its full collections stalled the event loop up to 0.5 s on a busy machine (bench/tasks_poll.py).
-            gc.freeze()
             try:
                 yield app
             finally:
