@@ -417,7 +417,7 @@ async def run_transport(transport: str, args: argparse.Namespace, base_url: str)
         ids = await create_tasks(creator, args.tasks)
         figures.cpu["create_seconds"] = time.perf_counter() - started
         if args.per_request:
-            await per_request(client, ids, figures)
+            await per_request(client, ids, figures, args.rounds)
         else:
             await measured(client, ids, args.seconds, figures, extra)
         for c in {id(creator): creator, id(client): client}.values():
@@ -470,6 +470,9 @@ def main() -> None:
         action="store_true",
         help="instead of the windows: the CPU of one request (use with --tasks 50): a method the server does not "
         "have, tasks/get of an unknown id, tasks/get",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=40, help="--per-request: rounds of --tasks requests of each kind (more: steadier)"
     )
     parser.add_argument(
         "--command", default=COMMAND, help="the nano-banana-mcp to measure (another checkout's, for a before/after)"

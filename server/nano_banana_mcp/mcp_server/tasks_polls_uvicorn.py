@@ -89,7 +89,7 @@ def protocol_for(app: Any) -> type[asyncio.Protocol] | None:
             except Exception:  # a bug here must not cost the request: the app answers it
                 log.exception("tasks/get shortcut failed; the SDK's handler answers")
                 return False
-            if cycle.access_log:
+            if cycle.access_log and cycle.access_logger.isEnabledFor(logging.INFO):
                 cycle.access_logger.info(
                     '%s - "%s %s HTTP/%s" %d',
                     get_client_addr(cycle.scope),

@@ -24,13 +24,13 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
 
 from nano_banana_mcp.errors import ConfigError
-from nano_banana_mcp.tasks.ledger_sql import UNFINISHED, Dialect, SqlLedger, Statements, call_from_rows
+from nano_banana_mcp.tasks.ledger_sql import UNFINISHED, Dialect, SqlLedger, Statements, call_from_head, call_from_rows
 from nano_banana_mcp.tasks.owners import OwnerLocks
 from nano_banana_mcp.tasks.records import DEFAULT_TENANT, Call, TaskRecord
 
@@ -284,11 +284,11 @@ class Ledger(SqlLedger):
         except BlockingIOError:  # busy (a checkpoint or a recovery holds the file), or worse: the worker reads,
             return await super()._call_rows(params)  # waiting as every ledger call does, and says what is wrong
 
-    def _call_rows_now(self, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _call_rows_now(self, params: Sequence[Any], statement: str | None = None) -> list[tuple[Any, ...]]:
         if self._reader is None:
             raise BlockingIOError("the ledger is not open")
         try:
-            rows: list[tuple[Any, ...]] = self._reader.execute(self.sql.find_call, params).fetchall()
+            rows: list[tuple[Any, ...]] = self._reader.execute(statement or self.sql.find_call, params).fetchall()
         except sqlite3.Error as err:
             raise BlockingIOError(str(err)) from err
         return rows
@@ -299,7 +299,16 @@ class Ledger(SqlLedger):
         """:meth:`find_call` read on the calling thread (the event loop), waiting for no lock; ``BlockingIOError`` when
         it cannot be read so (the ledger busy, or closed). ``known``: a fresher record of a row, by key, taken instead
         of the row's (the runner's working copy)."""
-        rows = self._call_rows_now((self.sql.dialect.text(call_id), tenant))
+        params = (self.sql.dialect.text(call_id), tenant)
+        if known is not None:  # the rows this process works on need only the call's own row (a host polls each second)
+            heads = self._call_rows_now(params, self.sql.find_call_head)
+            if not heads:
+                return None
+            call = call_from_head(call_id, tenant, heads[0], self.sql.dialect.read_time)
+            records = [known(key) for key in call.keys]
+            if all(record is not None and record.tenant == tenant for record in records):
+                return call, cast("list[TaskRecord]", records)
+        rows = self._call_rows_now(params)
         return call_from_rows(call_id, tenant, rows, self.sql.dialect.read_time, known) if rows else None
 
     # -- owners --------------------------------------------------------------------------------

@@ -123,6 +123,7 @@ class Statements:
     count_of_status: str
     add_call: str
     find_call: str
+    find_call_head: str
     cancel_call: str
     release: str
     cached_upload: str
@@ -154,6 +155,7 @@ class Statements:
             "add_call": "INSERT INTO calls (id, tenant, keys, created_at, cancelled_at) VALUES (?, ?, ?, ?, ?)",
             "find_call": f"SELECT {_CALL_ROW} FROM calls c {dialect.call_keys} JOIN tasks t ON t.key = k.value "
             "AND t.tenant = c.tenant WHERE c.id = ? AND c.tenant = ? ORDER BY k.key",
+            "find_call_head": "SELECT created_at, cancelled_at, keys FROM calls WHERE id = ? AND tenant = ?",
             "cancel_call": "UPDATE calls SET cancelled_at = coalesce(cancelled_at, ?) WHERE id = ? AND tenant = ? "
             "RETURNING id",
             "release": "UPDATE tasks SET owner=NULL WHERE key=? AND owner=?",
@@ -372,6 +374,18 @@ def record_from_row(row: Sequence[Any], read_time: Callable[[Any], datetime]) ->
     )
 
 
+def call_from_head(call_id: str, tenant: str, head: Sequence[Any], read_time: Callable[[Any], datetime]) -> Call:
+    """A call from its created_at, cancelled_at and keys, as both ledgers select them."""
+    created, cancelled, keys = head
+    return Call(
+        id=call_id,
+        tenant=tenant,
+        keys=json.loads(keys),
+        created_at=read_time(created),
+        cancelled_at=read_time(cancelled) if cancelled else None,
+    )
+
+
 def call_from_rows(
     call_id: str,
     tenant: str,
@@ -381,14 +395,7 @@ def call_from_rows(
 ) -> tuple[Call, list[TaskRecord]]:
     """A call and its rows as both ledgers select them (the call's created_at, cancelled_at and keys, then the row's
     :data:`COLUMNS`), its times read by the database's ``read_time``; a row ``known`` gives (by key) is not read."""
-    created, cancelled, keys = rows[0][:3]
-    call = Call(
-        id=call_id,
-        tenant=tenant,
-        keys=json.loads(keys),
-        created_at=read_time(created),
-        cancelled_at=read_time(cancelled) if cancelled else None,
-    )
+    call = call_from_head(call_id, tenant, rows[0][:3], read_time)
     if known is None:
         return call, [record_from_row(row[3:], read_time) for row in rows]
     return call, [known(row[3]) or record_from_row(row[3:], read_time) for row in rows]
