@@ -377,13 +377,8 @@ def record_from_row(row: Sequence[Any], read_time: Callable[[Any], datetime]) ->
 def call_from_head(call_id: str, tenant: str, head: Sequence[Any], read_time: Callable[[Any], datetime]) -> Call:
     """A call from its created_at, cancelled_at and keys, as both ledgers select them."""
     created, cancelled, keys = head
-    return Call(
-        id=call_id,
-        tenant=tenant,
-        keys=json.loads(keys),
-        created_at=read_time(created),
-        cancelled_at=read_time(cancelled) if cancelled else None,
-    )
+    when = read_time(cancelled) if cancelled else None
+    return Call(id=call_id, tenant=tenant, keys=json.loads(keys), created_at=read_time(created), cancelled_at=when)
 
 
 def call_from_rows(

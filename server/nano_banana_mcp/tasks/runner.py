@@ -137,8 +137,7 @@ class Runner:
         return record.model_copy(deep=deep) if record is not None else None
 
     def live_now(self, key: str) -> TaskRecord | None:
-        """The freshest state of a row this process works on, not a copy: only for a reader that is done with it
-        before anything awaits (the runner changes it in place)."""
+        """:meth:`live` itself, not a copy: for a reader done with it before anything awaits (it changes in place)."""
         return self._live.get(key)
 
     def load(self) -> tuple[int, int, list[TaskRecord]]:  # stream slots in use, allowed; rows worked now (/metrics)
@@ -146,10 +145,7 @@ class Runner:
 
     def changed(self, key: str) -> anyio.Event:
         """An event set at the next change of this row. Take it before reading the row."""
-        event = self._events.get(key)
-        if event is None:
-            event = self._events[key] = anyio.Event()
-        return event
+        return self._events.get(key) or self._events.setdefault(key, anyio.Event())
 
     async def sweep(self) -> None:
         """Follow every unfinished row that no live process (other than this one) works on."""
@@ -207,7 +203,7 @@ class Runner:
                 if record.phase == "created":
                     await self._poll(record)
             if record.phase == "succeeded":
-                await self._download(record)
+                await self._saver.save(record, partial(self._client, record), self._save)
         except RowTaken:
             raise  # not ours any more: nothing to record
         except UnsavableImage as err:  # trying again cannot help: the task ends, its URLs kept
@@ -378,9 +374,6 @@ class Runner:
                 return
             await anyio.sleep(interval)
             interval = min(interval * 1.5, self._settings.poll_max_interval)  # fast at first, then the page's 5 s
-
-    async def _download(self, record: TaskRecord) -> None:
-        await self._saver.save(record, partial(self._client, record), self._save)
 
     def _client(self, record: TaskRecord) -> MonetClient:
         """The client of the row's tenant; a ConfigError (recorded on the row, retried) when it has no key here."""
