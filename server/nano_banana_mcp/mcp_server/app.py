@@ -300,8 +300,10 @@ class Health:
 
 class TenantTokenVerifier(TokenVerifier):
     """Maps a bearer token to its tenant: compared in constant time with every tenant's (digests for ``sha256:``
-    entries), all of them whatever matches. The tenant is the access token's ``subject``, so the SDK's session
-    ownership tells tenants apart, and :func:`~nano_banana_mcp.mcp_server.tools.tenant_of` reads it."""
+    entries), all of them whatever matches; once accepted, looked up by its SHA-256 (a preimage is needed to probe
+    that look-up, and the tenants are fixed for the life of the process). The tenant is the access token's
+    ``subject``, so the SDK's session ownership tells tenants apart, and
+    :func:`~nano_banana_mcp.mcp_server.tools.tenant_of` reads it."""
 
     def __init__(self, tenants: Sequence[TenantToken]) -> None:
         self._tenants = tuple(tenants)
