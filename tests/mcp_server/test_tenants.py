@@ -227,6 +227,9 @@ async def test_verifier_names_the_tenant_in_the_subject(tmp_path: Path) -> None:
     assert bob is not None and bob.subject == "bob"
     for wrong in (ALICE[:-1], ALICE + "x", "", BOB.upper()):
         assert await verifier.verify_token(wrong) is None
+    for token, tenant in ((BOB, "bob"), (ALICE, "alice"), (BOB, "bob")):  # accepted before: each still its own tenant
+        again = await verifier.verify_token(token)
+        assert again is not None and again.subject == tenant
 
 
 @pytest.mark.parametrize("name", ["default", "Default", "DEFAULT"])
