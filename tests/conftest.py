@@ -3,7 +3,6 @@ PostgreSQL cluster for the session, started by the first test that needs one."""
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import itertools
 import os
@@ -26,6 +25,7 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import SecretStr
 from tests.loopback import TLS
 
+from nano_banana_mcp import collector
 from nano_banana_mcp.config import Settings
 from nano_banana_mcp.emulator import Emulator, serve_in_thread
 from nano_banana_mcp.mcp_server import create_server
@@ -129,7 +129,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    gc.disable()  # while the test modules are imported: see pytest_collection_finish
+    collector.starting()  # while the test modules are imported: see pytest_collection_finish
     config.addinivalue_line(
         "markers",
         "both_eras: the test's subject is the protocol (transport, notifications, roots, resources, schemas, "
@@ -147,8 +147,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """What collection imported (the SDK, pydantic's schemas, the product, the test modules) lives as long as the
     worker: frozen, the collector never traverses it again, as the product does after its own start-up
     (nano_banana_mcp.collector)."""
-    gc.freeze()
-    gc.enable()
+    collector.started()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
