@@ -116,7 +116,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` (pyproject's addopts): two and a half workers per core, up to four more than cores. Most tests
     wait on a server, a subprocess or the emulator's task time rather than compute (the suite keeps 2 cores about
     half busy with 2 workers), so a core serves other workers while one waits. On 2 cores, 5 workers ran the suite in
-    92-103 s where 4 took 101-113 s (alternating runs, one machine); 6 were no faster than 4, each worker's
+    92-102 s where 4 took 101-112 s (alternating runs, one machine); 6 were no faster than 5, each worker's
     collection costing ~2.5 s of CPU. PYTEST_XDIST_AUTO_NUM_WORKERS, if set, still decides (xdist's own hook reads
     it)."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or config.option.numprocesses == "logical":
