@@ -85,7 +85,7 @@ async def _tasks(wire: StdioWire | HttpWire, emulator: Emulator) -> tuple[str, s
     return working, cancelled, completed
 
 
-async def test_over_stdio_the_shortcut_answers_as_the_sdk_does(
+async def test_over_stdio_the_shortcut_answers_as_the_sdk_does_also_once_a_task_changed(
     command: str, process_env: dict[str, str], emulator: Emulator
 ) -> None:
     async with StdioWire.spawn([command], process_env) as wire:
@@ -97,6 +97,11 @@ async def test_over_stdio_the_shortcut_answers_as_the_sdk_does(
             assert answered == by_the_sdk, name
             if shortcut:
                 assert answered["result"]["status"] in ("working", "cancelled"), name
+        await wire.request("tasks/cancel", {"taskId": working})  # a task the shortcut has just answered as working
+        line = json.dumps(_get(working))
+        answered = await wire.exchange_line(line, 7)
+        assert answered["result"]["status"] == "cancelled"
+        assert answered == await wire.exchange_line(line.replace('"tasks/get"', '"tasks\\/get"'), 7)
 
 
 @pytest.fixture(params=["protocol", "front"])

@@ -36,7 +36,6 @@ from mcp_types import (
     ErrorData,
     JSONRPCError,
     JSONRPCRequest,
-    JSONRPCResponse,
     jsonrpc_message_adapter,
 )
 from pydantic import ValidationError
@@ -274,7 +273,8 @@ class _PipeWriter:
 class _Polls:
     """The stdio side of :mod:`~nano_banana_mcp.mcp_server.tasks_polls`: a ``tasks/get`` line it may answer is answered
     as it is read, once the connection is a 2026-07-28 one (decided by the first request, as the SDK decides it:
-    ``mcp/server/runner.py``, ``serve_dual_era_loop``); the answer is the SDK's own serialisation of it."""
+    ``mcp/server/runner.py``, ``serve_dual_era_loop``); the answer is written as the SDK writes a result (compact
+    JSON)."""
 
     def __init__(self, polls: TaskPolls) -> None:
         self._polls = polls
@@ -299,10 +299,7 @@ class _Polls:
             log.exception("tasks/get shortcut failed; the SDK's pipeline answers every request from now on")
             self._modern = False
             return None
-        if result is None:
-            return None
-        answer = JSONRPCResponse(jsonrpc="2.0", id=message.id, result=result)
-        return answer.model_dump_json(by_alias=True, exclude_unset=True) + "\n"  # as the SDK's writer writes it
+        return None if result is None else result.decode() + "\n"
 
 
 _ANSWERS_PER_CHECKPOINT = 16

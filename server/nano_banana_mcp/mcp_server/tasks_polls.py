@@ -33,6 +33,7 @@ request state) do nothing to a ``tasks/get``.
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 from collections.abc import Mapping
@@ -55,6 +56,8 @@ from nano_banana_mcp.tasks import CallState, Service
 __all__ = ["METHOD", "TaskPolls", "polls_of"]
 
 METHOD = "tasks/get"
+_KEPT = 4096
+"""Answers kept as JSON (one per task, the latest): more than a host carries at once; past that they are dropped."""
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,9 @@ class TaskPolls:
     def __init__(self, mcp: MCPServer[Any]) -> None:
         self._service: Service | None = None
         self._stamp: dict[str, Any] = {}
+        self._written: dict[str, tuple[tuple[Any, ...], bytes]] = {}
+        """Each task's latest answer, as JSON, with what it was made of (:func:`_made_of`): a host asks again every
+        second, and the answer changes a few times in a task's life."""
         self._mcp = mcp
         _POLLS[mcp] = self
 
@@ -83,6 +89,7 @@ class TaskPolls:
 
     def unbind(self) -> None:
         self._service = None
+        self._written.clear()
 
     def params(self, request: JSONRPCRequest, headers: Mapping[str, str] | None = None) -> TaskParams | None:
         """The params of a ``tasks/get`` this shortcut may answer (the SDK would serve it with no error on the way);
@@ -104,9 +111,9 @@ class TaskPolls:
 
     def answer_now(
         self, request: JSONRPCRequest, tenant: str, headers: Mapping[str, str] | None = None
-    ) -> dict[str, Any] | None:
-        """The result for this request, read without waiting (on the event loop: stdio, and HTTP's protocol); None:
-        the SDK serves it."""
+    ) -> bytes | None:
+        """The JSON-RPC response to this request, read without waiting (on the event loop: stdio, and HTTP's
+        protocol); None: the SDK serves it."""
         typed = self.params(request, headers)
         if typed is None or self._service is None:
             return None
@@ -114,22 +121,46 @@ class TaskPolls:
             state = self._service.call_now(typed.task_id, tenant=tenant)
         except BlockingIOError:  # PostgreSQL, or SQLite busy: the SDK's path reads, waiting as it must
             return None
-        return self._result(state)
+        return self._response(request, state)
 
     async def answer(
         self, request: JSONRPCRequest, tenant: str, headers: Mapping[str, str] | None = None
-    ) -> dict[str, Any] | None:
-        """The result for this request (HTTP: a task of its own already); None: the SDK serves it."""
+    ) -> bytes | None:
+        """The JSON-RPC response to this request (HTTP: a task of its own already); None: the SDK serves it."""
         typed = self.params(request, headers)
         service = self._service
         if typed is None or service is None:
             return None
-        return self._result(await service.call(typed.task_id, tenant=tenant))
+        return self._response(request, await service.call(typed.task_id, tenant=tenant))
 
-    def _result(self, state: CallState | None) -> dict[str, Any] | None:
+    def _response(self, request: JSONRPCRequest, state: CallState | None) -> bytes | None:
+        """The response as the SDK writes a result (``JSONRPCResponse``, compact JSON), the result made again only
+        when what it is made of changed (:func:`_made_of`)."""
+        if state is None:
+            return None  # unknown or not the caller's: the SDK's -32602
+        made_of = _made_of(state)
+        written = self._written.get(state.call.id)
+        if written is None or written[0] != made_of:
+            result = self._result(state)
+            if result is None:
+                return None  # completed: the SDK builds the result
+            if len(self._written) >= _KEPT:
+                self._written.clear()
+            written = (made_of, json.dumps(result, separators=(",", ":")).encode())
+            self._written[state.call.id] = written
+        log.debug("tasks/get of %s… answered ahead of the SDK", state.call.id[:6])
+        return b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (json.dumps(request.id).encode(), written[1])
+
+    def _result(self, state: CallState) -> dict[str, Any] | None:
         service = self._service
-        task = open_task(state, service) if state is not None and service is not None else None
+        task = open_task(state, service) if service is not None else None
         if task is None:
-            return None  # unknown or not the caller's (the SDK's -32602), or completed (the SDK builds the result)
-        log.debug("tasks/get of %s… answered ahead of the SDK", task["taskId"][:6])
+            return None
         return {"resultType": "complete", **task, "_meta": {SERVER_INFO_META_KEY: dict(self._stamp)}}
+
+
+def _made_of(state: CallState) -> tuple[Any, ...]:
+    """Everything of a task its open answer (``tasks_state.open_task``) is made of: the call's times and each row's
+    state (a row's request, key and tenant never change). The id was matched to the caller's tenant before."""
+    rows = tuple((r.key, r.phase, r.api_status, r.progress, r.error, r.task_id, r.updated_at) for r in state.records)
+    return state.call.created_at, state.call.cancelled_at, rows

@@ -172,10 +172,9 @@ class PollsGate:
             return None
         bound = auth_context_var.set(cast("AuthenticatedUser | None", user))  # as AuthContextMiddleware binds it
         try:
-            result = await self.polls.answer(message, tenant_of(), request.headers)  # as the handler classifies it
+            return await self.polls.answer(message, tenant_of(), request.headers)  # as the handler classifies it
         finally:
             auth_context_var.reset(bound)
-        return _wire(message, result)
 
     def answer_now(self, scope: Mapping[str, Any], body: bytes) -> bytes | None:
         """:meth:`answer`, on this thread without waiting; None: the app serves it (as it does whatever would wait:
@@ -192,10 +191,9 @@ class PollsGate:
             return None
         bound = auth_context_var.set(cast("AuthenticatedUser | None", user))
         try:
-            result = self.polls.answer_now(message, tenant_of(), request.headers)
+            return self.polls.answer_now(message, tenant_of(), request.headers)
         finally:
             auth_context_var.reset(bound)
-        return _wire(message, result)
 
     async def _user(self, request: Request) -> AuthenticatedUser | bool | None:
         """The authenticated user, as ``AuthenticationMiddleware`` and ``RequireAuthMiddleware`` would let it through
@@ -237,13 +235,6 @@ def _request(scope: Mapping[str, Any]) -> tuple[Request, list[tuple[str, str]]]:
     pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
     headers = dict(reversed(pairs))  # the first of a repeated header, as Starlette's ``Headers.get`` reads it
     return cast("Request", _HeadersOnly(headers)), pairs
-
-
-def _wire(message: JSONRPCRequest, result: dict[str, Any] | None) -> bytes | None:
-    """The JSON-RPC response as the handler writes it (``JSONRPCResponse``, compact), or None."""
-    if result is None:
-        return None
-    return json.dumps({"jsonrpc": "2.0", "id": message.id, "result": result}, separators=(",", ":")).encode()
 
 
 class PollsFront:
