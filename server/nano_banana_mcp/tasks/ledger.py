@@ -39,6 +39,8 @@ __all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "Ledger"]
 _T = TypeVar("_T")
 LEDGER_FILE = "ledger.sqlite3"
 OWNERS_DIR = "owners"
+KEPT_HEADS = 4096
+"""Parsed calls kept by :meth:`Ledger.find_call_now` (more than a host carries at once; past that they are dropped)."""
 
 # Each entry migrates the schema from version i to i + 1. Append; never edit a released entry.
 MIGRATIONS: Sequence[str] = (
@@ -187,6 +189,8 @@ class Ledger(SqlLedger):
         self.owners = OwnerLocks(path.parent / OWNERS_DIR)
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None  # find_call's, on the event loop (see the module docstring)
+        self._heads: dict[str, tuple[tuple[Any, ...], Call]] = {}
+        """Calls parsed by :meth:`find_call_now`, each with its row: read again at every poll, parsed once."""
         self._limiter = anyio.CapacityLimiter(1)
 
     @property
@@ -304,12 +308,23 @@ class Ledger(SqlLedger):
             heads = self._call_rows_now(params, self.sql.find_call_head)
             if not heads:
                 return None
-            call = call_from_head(call_id, tenant, heads[0], self.sql.dialect.read_time)
+            call = self._call_of_head(call_id, tenant, heads[0])
             records = [known(key) for key in call.keys]
             if all(record is not None and record.tenant == tenant for record in records):
                 return call, cast("list[TaskRecord]", records)
         rows = self._call_rows_now(params)
         return call_from_rows(call_id, tenant, rows, self.sql.dialect.read_time, known) if rows else None
+
+    def _call_of_head(self, call_id: str, tenant: str, head: tuple[Any, ...]) -> Call:
+        """The call of this head (as read just now), parsed once while the row stays as it is."""
+        read = self._heads.get(call_id)
+        if read is not None and read[0] == head and read[1].tenant == tenant:
+            return read[1]
+        call = call_from_head(call_id, tenant, head, self.sql.dialect.read_time)
+        if len(self._heads) >= KEPT_HEADS:
+            self._heads.clear()
+        self._heads[call_id] = (head, call)
+        return call
 
     # -- owners --------------------------------------------------------------------------------
 
