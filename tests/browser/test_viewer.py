@@ -118,6 +118,8 @@ async def test_progress_moves_while_the_task_runs(host: TestHost, emulator: Emul
                     value = await bar.get_attribute("aria-valuenow")
                     if value is not None and (not seen or int(value) != seen[-1]):
                         seen.append(int(value))
+                        if len(seen) == 2:  # it moved: the API may finish it now
+                            emulator.finish_tasks()
                 await anyio.sleep(0.1)
     await host.tool_result(results[0])
     await expect(view.locator("ul.images img")).to_have_count(1)
@@ -323,12 +325,13 @@ async def test_gallery_shows_recent_tasks_and_opens_one(host: TestHost, emulator
 async def test_waiting_get_task_shows_progress_then_the_images(host: TestHost, emulator: Emulator) -> None:
     """An agent collecting a running task with get_task(wait_seconds): the view polls the task from the start and
     shows it when it is done, whatever the host does with the waiting call."""
-    emulator.task_seconds = 1.5
+    emulator.task_seconds = 600.0  # running until the progress bar is seen
     started = await host.call("generate_image", {"prompt": "a quick sketch", "wait_seconds": 0})
     task_id = started.structured_content["task_id"]
     view = await host.open(tool="get_task")
     await host.tool_input({"task_id": task_id, "wait_seconds": 30})
     await expect(view.get_by_role("progressbar")).to_be_visible()
+    emulator.finish_tasks()
     await expect(view.locator("ul.images img")).to_have_count(1, timeout=15_000)
     await expect(view.locator(".prompt").first).to_have_text("a quick sketch")
 

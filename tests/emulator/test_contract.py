@@ -37,6 +37,22 @@ def test_create_answers_a_pending_task(api: Api, emulator: Emulator) -> None:
     assert emulator.creates == 1
 
 
+def test_finish_tasks_ends_the_running_tasks_now_with_their_images(api: Api, emulator: Emulator) -> None:
+    """A test that holds a task running says when it ends: every running task is a success at once, its image
+    served; one already finished is left as it was, and a task made after runs its own time."""
+    emulator.task_seconds = 600.0
+    running = [api.create()["id"] for _ in range(2)]
+    assert {api.get(task_id)["status"] for task_id in running} <= {"pending", "processing"}
+    assert emulator.finish_tasks() == 2
+    for task_id in running:
+        done = api.get(task_id)
+        assert done["status"] == "success"
+        assert api.client.get(done["outputs"][0]["url"]).status_code == 200
+    assert emulator.finish_tasks() == 0
+    later = api.create()["id"]
+    assert api.get(later)["status"] == "pending"
+
+
 def urls(n: int) -> list[str]:
     return [f"https://example.com/{i}.png" for i in range(n)]
 

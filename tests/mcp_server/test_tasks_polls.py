@@ -72,9 +72,9 @@ def _variants(working: str, cancelled: str, completed: str) -> dict[str, tuple[d
 
 async def _tasks(wire: StdioWire | HttpWire, emulator: Emulator) -> tuple[str, str, str]:
     """A task still queued at the API (its state does not move for a minute), one cancelled, one completed."""
-    emulator.task_seconds = 1.5
-    completed = (await wire.call_tool("generate_image", {"prompt": "done soon"}))["taskId"]
     emulator.task_seconds = 600.0
+    completed = (await wire.call_tool("generate_image", {"prompt": "done soon"}))["taskId"]
+    emulator.finish_tasks()
     working = (await wire.call_tool("generate_image", {"prompt": "queued for long"}))["taskId"]
     cancelled = (await wire.call_tool("generate_image", {"prompt": "cancelled"}))["taskId"]
     await wire.request("tasks/cancel", {"taskId": cancelled})
