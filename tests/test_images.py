@@ -101,6 +101,7 @@ def _child(command: str) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's peak memory from /proc")
+@pytest.mark.slow  # a server process of its own
 async def test_concurrent_calls_decode_within_one_process_wide_budget(
     command: str, process_env: dict[str, str], text_of: TextOf
 ) -> None:

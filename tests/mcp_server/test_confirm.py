@@ -176,7 +176,7 @@ async def test_a_2026_host_with_the_tasks_extension_gets_its_task_only_after_the
     """A real server process over stdio, a host that declares the Tasks extension and form elicitation: the call is
     answered input_required (the question in inputRequests), nothing is created; sent again with the answer and the
     requestState, it becomes a task that completes with 3 creates. Declined instead: no task, nothing created."""
-    emulator.task_seconds = 3.0  # longer than the 1 s inline wait: a task
+    emulator.task_seconds = 600.0  # longer than the 1 s inline wait (a task) until the test ends it
     prices = tmp_path / "prices.toml"
     prices.write_text(PRICES)
     env = process_env | {"NANO_BANANA_CONFIRM_OVER": "2", "NANO_BANANA_PRICES": str(prices)}
@@ -202,6 +202,7 @@ async def test_a_2026_host_with_the_tasks_extension_gets_its_task_only_after_the
         yes = {"action": "accept", "content": {"generate": True}}
         task = await call({"inputResponses": {key: yes}, "requestState": asked["requestState"]})
         assert task["resultType"] == "task", task
+        emulator.finish_tasks()
         done = await wire.poll(task["taskId"])
     assert done["status"] == "completed"
     assert done["result"]["structuredContent"]["made"].startswith("3 images")

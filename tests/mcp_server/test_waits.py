@@ -64,6 +64,7 @@ async def test_a_wait_within_the_cap_says_nothing_about_it(mcp_client: Client, t
     assert "shortened" not in text_of(result)
 
 
+@pytest.mark.slow  # waits on real time
 async def test_a_call_the_host_cuts_off_leaves_its_task_first_in_list_tasks(
     mcp_client: Client, emulator: Emulator, text_of: TextOf
 ) -> None:

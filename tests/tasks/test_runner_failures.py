@@ -92,6 +92,7 @@ async def test_a_bug_fails_the_row_after_a_few_tries_with_one_traceback(
     assert len(tracebacks) == 1
 
 
+@pytest.mark.slow  # waits on real time
 async def test_task_timeout_gives_up_following_a_task_the_api_never_finishes(
     settings: Settings, emulator: Emulator
 ) -> None:
@@ -108,6 +109,7 @@ async def test_task_timeout_gives_up_following_a_task_the_api_never_finishes(
         assert len(emulator.requests) == asked
 
 
+@pytest.mark.slow  # waits on real time
 async def test_polling_starts_fast_and_slows_to_the_longest_interval(settings: Settings, emulator: Emulator) -> None:
     """Polled tasks are asked often at first, then less: far fewer GETs than a fixed first interval would make."""
     emulator.task_seconds = 2.0
