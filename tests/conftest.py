@@ -137,8 +137,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "slow: the test takes seconds without a fixture that says so (PostgreSQL asked for by a parameter, a wait on "
-        "real time): its module is handed out early, as those of SLOW_FIXTURES are",
+        "slow: the test takes seconds without a fixture that says so (it waits on real time, or starts a process of "
+        "its own): its module is handed out early, as those of SLOW_FIXTURES are",
     )
 
 
@@ -146,11 +146,6 @@ SLOW_FIXTURES = frozenset(
     {"command", "process_env", "offline_env", "database_url", "postgres", "s3_server", "serve_http", "host"}
 )
 """Fixtures of tests that start a process or a server, or use the session's PostgreSQL or S3: they take the time."""
-SERVICE_FIXTURES = frozenset({"settings"})
-"""Fixtures of tests that run the service against the emulator in this process (``mcp_client`` among them)."""
-SECONDS = (2.0, 0.3, 0.02)
-"""What a test takes, roughly, on this 2-core machine: slow (a fixture above, or ``@pytest.mark.slow``), with the
-service, any other (measured: a module's wall time is close to the sum, within a factor of two)."""
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -161,18 +156,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest modules first, by what their tests take (:data:`SECONDS`; pyproject's --no-loadscope-reorder keeps
-    this order): with each module on one worker (loadscope), a long module handed out last keeps one worker busy at
-    the end while the others wait (the browser's 11 tests, ~30 s, did under xdist's own order, by number of tests; a
-    few tests that wait on real time, in a small module, did after an order by number of tests)."""
-    seconds: dict[str, float] = {}
+    """Modules with the most slow tests first (a fixture of :data:`SLOW_FIXTURES`, or ``@pytest.mark.slow``), then by
+    size (pyproject's --no-loadscope-reorder keeps this order): with each module on one worker (loadscope), a long
+    module handed out last keeps one worker busy at the end while the others wait (the browser's 11 tests, ~30 s, did
+    under xdist's own order, by number of tests; so did a small module of tests that wait on real time, unmarked)."""
+    slow: dict[str, int] = {}
+    size: dict[str, int] = {}
     for item in items:
         module = item.nodeid.split("::")[0]
-        fixtures = set(getattr(item, "fixturenames", ()))
-        slow = bool(SLOW_FIXTURES & fixtures) or item.get_closest_marker("slow") is not None
-        kind = 0 if slow else 1 if SERVICE_FIXTURES & fixtures else 2
-        seconds[module] = seconds.get(module, 0.0) + SECONDS[kind]
-    items.sort(key=lambda item: -seconds[item.nodeid.split("::")[0]])  # stable: a module's own order is kept
+        size[module] = size.get(module, 0) + 1
+        fixtures = getattr(item, "fixturenames", ())
+        slow[module] = slow.get(module, 0) + bool(
+            SLOW_FIXTURES.intersection(fixtures) or item.get_closest_marker("slow") is not None
+        )
+    rank = {module: (-slow[module], -size[module]) for module in size}
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])  # stable: a module's own order is kept
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

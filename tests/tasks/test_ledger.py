@@ -79,7 +79,7 @@ class Store:
         return PostgresLedger(SecretStr(self.location), api_scope=api_scope, upload_scope=upload_scope)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if request.param == "sqlite":
         return Store("sqlite", str(tmp_path / "data" / LEDGER_FILE))
