@@ -33,3 +33,18 @@ async def test_cycles_made_once_the_service_is_open_are_collected(settings: Sett
             del kept
     finally:
         gc.enable()
+
+
+def test_only_the_first_start_freezes() -> None:
+    """A service opened again in the same process (the tests open hundreds) freezes nothing more: garbage waiting at
+    that moment would otherwise be frozen with it, never freed."""
+    collector.started()  # this process started long ago (tests/conftest.py, at the end of collection)
+    frozen = gc.get_freeze_count()
+    node = Node()
+    node.me = node
+    gone = weakref.ref(node)
+    del node
+    collector.started()
+    assert gc.get_freeze_count() == frozen
+    gc.collect()
+    assert gone() is None

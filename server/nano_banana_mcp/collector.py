@@ -14,6 +14,8 @@ import gc
 
 __all__ = ["started", "starting"]
 
+_frozen = False
+
 
 def starting() -> None:
     """A command starts: no collection until :func:`started`."""
@@ -21,6 +23,11 @@ def starting() -> None:
 
 
 def started() -> None:
-    """Start-up is over: its objects are frozen, and the collector runs from now on."""
-    gc.freeze()
+    """Start-up is over: its objects are frozen, and the collector runs from now on. Only the first call freezes: a
+    later one (a service opened again in the same process) would also freeze whatever garbage is waiting by then,
+    which the collector could then never free."""
+    global _frozen  # noqa: PLW0603 - once per process, as start-up is
+    if not _frozen:
+        gc.freeze()
+        _frozen = True
     gc.enable()
