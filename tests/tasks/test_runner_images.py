@@ -113,6 +113,7 @@ async def test_a_result_is_named_after_its_format(
 
 
 @pytest.mark.parametrize("side", [13000, 20000], ids=["under-pillows-limit", "over-pillows-limit"])
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, at open, under its own limit
 async def test_a_decompression_bomb_fails_the_task_once(
     client: Client, settings: Settings, emulator: Emulator, side: int
 ) -> None:
