@@ -78,6 +78,22 @@ def test_a_large_jpeg_is_previewed_at_a_reduced_scale(tmp_path: Path) -> None:
     assert data.startswith(b"\xff\xd8")
 
 
+@pytest.mark.parametrize("mode", ["P", "1"])
+def test_a_palette_image_is_previewed_as_smoothly_as_a_full_colour_one(tmp_path: Path, mode: str) -> None:
+    """A palette or black-and-white PNG (the emulator's placeholders are palette PNGs) is shrunk for its preview with
+    the same filter as any other: a black and white checkerboard of single pixels, halved, is an even grey, where
+    picking every other pixel would leave it all black or all white."""
+    board = Image.new("L", (1024, 1024))
+    board.putdata([255 * ((x + y) % 2) for y in range(1024) for x in range(1024)])
+    path = tmp_path / "board.png"
+    board.convert(mode).save(path)
+    data, _ = thumbnail(path)
+    preview = Image.open(io.BytesIO(data)).convert("L")
+    assert preview.size == (512, 512)
+    greys = [grey for grey, count in enumerate(preview.histogram()) if count]
+    assert 100 < greys[0] <= greys[-1] < 155, greys
+
+
 # -- one decode budget for the process ----------------------------------------------------------
 
 

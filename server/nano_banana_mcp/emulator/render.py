@@ -23,6 +23,22 @@ _LINE_HEIGHT = 1.35
 _WRAP_WIDTHS = (80, 48, 32, 22, 16, 11)
 _WRAP_GAIN = 1.3
 
+_BAND_RGB = (15, 15, 20)
+_BORDER_RGB = (20, 20, 20)
+_TITLE_RGB = (255, 214, 10)
+_DETAIL_RGB = (235, 235, 235)
+_INK_LEVELS = 16
+"""Shades of each ink over the band, for its antialiased edges."""
+_GRADIENT = 256 - 2 - 2 * _INK_LEVELS
+_BAND, _BORDER = _GRADIENT, _GRADIENT + 1
+_TITLE_INK = _BORDER + 1
+_DETAIL_INK = _TITLE_INK + _INK_LEVELS
+"""The palette's layout (:func:`_palette`): the gradient's indices, the band's, the border's, then each ink's shades."""
+_GRADIENT_INDICES = [value * _GRADIENT // 256 for value in range(256)]
+"""From a grey level (0-255) to its index in the gradient."""
+_INKED = [0] + [255] * 255
+"""A mask of wherever an ink covers at all."""
+
 
 def output_size(aspect_ratio: str | None, resolution: str | None) -> tuple[int, int]:
     """Pixel size of an output: long side 1024/2048/4096 for 1K/2K/4K, short side from the ratio."""
@@ -93,22 +109,6 @@ def render_placeholder(
     buffer = io.BytesIO()
     image.save(buffer, "PNG", compress_level=1, pnginfo=info)
     return buffer.getvalue()
-
-
-_BAND_RGB = (15, 15, 20)
-_BORDER_RGB = (20, 20, 20)
-_TITLE_RGB = (255, 214, 10)
-_DETAIL_RGB = (235, 235, 235)
-_INK_LEVELS = 16
-"""Shades of each ink over the band, for its antialiased edges."""
-_GRADIENT = 256 - 2 - 2 * _INK_LEVELS
-_BAND, _BORDER = _GRADIENT, _GRADIENT + 1
-_TITLE_INK = _BORDER + 1
-_DETAIL_INK = _TITLE_INK + _INK_LEVELS
-
-
-_GRADIENT_INDICES = [value * _GRADIENT // 256 for value in range(256)]
-_INKED = [0] + [255] * 255
 
 
 def _palette(top: tuple[int, int, int], bottom: tuple[int, int, int]) -> bytes:

@@ -203,9 +203,11 @@ def thumbnail(
         source.open("rb") if isinstance(source, Path) else io.BytesIO(source) as fp,
         _decoded(fp, max_side) as (im, _),
     ):
-        # Shrink first (reducing_gap: a fast box pre-reduction, then LANCZOS), convert the small image after.
-        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
-        preview = im.convert("RGB")
+        # Shrink first (reducing_gap: a fast box pre-reduction, then LANCZOS), convert the small image after; but a
+        # palette or bilevel image is converted first, as Pillow only ever shrinks those by picking pixels.
+        shrunk = im.convert("RGB") if im.mode in ("P", "1") else im
+        shrunk.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        preview = shrunk.convert("RGB")
     for quality in (85, 75, 65, 50, 35):
         buffer = io.BytesIO()
         preview.save(buffer, "JPEG", quality=quality, optimize=True)
