@@ -52,6 +52,7 @@ from nano_banana_mcp.mcp_server.tasks_state import (
     extensions_declare_tasks,
     open_task,
 )
+from nano_banana_mcp.memo import Memo
 from nano_banana_mcp.tasks import CallState, Service
 
 __all__ = ["METHOD", "TaskPolls", "polls_of"]
@@ -76,9 +77,9 @@ class TaskPolls:
     def __init__(self, mcp: MCPServer[Any]) -> None:
         self._service: Service | None = None
         self._stamp: dict[str, Any] = {}
-        self._written: dict[str, tuple[tuple[Any, ...], bytes]] = {}
-        """Each task's latest answer, as JSON, with what it was made of (:func:`_made_of`): a host asks again every
-        second, and the answer changes a few times in a task's life."""
+        self._written: Memo[str, bytes | None] = Memo(_KEPT)
+        """Each task's latest answer as JSON (None once completed: the SDK builds that one), with what it was made of
+        (:func:`_made_of`): a host asks again every second, and the answer changes a few times in a task's life."""
         self._mcp = mcp
         _POLLS[mcp] = self
 
@@ -139,18 +140,15 @@ class TaskPolls:
         when what it is made of changed (:func:`_made_of`)."""
         if state is None:
             return None  # unknown or not the caller's: the SDK's -32602
-        made_of = _made_of(state)
-        written = self._written.get(state.call.id)
-        if written is None or written[0] != made_of:
-            result = self._result(state)
-            if result is None:
-                return None  # completed: the SDK builds the result
-            if len(self._written) >= _KEPT:
-                self._written.clear()
-            written = (made_of, json.dumps(result, separators=(",", ":")).encode())
-            self._written[state.call.id] = written
+        written = self._written.get(state.call.id, _made_of(state), lambda: self._json(state))
+        if written is None:
+            return None  # completed: the SDK builds the result
         log.debug("tasks/get of %s… answered ahead of the SDK", state.call.id[:6])
-        return b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (json.dumps(request.id).encode(), written[1])
+        return b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (json.dumps(request.id).encode(), written)
+
+    def _json(self, state: CallState) -> bytes | None:
+        result = self._result(state)
+        return None if result is None else json.dumps(result, separators=(",", ":")).encode()
 
     def _result(self, state: CallState) -> dict[str, Any] | None:
         service = self._service

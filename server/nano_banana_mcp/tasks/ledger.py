@@ -30,6 +30,7 @@ import anyio
 import anyio.to_thread
 
 from nano_banana_mcp.errors import ConfigError
+from nano_banana_mcp.memo import Memo
 from nano_banana_mcp.tasks.ledger_sql import UNFINISHED, Dialect, SqlLedger, Statements, call_from_head, call_from_rows
 from nano_banana_mcp.tasks.owners import OwnerLocks
 from nano_banana_mcp.tasks.records import DEFAULT_TENANT, Call, TaskRecord
@@ -189,7 +190,7 @@ class Ledger(SqlLedger):
         self.owners = OwnerLocks(path.parent / OWNERS_DIR)
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None  # find_call's, on the event loop (see the module docstring)
-        self._heads: dict[str, tuple[tuple[Any, ...], Call]] = {}
+        self._heads: Memo[str, Call] = Memo(KEPT_HEADS)
         """Calls parsed by :meth:`find_call_now`, each with its row: read again at every poll, parsed once."""
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -317,14 +318,9 @@ class Ledger(SqlLedger):
 
     def _call_of_head(self, call_id: str, tenant: str, head: tuple[Any, ...]) -> Call:
         """The call of this head (as read just now), parsed once while the row stays as it is."""
-        read = self._heads.get(call_id)
-        if read is not None and read[0] == head and read[1].tenant == tenant:
-            return read[1]
-        call = call_from_head(call_id, tenant, head, self.sql.dialect.read_time)
-        if len(self._heads) >= KEPT_HEADS:
-            self._heads.clear()
-        self._heads[call_id] = (head, call)
-        return call
+        return self._heads.get(
+            call_id, (tenant, head), lambda: call_from_head(call_id, tenant, head, self.sql.dialect.read_time)
+        )
 
     # -- owners --------------------------------------------------------------------------------
 
