@@ -520,9 +520,10 @@ def test_task_inputs_lists_every_task_oldest_first(api: Api, emulator: Emulator)
 
 def test_reset_forgets_tasks_and_restores_settings(api: Api, emulator: Emulator) -> None:
     """reset() forgets tasks and counters and restores the constructor's timings and faults."""
-    emulator.task_seconds = 5
+    constructed = emulator.task_seconds  # the session's emulator was just reset
+    emulator.task_seconds = constructed + 5
     api.create()
     emulator.faults.server_errors = 3
     emulator.reset()
-    assert (emulator.creates, emulator.task_seconds, emulator.faults.server_errors) == (0, 0.3, 0)
+    assert (emulator.creates, emulator.task_seconds, emulator.faults.server_errors) == (0, constructed, 0)
     assert api.client.get("/api/v1/tasks/list").json()["total"] == 0
