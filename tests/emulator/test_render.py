@@ -43,6 +43,16 @@ def test_render_is_a_marked_png_of_the_size_and_deterministic() -> None:
     assert render_placeholder(**options, seed="task_2") != png
 
 
+def test_a_request_renders_the_same_whatever_was_rendered_before() -> None:
+    """Another prompt is another picture; a request renders to the same bytes after any number of others."""
+    options = {"model": "nano-banana-2", "aspect_ratio": "1:1", "resolution": "1K", "seed": "task_1"}
+    first = render_placeholder(**options, prompt="a cat")
+    others = {render_placeholder(**options, prompt=f"a dog, take {i}") for i in range(6)}
+    assert len(others) == 6
+    assert first not in others
+    assert render_placeholder(**options, prompt="a cat") == first
+
+
 @pytest.mark.parametrize(
     ("model", "aspect_ratio", "resolution", "size"),
     [

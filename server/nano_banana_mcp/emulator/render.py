@@ -60,12 +60,29 @@ def render_placeholder(
     Deterministic: the same arguments give the same bytes (``seed`` picks the colours).
 
     The image is made of palette indices (see :func:`_palette`) and saved as a palette PNG: one byte a pixel and no
-    row filters to choose, where an RGB PNG spent ~10 ms of a 1K render's 23 ms choosing them.
+    row filters to choose, where an RGB PNG spent ~10 ms of a 1K render's 23 ms choosing them. The indices depend on
+    the request alone and are kept for the next task of the same request; only the palette is the task's own.
     """
-    width, height = output_size(aspect_ratio, resolution)
     hue = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:2], "big") / 65_535
     top = _rgb(hue, 0.55, 0.35)
     bottom = _rgb((hue + 0.15) % 1.0, 0.45, 0.85)
+    if (resolution or "1K") == "4K":  # 16.8 MB of indices: not kept
+        image = _picture(model, prompt, aspect_ratio, resolution)
+    else:
+        image = _kept_picture(model, prompt, aspect_ratio, resolution).copy()
+    image.putpalette(_palette(top, bottom))
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Description", PLACEHOLDER_DESCRIPTION)
+    info.add_text("Software", "nano-banana-mcp emulator")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1, pnginfo=info)
+    return buffer.getvalue()
+
+
+def _picture(model: str, prompt: str, aspect_ratio: str | None, resolution: str | None) -> Image.Image:
+    """The placeholder's palette indices ("L"): the gradient, the border, and the band with its text."""
+    width, height = output_size(aspect_ratio, resolution)
     # A 1-pixel-wide gradient of indices stretched to size: cheap to make, and flat rows compress fast.
     column = Image.linear_gradient("L").resize((1, height), Image.Resampling.BILINEAR)
     column = column.point(_GRADIENT_INDICES)
@@ -101,14 +118,11 @@ def render_placeholder(
     band = title.point(_TITLE_INDICES)
     band.paste(detail.point(_DETAIL_INDICES), mask=detail.point(_INKED))
     image.paste(band, (0, band_top))
-    image.putpalette(_palette(top, bottom))
+    return image
 
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Description", PLACEHOLDER_DESCRIPTION)
-    info.add_text("Software", "nano-banana-mcp emulator")
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=1, pnginfo=info)
-    return buffer.getvalue()
+
+_kept_picture = functools.lru_cache(maxsize=4)(_picture)
+"""The latest pictures of 1K and 2K requests (at most 4.2 MB each): tests and trials ask for the same one again."""
 
 
 def _palette(top: tuple[int, int, int], bottom: tuple[int, int, int]) -> bytes:
