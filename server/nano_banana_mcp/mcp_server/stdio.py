@@ -189,7 +189,7 @@ class _PipeLines:
                 self._answered = 0
                 await self._writer.drain()  # answers held for the rest of a burst
                 return line
-            self._writer.put(answer.encode("utf-8"), hold=bool(self._lines))  # a burst's answers: one write
+            self._writer.put(answer, hold=bool(self._lines))  # a burst's answers: one write
             await self._writer.drain()  # the client reads its answers before more of its lines are read
             self._answered += 1
             if self._answered >= _ANSWERS_PER_CHECKPOINT:  # a client that keeps the pipe full starves no one
@@ -280,7 +280,8 @@ class _Polls:
         self._polls = polls
         self._modern: bool | None = None  # None until the first request
 
-    def answer(self, line: str) -> str | None:
+    def answer(self, line: str) -> bytes | None:
+        """The line of the response, as it is written; None: the SDK serves the request."""
         if self._modern is False or (self._modern and METHOD not in line):
             return None
         try:
@@ -299,7 +300,7 @@ class _Polls:
             log.exception("tasks/get shortcut failed; the SDK's pipeline answers every request from now on")
             self._modern = False
             return None
-        return None if result is None else result.decode() + "\n"
+        return None if result is None else result + b"\n"
 
 
 _ANSWERS_PER_CHECKPOINT = 16

@@ -147,15 +147,13 @@ class TaskPolls:
         return b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (json.dumps(request.id).encode(), written)
 
     def _json(self, state: CallState) -> bytes | None:
-        result = self._result(state)
-        return None if result is None else json.dumps(result, separators=(",", ":")).encode()
-
-    def _result(self, state: CallState) -> dict[str, Any] | None:
+        """The result as JSON; None once the task is completed."""
         service = self._service
         task = open_task(state, service) if service is not None else None
         if task is None:
             return None
-        return {"resultType": "complete", **task, "_meta": {SERVER_INFO_META_KEY: dict(self._stamp)}}
+        result = {"resultType": "complete", **task, "_meta": {SERVER_INFO_META_KEY: dict(self._stamp)}}
+        return json.dumps(result, separators=(",", ":")).encode()
 
 
 def _made_of(state: CallState) -> tuple[Any, ...]:
